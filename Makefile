@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    install everything, then serve the API on the embedded defaults (SQLite, models_store/, in-process runner)
+#   make test   install everything (redis-server too), then run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: install redis-server run test test-fast lint bench clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned: this machine has the CPU build of 2.13.0 on disk; an unpinned torch would pull a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev,postgres]'
+	touch $@
+
+# The integration tests need a real redis-server; install it with apt when it is missing (needs root).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+run: install
+	$(BIN)/steph serve --host $(HOST) --port $(PORT)
+
+test: install redis-server
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not integration and not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy app/domain
+
+bench: install
+	$(BIN)/python -m bench.reproduction
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -172,6 +172,10 @@ def _type_name(tp: Any) -> str:
         return " | ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "None"
+    if origin in (list, tuple) and typing.get_args(tp):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -200,6 +204,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except MergeParamsError as exc:
                 errors.append(str(exc))
+        if len(errors) == 1:  # X | None: the error of X is the precise one
+            raise MergeParamsError(f"{errors[0]} (or null)")
         raise MergeParamsError(f"{where}: {value!r} is not {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in typing.get_args(tp):

@@ -1,0 +1,140 @@
+"""One table from errors to HTTP statuses, and the handlers that render every error the same way:
+
+    {"error": {"code": "<snake_case>", "message": "<what was wrong and how to fix it>",
+               "details": <optional, e.g. validation problems>}}
+
+FastAPI's default `{"detail": …}` shape is not used anywhere. No tracebacks or server paths reach a
+response: unexpected exceptions become a generic 500 whose error id is logged with the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.domain.task_vectors import IncompatibleCheckpointError
+from app.services import errors as se
+from app.storage.store import StoreError
+
+log = logging.getLogger(__name__)
+
+
+def _optional(module: str, name: str) -> type[Exception] | None:
+    """An error class from a module that may not be importable yet (other helpers write them)."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def error_table() -> list[tuple[type[Exception], int, str]]:
+    """(exception class, status, code), most specific first; the first isinstance match wins."""
+    rows: list[tuple[type[Exception] | None, int, str]] = [
+        (se.Unauthorized, 401, "unauthorized"),
+        (se.Forbidden, 403, "forbidden"),
+        (se.NotFound, 404, "not_found"),
+        (se.Conflict, 409, "conflict"),
+        (se.PayloadTooLarge, 413, "payload_too_large"),
+        (se.UnsafeArchive, 422, "unsafe_archive"),
+        (se.UnprocessableInput, 422, "unprocessable_input"),
+        (se.InvalidInput, 400, "invalid_input"),
+        (se.ServiceUnavailable, 503, "service_unavailable"),
+        (IncompatibleCheckpointError, 422, "incompatible_checkpoint"),
+        (_optional("app.io.errors", "ArtifactError"), 500, "artifact_error"),
+        (_optional("app.io.errors", "BagFormatError"), 422, "bad_bag"),
+        (_optional("app.io.errors", "CheckpointFormatError"), 422, "bad_checkpoint"),
+        (_optional("app.io.errors", "LabelError"), 422, "bad_labels"),
+        (_optional("app.io.errors", "CohortError"), 422, "bad_cohort"),
+        (_optional("app.io.errors", "InputFileError"), 422, "bad_file"),
+        (_optional("app.domain.merging.registry", "UnknownMethodError"), 422, "unknown_method"),
+        (_optional("app.domain.merging.base", "MergeParamsError"), 422, "invalid_params"),
+        (StoreError, 500, "store_error"),
+        (se.ServiceError, 400, "error"),
+    ]
+    return [(cls, status, code) for cls, status, code in rows if cls is not None]
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return {"error": body}
+
+
+def classify(exc: Exception) -> tuple[int, str] | None:
+    for cls, status, code in error_table():
+        if isinstance(exc, cls):
+            return status, getattr(exc, "code", None) if isinstance(exc, se.ServiceError) else code
+    return None
+
+
+def _http_code(status: int) -> str:
+    return {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        409: "conflict",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+        429: "too_many_requests",
+        503: "service_unavailable",
+    }.get(status, "http_error")
+
+
+async def _known_error(request: Request, exc: Exception) -> JSONResponse:
+    found = classify(exc)
+    if found is None:
+        return await _unexpected(request, exc)
+    status, code = found
+    if status >= 500:
+        log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    message = str(exc) or type(exc).__name__
+    return JSONResponse(error_body(code, message, getattr(exc, "details", None)), status, headers=headers)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route {request.method} {request.url.path}; see /docs for the API"
+    return JSONResponse(
+        error_body(_http_code(exc.status_code), message),
+        exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
+    first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+    where = ".".join(first["loc"][1:] or first["loc"]) or "request"
+    message = f"invalid request: {where}: {first['msg']}" + (
+        f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    )
+    return JSONResponse(error_body("validation_error", message, problems), 422)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    error_id = uuid.uuid4().hex[:12]
+    log.error("unhandled error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
+    message = f"internal server error (error id {error_id}); the details are in the server log"
+    return JSONResponse(error_body("internal_error", message), 500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers: table classes, HTTPException, validation errors, and a catch-all 500."""
+    for cls, _, _ in error_table():
+        app.add_exception_handler(cls, _known_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,69 @@
+"""POST /predict: score uploaded bags with a merged model. Predict or admin scope."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import Ctx, PredictKey
+from app.schemas.common import error_responses
+from app.schemas.predict import PredictResponse
+from app.services import predict as svc
+from app.services.errors import UnprocessableInput
+
+router = APIRouter(tags=["prediction"])
+
+
+def _patient_ids(patient_id: list[str] | None, patient_ids: str | None) -> list[str] | None:
+    if patient_ids:
+        try:
+            ids = json.loads(patient_ids)
+        except json.JSONDecodeError:
+            raise UnprocessableInput(
+                'patient_ids must be a JSON list of strings, e.g. ["P1", "P1"]'
+            ) from None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise UnprocessableInput('patient_ids must be a JSON list of strings, e.g. ["P1", "P1"]')
+        return ids
+    return patient_id or None
+
+
+def _run(ctx: Ctx, model_id: str, files: list[UploadFile], ids: list[str] | None, top: int) -> dict:
+    svc.check_file_count(ctx.settings, len(files))
+    svc.model_record(ctx=ctx, model_id=model_id)  # 404 before reading any upload
+    saved: list[svc.BagFile] = []
+    try:
+        for i, f in enumerate(files):
+            name = svc.upload_name(f.filename, i)
+            dest = ctx.store.new_tmp_path()
+            svc.save_bag_upload(f.file, dest, limit_bytes=ctx.settings.max_upload_bytes, name=name)
+            saved.append(svc.BagFile(name=name, path=dest))
+        return svc.predict(ctx=ctx, model_id=model_id, files=saved, patient_ids=ids, top_patches=top)
+    finally:
+        for b in saved:
+            b.path.unlink(missing_ok=True)
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=error_responses(404, 413, 422),
+    summary="Score bags (.h5/.hdf5/.pt/.npy/.safetensors): risk, survival curve, hazards, STEPH sources",
+)
+async def predict(
+    ctx: Ctx,
+    _key: PredictKey,
+    model_id: Annotated[str, Form(max_length=64)],
+    files: Annotated[list[UploadFile], File(description="one or more feature bags [N, D]")],
+    patient_id: Annotated[list[str] | None, Form(description="one per file, or one for all files")] = None,
+    patient_ids: Annotated[str | None, Form(description="alternative: a JSON list of patient ids")] = None,
+    top_patches: Annotated[
+        int, Form(ge=0, le=1000, description="return the k highest-attention patches")
+    ] = 0,
+) -> PredictResponse:
+    ids = _patient_ids(patient_id, patient_ids)
+    result = await run_in_threadpool(_run, ctx, model_id, files, ids, top_patches)
+    return PredictResponse.model_validate(result)

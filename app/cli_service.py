@@ -1,0 +1,133 @@
+"""Service commands of `steph`: serve, worker, migrate, keys (create / list / revoke).
+
+`register(subparsers)` is called by app.cli.build_parser; every command sets `func(args) -> int`. `steph
+keys create --scope admin|predict` prints ONLY the new key on stdout (scripts capture it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.settings import get_settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the API with uvicorn on the settings from the environment (embedded default: SQLite + in-process
+    jobs)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker for merge jobs (extra arguments go to `celery worker`)."""
+    from workers.celery_app import run_worker
+
+    return int(run_worker(list(args.celery_args or [])) or 0)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply the Alembic migrations to STEPH_DATABASE_URL."""
+    from app.db.migrate import current_revision, upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url, args.revision)
+    print(f"database at revision {current_revision(settings.database_url)}", file=sys.stderr)
+    return 0
+
+
+def _context():
+    from app.db.migrate import upgrade
+    from app.services.context import build_context
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    return build_context(settings)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from app.services.auth import create_api_key
+
+    ctx = _context()
+    try:
+        with ctx.session() as s:
+            row, key = create_api_key(s, scope=args.scope, name=args.name)
+    finally:
+        ctx.close()
+    print(f"created {row.scope} key {row.id} ({row.prefix}…)", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from app.db import repositories as repo
+
+    ctx = _context()
+    try:
+        with ctx.session() as s:
+            rows = repo.list_api_keys(s)
+    finally:
+        ctx.close()
+    print(f"{'ID':<38} {'PREFIX':<18} {'SCOPE':<8} {'CREATED':<20} {'REVOKED':<20} NAME")
+    for r in rows:
+        revoked = r.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if r.revoked_at else "-"
+        print(
+            f"{r.id:<38} {r.prefix + '…':<18} {r.scope:<8} {r.created_at.strftime('%Y-%m-%d %H:%M:%S'):<20} "
+            f"{revoked:<20} {r.name}"
+        )
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from app.services.auth import revoke_api_key
+
+    ctx = _context()
+    try:
+        with ctx.session() as s:
+            row = revoke_api_key(s, id_or_prefix=args.key_id)
+    finally:
+        ctx.close()
+    print(f"revoked {row.scope} key {row.id} ({row.prefix}…)", file=sys.stderr)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add serve, worker, migrate and keys to the `steph` parser."""
+    p = subparsers.add_parser(
+        "serve", help="run the REST API (embedded default: SQLite + in-process job runner)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = subparsers.add_parser("worker", help="run a Celery worker for merge jobs (STEPH_QUEUE=celery)")
+    p.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra arguments for `celery worker`")
+    p.set_defaults(func=cmd_worker)
+
+    p = subparsers.add_parser("migrate", help="apply database migrations (STEPH_DATABASE_URL)")
+    p.add_argument("--revision", default="head", help="target revision (default head)")
+    p.set_defaults(func=cmd_migrate)
+
+    keys = subparsers.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    p = keys.add_parser("create", help="create a key and print it (only the key) on stdout")
+    p.add_argument("--scope", choices=("admin", "predict"), required=True)
+    p.add_argument("--name", default=None, help="a label shown by `keys list`")
+    p.set_defaults(func=cmd_keys_create)
+    p = keys.add_parser("list", help="list keys (prefixes only; keys are stored hashed)")
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("revoke", help="revoke a key by id or visible prefix")
+    p.add_argument("key_id", help="key id (key_…) or its visible prefix")
+    p.set_defaults(func=cmd_keys_revoke)

@@ -1,0 +1,306 @@
+"""The STEPH Python SDK: `Client(base_url, api_key).predict(model_id, path)` and friends.
+
+Imports only httpx and the stdlib (no torch, FastAPI, SQLAlchemy): hospital IT can install it light.
+Every method returns typed dataclasses (`app.client.types`) and raises `ClientError` (or its subclasses
+`AuthError`, `ConnectionFailed`) carrying the server's message.
+The API key never appears in `repr`, logs or errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.client.files import file_part, zip_directory
+from app.client.transport import ClientError, Transport
+from app.client.types import (
+    Base,
+    Checkpoint,
+    Cohort,
+    Health,
+    MergeJob,
+    Model,
+    Prediction,
+    from_json,
+    prediction_from_json,
+)
+
+PathLike = str | os.PathLike[str]
+
+
+def _items(body: Any) -> list[dict[str, Any]]:
+    """A list endpoint's items, whether the server answers a bare list or `{"items": [...]}`."""
+    if isinstance(body, list):
+        return body
+    for key in ("items", "results", "data"):
+        if isinstance(body, dict) and isinstance(body.get(key), list):
+            return body[key]
+    raise ClientError(0, f"unexpected list response shape: {str(body)[:200]}")
+
+
+class Client:
+    """A connection to one STEPH service.
+
+    Args: base_url (e.g. "http://steph:8000"), api_key (sent as `Authorization: Bearer`), timeout (seconds per
+    request), retries (extra attempts on connection errors / 429 / 5xx), backoff (first retry delay,
+    doubled each time).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 120.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not base_url or not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        self._t = Transport(base_url, api_key, timeout=timeout, retries=retries, backoff=backoff, sleep=sleep)
+        self.base_url = self._t.base_url
+
+    def __repr__(self) -> str:
+        return f"Client(base_url={self.base_url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._t.close()
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._t.request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def _list(self, path: str, params: dict[str, Any] | None = None, page: int = 100) -> list[dict[str, Any]]:
+        """All items of a list endpoint, following `{"items", "total", "limit", "offset"}` pagination."""
+        items: list[dict[str, Any]] = []
+        while True:
+            body = self._json("GET", path, params={**(params or {}), "limit": page, "offset": len(items)})
+            batch = _items(body)
+            items.extend(batch)
+            total = body.get("total") if isinstance(body, dict) else None
+            if not batch or not isinstance(total, int) or len(items) >= total:
+                return items
+
+    # ---- operations ----
+    def health(self) -> Health:
+        """`GET /health/ready` → Health(status, checks)."""
+        return from_json(Health, self._json("GET", "/health/ready"))
+
+    def list_methods(self) -> list[dict[str, Any]]:
+        """`GET /methods`: merge methods with their parameters [{name, paper, summary, learned, params}]."""
+        return _items(self._json("GET", "/methods"))
+
+    def list_bases(self) -> list[Base]:
+        return [from_json(Base, b) for b in self._list("/bases")]
+
+    def get_base(self, base_id: str) -> Base:
+        return from_json(Base, self._json("GET", f"/bases/{base_id}"))
+
+    def register_base(self, path: PathLike, name: str, encoder: str) -> Base:
+        """Upload θ₀ (`.safetensors` or reference `.pth`); dims are read from the file by the server."""
+        p = Path(path)
+        body = self._json(
+            "POST",
+            "/bases",
+            data={"name": name, "encoder": encoder},
+            open_files=lambda s: {"file": file_part(s, p)},
+        )
+        return from_json(Base, body)
+
+    def register_checkpoint(
+        self,
+        path: PathLike,
+        cancer: str,
+        base_id: str,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Checkpoint:
+        """Upload a per-cancer checkpoint; the same bytes twice return the existing checkpoint."""
+        p = Path(path)
+        data = {"cancer": cancer, "base_id": base_id}
+        data.update({k: v for k, v in (("name", name), ("description", description)) if v})
+        body = self._json("POST", "/checkpoints", data=data, open_files=lambda s: {"file": file_part(s, p)})
+        return from_json(Checkpoint, body)
+
+    def list_checkpoints(self, base_id: str | None = None, cancer: str | None = None) -> list[Checkpoint]:
+        params = {k: v for k, v in (("base_id", base_id), ("cancer", cancer)) if v}
+        return [from_json(Checkpoint, c) for c in self._list("/checkpoints", params)]
+
+    def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        return from_json(Checkpoint, self._json("GET", f"/checkpoints/{checkpoint_id}"))
+
+    def delete_checkpoint(self, checkpoint_id: str) -> None:
+        self._t.request("DELETE", f"/checkpoints/{checkpoint_id}")
+
+    def register_cohort(self, path_or_archive: PathLike, name: str, base_id: str) -> Cohort:
+        """Upload a cohort: a directory (zipped on the fly) or a ready `.zip` / `.tar[.gz]` archive."""
+        p = Path(path_or_archive)
+        if not p.exists():
+            raise FileNotFoundError(f"cohort {p} does not exist: give a cohort directory or a zip/tar of one")
+        with tempfile.TemporaryDirectory(prefix="steph-cohort-") as tmp:
+            archive = zip_directory(p, Path(tmp) / f"{p.name or 'cohort'}.zip") if p.is_dir() else p
+            body = self._json(
+                "POST",
+                "/cohorts",
+                data={"name": name, "base_id": base_id},
+                open_files=lambda s: {"file": file_part(s, archive)},
+            )
+        return from_json(Cohort, body)
+
+    def register_cohort_path(self, server_path: str, name: str, base_id: str) -> Cohort:
+        """Register a cohort directory already on the server, under its configured data root (admin)."""
+        body = self._json("POST", "/cohorts", json={"name": name, "base_id": base_id, "path": server_path})
+        return from_json(Cohort, body)
+
+    def get_cohort(self, cohort_id: str) -> Cohort:
+        return from_json(Cohort, self._json("GET", f"/cohorts/{cohort_id}"))
+
+    def submit_merge_job(
+        self,
+        method: str,
+        base_id: str,
+        target_checkpoint_id: str,
+        cohort_id: str,
+        source_checkpoint_ids: Sequence[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> MergeJob:
+        """`POST /merge-jobs` with an `Idempotency-Key` (uuid4 if not given): retries never duplicate."""
+        payload: dict[str, Any] = {
+            "method": method,
+            "base_id": base_id,
+            "target_checkpoint_id": target_checkpoint_id,
+            "cohort_id": cohort_id,
+            "params": dict(params or {}),
+        }
+        if source_checkpoint_ids is not None:
+            payload["source_checkpoint_ids"] = list(source_checkpoint_ids)
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        return from_json(MergeJob, self._json("POST", "/merge-jobs", json=payload, headers=headers))
+
+    def get_job(self, job_id: str) -> MergeJob:
+        return from_json(MergeJob, self._json("GET", f"/merge-jobs/{job_id}"))
+
+    def list_jobs(self) -> list[MergeJob]:
+        return [from_json(MergeJob, j) for j in self._list("/merge-jobs")]
+
+    def cancel_job(self, job_id: str) -> MergeJob:
+        return from_json(MergeJob, self._json("POST", f"/merge-jobs/{job_id}/cancel"))
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        poll_s: float = 2.0,
+        on_progress: Callable[[MergeJob], None] | None = None,
+        timeout_s: float | None = None,
+    ) -> MergeJob:
+        """Poll until the job is succeeded/failed/cancelled; `on_progress(job)` after every poll.
+
+        Raises TimeoutError past `timeout_s`. Does not raise on a failed job: check `job.status`.
+        """
+        start = time.monotonic()
+        while True:
+            job = self.get_job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.done:
+                return job
+            if timeout_s is not None and time.monotonic() - start > timeout_s:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout_s:.0f}s")
+            time.sleep(poll_s)
+
+    def list_models(self) -> list[Model]:
+        return [from_json(Model, m) for m in self._list("/models")]
+
+    def get_model(self, model_id: str) -> Model:
+        return from_json(Model, self._json("GET", f"/models/{model_id}"))
+
+    def download_artifact(self, model_id: str, dest: PathLike) -> Path:
+        """Stream `GET /models/{id}/artifact` to `dest` (file, or dir → `<id>.safetensors`), atomically."""
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / f"{model_id}.safetensors"
+        tmp = dest.with_name(dest.name + ".part")
+        hashes: list[Any] = []
+
+        def sink(response: httpx.Response) -> None:
+            hashes.append(hashlib.sha256())  # a fresh digest on every attempt
+            with tmp.open("wb") as fh:
+                for chunk in response.iter_bytes():
+                    fh.write(chunk)
+                    hashes[-1].update(chunk)
+
+        response = self._t.request("GET", f"/models/{model_id}/artifact", sink=sink)
+        headers = response.headers
+        expected = headers.get("X-Content-SHA256") or headers.get("ETag", "").strip('"')
+        got = hashes[-1].hexdigest()
+        if len(expected) == 64 and expected != got:
+            tmp.unlink(missing_ok=True)
+            raise ClientError(
+                0, f"artifact {model_id} sha256 mismatch: got {got}, server says {expected}; download again"
+            )
+        tmp.replace(dest)
+        return dest
+
+    def predict(
+        self, model_id: str, paths: PathLike | Sequence[PathLike] | Mapping[str, Sequence[PathLike]]
+    ) -> list[Prediction] | dict[str, Prediction]:
+        """Score bags.
+
+        A path or list of paths → one request, a list of per-patient results as the server groups them;
+        a mapping {patient_id: [slide paths]} → one request per patient, a dict keyed by patient id.
+        """
+        if isinstance(paths, Mapping):
+            return {pid: self.predict_patient(model_id, pid, files) for pid, files in paths.items()}
+        files = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        return self._predict(model_id, [Path(f) for f in files], patient_id=None)
+
+    def predict_patient(self, model_id: str, patient_id: str, paths: Iterable[PathLike]) -> Prediction:
+        """Score one patient's slides (their bags are pooled by the server into one prediction)."""
+        results = self._predict(model_id, [Path(p) for p in paths], patient_id=patient_id)
+        if len(results) != 1:
+            raise ClientError(
+                0, f"expected one result for patient {patient_id}, server returned {len(results)}"
+            )
+        return replace(results[0], patient_id=patient_id)
+
+    def _predict(self, model_id: str, paths: list[Path], patient_id: str | None) -> list[Prediction]:
+        if not paths:
+            raise ValueError("predict needs at least one bag file")
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"bag file(s) not found: {', '.join(missing)}")
+        data = {"model_id": model_id}
+        if patient_id is not None:  # one id for all files: the patient's slides are pooled into one bag
+            data["patient_id"] = patient_id
+        body = self._json(
+            "POST", "/predict", data=data, open_files=lambda s: [("files", file_part(s, p)) for p in paths]
+        )
+        items = _items(body.get("results", body.get("predictions")) if isinstance(body, dict) else body)
+        extra = body if isinstance(body, dict) else {}
+        mid = str(extra.get("model_id") or model_id)
+        sha = str(extra.get("model_sha256") or extra.get("artifact_sha256") or "")
+        try:
+            return [prediction_from_json(it, model_id=mid, model_sha256=sha) for it in items]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClientError(
+                0,
+                f"unexpected /predict response ({type(exc).__name__}: {exc}); "
+                "is the client older than the service?",
+            ) from None

@@ -1,0 +1,149 @@
+"""STEPH: sparse task-vector mixup with hypernetworks (SPEC §1).
+
+    e = mean_n ReLU(Linear_{D→h}(x_n))                      shared per-patch layer, then mean over patches
+    w = ReLU(MLP_w(e)) ∈ R^M,   r = ReLU(MLP_r(e)),   λ = 1 / (1 + r)
+    S = top-k(w)   (no renormalisation)
+    θ*(x) = θ₀ + (Σ_{i∈S} w_i λ_i) τ_t + Σ_{i∈S} w_i (1 − λ_i) τ_{s_i}      (encoder only, per bag)
+    aux = γ [(logsumexp_i w_i)² + (1/k) Σ_{i∈S} w_i] + β mean_{i∈S} λ_i²
+
+Ablations: lam_mode "fixed" (λ = lam_value for every source and bag; 0 = sources only, 1 = target only) and
+"global" (one trainable λ per source shared by all bags, λ = sigmoid(logit), initialised at lam_value);
+topk=None disables sparsity. With a fixed λ the β term is a constant and is left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from app.domain.merging.base import MergeInputs, MergeMethod, ModelOutput, SurvivalModel
+from app.domain.merging.mixup import Mix, MixupModel, empty_bank
+from app.domain.merging.stacked import (
+    encoder_shapes,
+    hyper_mlp,
+    load_exact,
+    logit,
+    seeded,
+    task_vector_stack,
+    validate_inputs,
+)
+from app.domain.mil import FamilyDims, as_bag
+from app.domain.task_vectors import StateDict
+
+
+@dataclass
+class StephParams:
+    topk: int | None = field(default=5, metadata={"help": "sources kept per bag (top-k of w); null = all"})
+    gamma: float = field(default=1e-3, metadata={"help": "γ: weight of the merge-weight regulariser"})
+    beta: float = field(default=0.05, metadata={"help": "β: weight of the mean λ² penalty"})
+    hyper_hidden: int | None = field(
+        default=None, metadata={"help": "width h of the hypernetworks; null = the family's hidden_dim"}
+    )
+    hyper_dropout: float = field(default=0.25, metadata={"help": "dropout inside the hypernetwork MLPs"})
+    lam_mode: Literal["hyper", "fixed", "global"] = field(
+        default="hyper",
+        metadata={
+            "help": "λ from the r-hypernetwork ('hyper'), a constant ('fixed') or one trainable per source"
+        },
+    )
+    lam_value: float = field(
+        default=0.5,
+        metadata={"help": "λ for lam_mode 'fixed' (0 = sources only, 1 = target only); init for 'global'"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.topk is not None and self.topk < 1:
+            raise ValueError(f"topk must be ≥ 1 (or null for all sources); got {self.topk}")
+        if self.gamma < 0 or self.beta < 0:
+            raise ValueError(f"gamma and beta must be ≥ 0; got gamma={self.gamma}, beta={self.beta}")
+        if self.hyper_hidden is not None and self.hyper_hidden < 1:
+            raise ValueError(f"hyper_hidden must be ≥ 1 (or null); got {self.hyper_hidden}")
+        if not 0.0 <= self.hyper_dropout < 1.0:
+            raise ValueError(f"hyper_dropout must be in [0, 1); got {self.hyper_dropout}")
+        if self.lam_mode not in ("hyper", "fixed", "global"):
+            raise ValueError(f"lam_mode must be 'hyper', 'fixed' or 'global'; got {self.lam_mode!r}")
+        if not 0.0 <= self.lam_value <= 1.0:
+            raise ValueError(f"lam_value must be in [0, 1]; got {self.lam_value}")
+
+
+class StephModel(MixupModel):
+    """Per-bag merged ABMIL. Trainable: shared layer, MLP_w, MLP_r (or global λ logits), head."""
+
+    method = "steph"
+
+    def __init__(
+        self, dims: FamilyDims, bin_edges: list[float], *, params: StephParams, seed: int, **kwargs: Any
+    ):
+        """kwargs: base_encoder, stack, source_names, target_name (see MixupModel)."""
+        super().__init__(dims, bin_edges, params=params, seed=seed, **kwargs)
+        width, m = params.hyper_hidden or dims.hidden_dim, self.n_sources
+        with seeded(seed + 1):
+            self.shared = nn.Linear(dims.in_dim, width)
+            self.mlp_w = hyper_mlp(width, m, params.hyper_dropout)
+            self.mlp_r = hyper_mlp(width, m, params.hyper_dropout) if params.lam_mode == "hyper" else None
+        self.lam_logit = (
+            nn.Parameter(torch.full((m,), logit(params.lam_value))) if params.lam_mode == "global" else None
+        )
+
+    def hyper(self, bag: Tensor) -> Mix:
+        """bag [N, D] -> Mix(w [M], λ [M], S [k]) from the hypernetworks."""
+        bag = as_bag(bag)
+        if bag.shape[1] != self.dims.in_dim:
+            raise ValueError(f"bag has D = {bag.shape[1]}, the model expects D = {self.dims.in_dim}")
+        e = torch.relu(self.shared(bag)).mean(dim=0)
+        w = torch.relu(self.mlp_w(e))
+        if self.mlp_r is not None:
+            lam = 1.0 / (1.0 + torch.relu(self.mlp_r(e)))
+        elif self.lam_logit is not None:
+            lam = torch.sigmoid(self.lam_logit)
+        else:
+            lam = torch.full_like(w, self.params.lam_value)
+        return self.select(w, lam)
+
+    def merged_encoder_for(self, bag: Tensor) -> StateDict:
+        """θ*(x) for one bag (encoder keys in the reference layout)."""
+        return self.merged_encoder(self.hyper(bag))
+
+    def aux_loss(self, mix: Mix) -> Tensor:
+        """γ [(logsumexp_i w_i)² + (1/k) Σ_{i∈S} w_i] + β mean_{i∈S} λ_i² (β term only for learnable λ)."""
+        w_sel = mix.weights[mix.selected]
+        aux = self.params.gamma * (torch.logsumexp(mix.weights, dim=0) ** 2 + w_sel.sum() / self.k)
+        if self.params.lam_mode != "fixed":
+            aux = aux + self.params.beta * (mix.lam[mix.selected] ** 2).mean()
+        return aux
+
+    def forward(self, bag: Tensor) -> ModelOutput:
+        mix = self.hyper(bag)
+        return self.score(bag, mix, self.aux_loss(mix))
+
+
+class StephMethod(MergeMethod):
+    name = "steph"
+    paper = "STEPH (CVPR 2026): sparse task-vector mixup with hypernetworks"
+    summary = (
+        "Per-bag merge: hypernetworks read the bag and pick sparse weights w and mix ratios λ; the encoder "
+        "is θ₀ + Σ_{i∈top-k} w_i (λ_i τ_t + (1 − λ_i) τ_{s_i}); a fresh head trains with the hypernetworks."
+    )
+    params_type = StephParams
+    learned = True
+
+    def build(self, inputs: MergeInputs, params: StephParams, *, seed: int) -> SurvivalModel:
+        validate_inputs(inputs)
+        base = {k: inputs.base[k] for k in encoder_shapes(inputs.dims)}
+        return StephModel(
+            inputs.dims, inputs.bin_edges, base_encoder=base, stack=task_vector_stack(inputs),
+            source_names=inputs.source_names, target_name=inputs.target_name, params=params, seed=seed,
+        )  # fmt: skip
+
+    def load(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> SurvivalModel:
+        dims = FamilyDims.from_dict(config["dims"])
+        base, stack = empty_bank(dims, len(config["source_names"]))
+        model = StephModel(
+            dims, config["bin_edges"], base_encoder=base, stack=stack, source_names=config["source_names"],
+            target_name=config["target_name"], params=self.parse_params(config["params"]), seed=0,
+        )  # fmt: skip
+        load_exact(model, tensors, self.name)
+        return model.eval()

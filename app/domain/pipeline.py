@@ -1,0 +1,91 @@
+"""One merge run, end to end and in memory: parse → build → train (when needed) → compare on the test split.
+
+The raw parameter dict of a merge job mixes training settings (the TrainConfig fields, TRAIN_KEYS) with the
+method's own parameters; split_params separates and validates them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.domain.data import Samples
+from app.domain.evaluation import Comparison, compare
+from app.domain.merging.base import MergeInputs, MergeParamsError, SurvivalModel
+from app.domain.training import Progress, TrainConfig, TrainingCancelled, TrainResult, train
+
+TRAIN_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def split_params(raw: dict[str, Any] | None) -> tuple[TrainConfig, dict[str, Any]]:
+    """raw {TRAIN_KEYS…, method params…} → (TrainConfig, the remaining method params).
+
+    TrainConfig fields missing from `raw` keep their defaults. A training value of the wrong type or out of
+    range raises MergeParamsError (a ValueError) naming the key. Method params are not validated here
+    (MergeMethod.parse_params does that).
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise MergeParamsError(f"parameters must be an object (a dict), got {type(raw).__name__}")
+    train_raw = {k: raw[k] for k in TRAIN_KEYS if k in raw}
+    method_params = {k: v for k, v in raw.items() if k not in TRAIN_KEYS}
+    try:
+        config = TrainConfig(**train_raw)
+    except ValueError as exc:
+        raise MergeParamsError(str(exc)) from None
+    return config, method_params
+
+
+@dataclass
+class MergeRun:
+    """The merged model, its parsed parameters (as a dict), the training result and the test comparison."""
+
+    model: SurvivalModel
+    params: dict[str, Any]
+    train_result: TrainResult | None
+    comparison: Comparison | None
+
+
+def _check_cancel(should_cancel: Callable[[], bool] | None, stage: str) -> None:
+    if should_cancel is not None and should_cancel():
+        raise TrainingCancelled(f"merge cancelled {stage}")
+
+
+def run_merge(
+    *,
+    method: str,
+    inputs: MergeInputs,
+    params: dict[str, Any],
+    train_config: TrainConfig,
+    train_samples: Samples,
+    test_samples: Samples,
+    reference: SurvivalModel,
+    progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    n_boot: int = 1000,
+) -> MergeRun:
+    """Build `method` on `inputs` (seed = train_config.seed), train it on train_samples when the method needs
+    training (learned methods, retrain_head), then compare it with `reference` (usually the target's
+    cancer-specific model) on test_samples — skipped when test_samples is empty.
+
+    Raises UnknownMethodError / MergeParamsError for a bad method or params, TrainingCancelled when
+    should_cancel() turns True, ValueError when the test patients have no comparable pair.
+    """
+    from app.domain.merging.registry import get_method  # the registry imports every method
+
+    impl = get_method(method)
+    parsed = impl.parse_params(params)
+    _check_cancel(should_cancel, "before building the model")
+    model = impl.build(inputs, parsed, seed=train_config.seed)
+    result = None
+    if impl.needs_training(parsed):
+        result = train(model, train_samples, train_config, progress=progress, should_cancel=should_cancel)
+    model.eval()
+    comparison = None
+    if len(test_samples) > 0:
+        _check_cancel(should_cancel, "before the evaluation on the test split")
+        comparison = compare(model, reference, test_samples, n_boot=n_boot, seed=train_config.seed)
+    return MergeRun(model, dataclasses.asdict(parsed), result, comparison)

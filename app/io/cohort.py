@@ -1,0 +1,246 @@
+"""A cohort directory: labels.csv, optional splits.csv and one bag file per slide.
+
+    <dir>/labels.csv         patient_id, pathology_id, t, e[, project] (app.io.labels)
+    <dir>/splits.csv         optional: train, test[, val] columns of patient ids
+    <dir>/bags/<pathology_id>.{h5,hdf5,pt,npy,safetensors}   (or the bag files directly in <dir>)
+
+Without splits.csv every labelled patient is in "train" and "test" is empty (evaluation then needs another
+cohort). A patient's bag is the row-wise concatenation of its slides' bags, loaded lazily on access.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, overload
+
+from app.domain.data import Sample
+from app.io.bags import SUPPORTED_BAG_SUFFIXES, read_bag, read_patient_bag
+from app.io.errors import CohortError, InputFileError, display_name_of
+from app.io.labels import PatientLabel, read_labels, read_splits
+
+LABELS_FILE = "labels.csv"
+SPLITS_FILE = "splits.csv"
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".mrxs", ".scn", ".vms", ".bif")
+MAX_PROBLEMS_SHOWN = 8
+
+
+@dataclass
+class CohortSummary:
+    """What validate() found. patches = per-patient patch counts (all slides together)."""
+
+    patients: int
+    events: int
+    slides: int
+    dim: int | None
+    patches: dict[str, float]
+    splits: dict[str, int]
+    split_events: dict[str, int]
+    has_splits: bool
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CohortDir:
+    """An opened cohort directory (see the module docstring). Build with `open_cohort`."""
+
+    def __init__(self, root: Path, name: str, labels: list[PatientLabel], splits: dict[str, list[str]] | None,
+                 bags_dir: Path) -> None:  # fmt: skip
+        self.root, self.name, self.labels, self.bags_dir = root, name, labels, bags_dir
+        self.has_splits = splits is not None
+        self.splits = splits if splits is not None else {"train": [p.patient_id for p in labels], "test": []}
+        self.by_id = {p.patient_id: p for p in labels}
+        self.index, self.duplicates = _index_bags(bags_dir)
+
+    def bag_path(self, slide_id: str) -> Path:
+        """The bag file of `slide_id` (pathology_id; a suffix like .svs is ignored). CohortError if none."""
+        path = self.index.get(slide_id)
+        if path is None:
+            stem, suffix = os.path.splitext(slide_id)
+            path = self.index.get(stem) if suffix.lower() in SLIDE_SUFFIXES else None
+        if path is None:
+            where = "bags/" if self.bags_dir != self.root else "the cohort directory"
+            raise CohortError(
+                f"{self.name}: no bag file for pathology_id {slide_id!r} (looked for {slide_id}"
+                f"{{{','.join(SUPPORTED_BAG_SUFFIXES)}}} in {where}); add the bag or fix {LABELS_FILE}",
+                file_name=self.name,
+            )
+        return path
+
+    def split_problems(self) -> list[str]:
+        """Patients named in splits.csv that labels.csv does not know."""
+        out = []
+        for split, ids in self.splits.items():
+            unknown = [p for p in ids if p not in self.by_id]
+            if unknown:
+                shown = ", ".join(repr(p) for p in unknown[:5]) + (" …" if len(unknown) > 5 else "")
+                out.append(f"{SPLITS_FILE}: {len(unknown)} patient(s) of split {split!r} are not in "
+                           f"{LABELS_FILE}: {shown}")  # fmt: skip
+        return out
+
+    def patients(self, split: str | None = None) -> list[PatientLabel]:
+        """Labelled patients of `split` (None = all, labels order). CohortError: unknown split or patients."""
+        if split is None:
+            return list(self.labels)
+        if split not in self.splits:
+            if split in ("train", "val", "test"):
+                return []
+            raise CohortError(
+                f"{self.name}: unknown split {split!r}; available: {', '.join(self.splits)}",
+                file_name=self.name,
+            )
+        problems = self.split_problems()
+        if problems:
+            raise CohortError(f"{self.name}: {problems[0]}; fix {SPLITS_FILE}", file_name=self.name)
+        return [self.by_id[p] for p in self.splits[split]]
+
+    def samples(self, split: str | None = None, expected_dim: int | None = None,
+                max_patches: int | None = None) -> CohortSamples:  # fmt: skip
+        """A lazy Sequence[Sample] of `split`: each access reads and concatenates the patient's slides."""
+        return CohortSamples(self, self.patients(split), expected_dim, max_patches)
+
+    def validate(self, expected_dim: int | None = None) -> CohortSummary:
+        """Read every bag; raise one CohortError listing ALL problems found, else return the summary."""
+        problems = self.split_problems()
+        problems += [
+            f"slide {sid!r} has several bag files: {', '.join(names)}" for sid, names in self.duplicates
+        ]
+        counts, dims = self._scan_bags(expected_dim, problems)
+        if len(dims) > 1:
+            shown = ", ".join(f"D = {d} ({n} slides)" for d, n in dims.most_common())
+            problems.append(
+                f"the bags do not share one feature size: {shown}; use one encoder for every slide"
+            )
+        if problems:
+            head = "; ".join(f"{i + 1}) {p}" for i, p in enumerate(problems[:MAX_PROBLEMS_SHOWN]))
+            more = (
+                f"; and {len(problems) - MAX_PROBLEMS_SHOWN} more"
+                if len(problems) > MAX_PROBLEMS_SHOWN
+                else ""
+            )
+            raise CohortError(
+                f"{self.name}: {len(problems)} problem(s) found: {head}{more}. "
+                "Fix them and upload the cohort again",
+                file_name=self.name,
+            )
+        return self._summary(counts, dims)
+
+    def _scan_bags(self, expected_dim: int | None, problems: list[str]) -> tuple[dict[str, int], Counter]:
+        counts: dict[str, int] = {}
+        dims: Counter = Counter()
+        for label in self.labels:
+            total = 0
+            for sid in label.slide_ids:
+                try:
+                    bag = read_bag(self.bag_path(sid), expected_dim=expected_dim)
+                except InputFileError as exc:
+                    problems.append(str(exc).removeprefix(f"{self.name}: "))
+                    continue
+                dims[bag.dim] += 1
+                total += bag.n_patches
+            counts[label.patient_id] = total
+        return counts, dims
+
+    def _summary(self, counts: dict[str, int], dims: Counter) -> CohortSummary:
+        values = list(counts.values())
+        split_events = {s: sum(self.by_id[p].event for p in ids) for s, ids in self.splits.items()}
+        warnings = []
+        if self.has_splits:
+            in_split = {p for ids in self.splits.values() for p in ids}
+            spare = [p.patient_id for p in self.labels if p.patient_id not in in_split]
+            if spare:
+                warnings.append(f"{len(spare)} labelled patient(s) are in no split and are not used")
+        else:
+            warnings.append(f"no {SPLITS_FILE}: every patient is in 'train' and 'test' is empty")
+        if self.splits.get("test") and split_events.get("test", 0) == 0:
+            warnings.append("the test split has no events: its C-index is undefined")
+        used = {Path(self.bag_path(s)).name for p in self.labels for s in p.slide_ids}
+        unused = [n for n in (p.name for p in self.index.values()) if n not in used]
+        if unused:
+            warnings.append(
+                f"{len(unused)} bag file(s) are not referenced by {LABELS_FILE}, e.g. {unused[0]!r}"
+            )
+        patches = {"min": min(values), "median": float(statistics.median(values)), "max": max(values),
+                   "total": sum(values)} if values else {}  # fmt: skip
+        return CohortSummary(
+            patients=len(self.labels), events=sum(p.event for p in self.labels),
+            slides=sum(len(p.slide_ids) for p in self.labels), dim=next(iter(dims), None), patches=patches,
+            splits={s: len(ids) for s, ids in self.splits.items()}, split_events=split_events,
+            has_splits=self.has_splits, warnings=warnings,
+        )  # fmt: skip
+
+
+class CohortSamples(Sequence[Sample]):
+    """Lazy Sequence[Sample]: patient i's slides are read (and concatenated) on every __getitem__."""
+
+    def __init__(self, cohort: CohortDir, patients: list[PatientLabel], expected_dim: int | None,
+                 max_patches: int | None) -> None:  # fmt: skip
+        self.cohort, self.labels = cohort, patients
+        self.expected_dim, self.max_patches = expected_dim, max_patches
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def patient_ids(self) -> list[str]:
+        return [p.patient_id for p in self.labels]
+
+    def _load(self, label: PatientLabel) -> Sample:
+        paths = [self.cohort.bag_path(s) for s in label.slide_ids]
+        bag = read_patient_bag(paths, expected_dim=self.expected_dim, max_patches=self.max_patches,
+                               display_names=[p.name for p in paths])  # fmt: skip
+        return Sample(label.patient_id, bag.features, label.time, label.event)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [self._load(p) for p in self.labels[index]]
+        return self._load(self.labels[index])
+
+    def __iter__(self) -> Iterator[Sample]:
+        for label in self.labels:
+            yield self._load(label)
+
+
+def _index_bags(bags_dir: Path) -> tuple[dict[str, Path], list[tuple[str, list[str]]]]:
+    """{slide id (file name minus its bag suffix): path}, plus slides that have several bag files."""
+    index: dict[str, Path] = {}
+    seen: dict[str, list[str]] = {}
+    for path in sorted(bags_dir.iterdir()):
+        suffix = path.suffix.lower()
+        if suffix in SUPPORTED_BAG_SUFFIXES and path.is_file():
+            stem = path.name[: -len(suffix)]
+            index.setdefault(stem, path)
+            seen.setdefault(stem, []).append(path.name)
+    return index, [(s, names) for s, names in seen.items() if len(names) > 1]
+
+
+def open_cohort(directory: str | os.PathLike[str], *, display_name: str | None = None) -> CohortDir:
+    """Open a cohort directory: read labels.csv (and splits.csv when present) and index the bag files.
+
+    Raises CohortError when the directory or labels.csv is missing; LabelError for malformed CSVs.
+    """
+    root = Path(directory)
+    name = display_name_of(root, display_name)
+    if not root.is_dir():
+        raise CohortError(f"{name}: cohort directory not found; upload the cohort again", file_name=name)
+    if not (root / LABELS_FILE).is_file():
+        raise CohortError(
+            f"{name}: no {LABELS_FILE}; a cohort needs {LABELS_FILE} (patient_id, pathology_id, t, e) "
+            "next to "
+            "its bags",
+            file_name=name,
+        )
+    labels = read_labels(root / LABELS_FILE)
+    splits = read_splits(root / SPLITS_FILE) if (root / SPLITS_FILE).is_file() else None
+    bags_dir = root / "bags" if (root / "bags").is_dir() else root
+    return CohortDir(root, name, labels, splits, bags_dir)

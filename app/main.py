@@ -1,0 +1,116 @@
+"""create_app(): the FastAPI application with its lifespan, error handlers, middleware and routers.
+
+Start-up (lifespan): migrate (embedded default, or STEPH_AUTO_MIGRATE=true) → ServiceContext → job queue
+(`workers.build_queue`) → re-enqueue interrupted jobs (embedded) → first-start admin key. Shut-down closes
+the queue and the engine. `uvicorn app.main:app` serves `create_app()` with settings from the environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import app as app_package
+from app.api.errors import install_error_handlers
+from app.api.metrics import AppMetrics
+from app.api.metrics import router as metrics_router
+from app.api.middleware import BodySizeLimit, RequestMetrics
+from app.services.auth import bootstrap_admin_key
+from app.services.context import ServiceContext, build_context, start_queue
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+ROUTER_MODULES = ("health", "meta", "bases", "checkpoints", "cohorts", "jobs", "models", "predict")
+OPTIONAL_ROUTER_MODULES = ("jobs", "models", "predict")  # written by the jobs helper; skipped while absent
+
+
+def include_routers(app: FastAPI) -> list[str]:
+    """Include app.api.routes.<name>.router for every module; returns the names that were skipped."""
+    skipped = []
+    for name in ROUTER_MODULES:
+        module_name = f"app.api.routes.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if name in OPTIONAL_ROUTER_MODULES and exc.name == module_name:
+                log.warning("router %s is not available yet; its endpoints are not served", module_name)
+                skipped.append(name)
+                continue
+            raise
+        app.include_router(module.router)
+    app.include_router(metrics_router)
+    return skipped
+
+
+def recover_jobs(ctx: ServiceContext) -> list[str]:
+    """Re-enqueue jobs left queued or running by a previous process (embedded runner only)."""
+    try:
+        from app.services.merge_jobs import recover_interrupted_jobs
+    except ImportError:
+        return []
+    ids = recover_interrupted_jobs(ctx)
+    if ids:
+        log.info("re-enqueued %d interrupted merge job(s)", len(ids))
+    return list(ids)
+
+
+def start_context(settings: Settings) -> ServiceContext:
+    """Everything the lifespan does before serving: migrate, context, queue, recovery, bootstrap key."""
+    if settings.migrate_on_start:
+        from app.db.migrate import upgrade
+
+        upgrade(settings.database_url)
+    ctx = build_context(settings)
+    ctx.store.clear_tmp()
+    start_queue(ctx)
+    if settings.queue == "embedded":
+        recover_jobs(ctx)
+    bootstrap_admin_key(ctx)
+    return ctx
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for `settings` (default: from the environment). State lives in app.state.ctx once started."""
+    settings = settings or get_settings()
+    logging.getLogger("app").setLevel(settings.log_level.upper())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = start_context(settings)
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            app.state.ctx = None
+            ctx.close()
+
+    app = FastAPI(
+        title="STEPH Service",
+        version=app_package.__version__,
+        description="Model merging for cancer survival prediction from whole-slide image feature bags "
+        "(STEPH: sparse task-vector mixup with hypernetworks). Authenticate with "
+        '`Authorization: Bearer <key>`; errors are `{"error": {"code", "message"}}`.',
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.ctx = None
+    app.state.metrics = AppMetrics(lambda: app.state.ctx)
+    app.state.skipped_routers = include_routers(app)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestMetrics, requests=app.state.metrics.requests, latency=app.state.metrics.latency)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`app.main:app` for uvicorn, built lazily so importing this module has no side effects."""
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(name)

@@ -1,0 +1,96 @@
+"""API keys: creation, hashing, authentication, scopes, and the first-start admin key.
+
+A key looks like `steph_<scope>_<43 url-safe chars>`; only its sha256 hex is stored, plus a visible prefix
+(`steph_admin_AbCd…`, 16 chars) so an operator can tell keys apart in `steph keys list`. Scopes: admin ⊃
+predict (an admin key may do everything a predict key may).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import sys
+
+from sqlalchemy.orm import Session
+
+from app.db import repositories as repo
+from app.db.models import SCOPES, ApiKey
+from app.services.context import ServiceContext
+from app.services.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+
+log = logging.getLogger(__name__)
+PREFIX_CHARS = 16
+
+
+def hash_key(key: str) -> str:
+    """sha256 hex of the key's utf-8 bytes (what `api_keys.key_hash` stores)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def generate_key(scope: str) -> str:
+    return f"steph_{scope}_{secrets.token_urlsafe(32)}"
+
+
+def scope_allows(granted: str, required: str) -> bool:
+    """admin allows everything; predict allows only predict."""
+    return granted == "admin" or granted == required
+
+
+def create_api_key(session: Session, *, scope: str, name: str | None = None) -> tuple[ApiKey, str]:
+    """Store a new key (hashed); returns (row, plaintext key). The plaintext is never stored."""
+    if scope not in SCOPES:
+        raise InvalidInput(f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
+    key = generate_key(scope)
+    row = repo.add_api_key(
+        session, name=name or f"{scope} key", prefix=key[:PREFIX_CHARS], key_hash=hash_key(key), scope=scope
+    )
+    return row, key
+
+
+def authenticate(session: Session, *, key: str | None, required_scope: str) -> ApiKey:
+    """The key's row when it exists, is not revoked and allows `required_scope`.
+
+    Raises Unauthorized (missing, unknown or revoked key) or Forbidden (scope too narrow).
+    """
+    if not key:
+        raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
+    row = repo.get_api_key_by_hash(session, key_hash=hash_key(key))
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized("invalid or revoked API key; create one with `steph keys create --scope predict`")
+    if not scope_allows(row.scope, required_scope):
+        raise Forbidden(f"this key has scope {row.scope!r}; the request needs scope {required_scope!r}")
+    return row
+
+
+def revoke_api_key(session: Session, *, id_or_prefix: str) -> ApiKey:
+    """Revoke the one key whose id or visible prefix matches."""
+    matches = repo.find_api_keys(session, id_or_prefix=id_or_prefix)
+    if not matches:
+        raise NotFound(f"no API key matches {id_or_prefix!r}; see `steph keys list`")
+    if len(matches) > 1:
+        raise InvalidInput(f"{len(matches)} keys match {id_or_prefix!r}; give the full key id")
+    return repo.revoke_api_key(session, key=matches[0])
+
+
+def bootstrap_admin_key(ctx: ServiceContext) -> str | None:
+    """On the first start (no key at all) create an admin key, print it once to stderr and write it to
+    `<home>/admin.key` (mode 0600). Returns the key, or None when keys exist or bootstrap is disabled."""
+    if not ctx.settings.bootstrap_admin_key:
+        return None
+    with ctx.session() as s:
+        if repo.list_api_keys(s):
+            return None
+        _, key = create_api_key(s, scope="admin", name="bootstrap admin")
+    path = ctx.settings.admin_key_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+    print(
+        f"STEPH: created the first admin API key (shown once; also saved to {path}):\n{key}", file=sys.stderr
+    )
+    log.info("created the bootstrap admin key %s… (saved to STEPH_HOME/admin.key)", key[:PREFIX_CHARS])
+    return key

@@ -1,0 +1,157 @@
+"""Bases (model families): register the shared initial weights θ₀ and the family settings.
+
+Also the state-dict helpers shared with checkpoints and jobs: `read_uploaded_state`, `store_state`,
+`load_state`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from app.db import repositories as repo
+from app.db.models import ModelBase
+from app.domain.mil import FamilyDims, infer_dims, reference_shapes
+from app.domain.survival import DEFAULT_BIN_WIDTH_DAYS, default_bin_edges
+from app.domain.task_vectors import StateDict, check_finite
+from app.services.context import ServiceContext
+from app.services.errors import InvalidInput, not_found
+from app.services.uploads import SavedUpload
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+def read_uploaded_state(ctx: ServiceContext, upload: SavedUpload) -> StateDict:
+    """Read an uploaded .safetensors / reference .pth (the .pth in a child process with the configured time
+    and
+    memory limits). Raises app.io.errors.CheckpointFormatError naming the upload."""
+    from app.io.checkpoints import read_checkpoint
+
+    s = ctx.settings
+    return read_checkpoint(
+        upload.path, display_name=upload.filename, timeout_s=s.pth_timeout_s, memory_mb=s.pth_memory_mb
+    )
+
+
+def store_state(ctx: ServiceContext, state: StateDict) -> str:
+    """Serialize a state dict as safetensors into the store; returns its key (sha256)."""
+    tmp = ctx.store.new_tmp_path(".safetensors")
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+        return ctx.store.put_file(tmp, move=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def store_upload_or_state(ctx: ServiceContext, upload: SavedUpload, state: StateDict) -> str:
+    """A .safetensors upload is stored byte for byte; a .pth is converted to safetensors first."""
+    if upload.path.suffix == ".safetensors":
+        return ctx.store.put_file(upload.path)
+    return store_state(ctx, state)
+
+
+def load_state(ctx: ServiceContext, key: str) -> StateDict:
+    """A stored state dict, its sha256 verified first (StoreError when missing or corrupt)."""
+    return load_file(str(ctx.store.verify(key)))
+
+
+def check_base_state(state: StateDict, name: str) -> FamilyDims:
+    """The family dims of a θ₀ state dict in the exact reference layout, floating point and finite."""
+    from app.io.errors import CheckpointFormatError
+
+    try:
+        dims = infer_dims(state)
+    except KeyError as exc:
+        raise CheckpointFormatError(f"{name}: {exc.args[0]}", file_name=name) from None
+    expected = reference_shapes(dims)
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointFormatError(
+            f"{name}: unexpected key {extra[0]!r}; a base holds exactly the ABMIL keys {', '.join(expected)}",
+            file_name=name,
+        )
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != shape:
+            raise CheckpointFormatError(
+                f"{name}: key {key!r} has shape {list(state[key].shape)}, expected "
+                f"{list(shape)} for D = {dims.in_dim}",
+                file_name=name,
+            )
+        if not state[key].is_floating_point():
+            raise CheckpointFormatError(
+                f"{name}: key {key!r} has dtype {state[key].dtype}; weights must be floating point",
+                file_name=name,
+            )
+    check_finite(state, name=name)
+    return dims
+
+
+def bin_edges_for(dims: FamilyDims, *, n_bins: int | None, bin_width_days: float | None) -> list[float]:
+    """Edges 0, w, …, n_bins·w; `n_bins`, when given, must equal the head's output size."""
+    if n_bins is not None and n_bins != dims.n_bins:
+        raise InvalidInput(
+            f"n_bins = {n_bins} but the file's pred_head has {dims.n_bins} outputs; "
+            "leave n_bins out or make it match the checkpoint"
+        )
+    width = DEFAULT_BIN_WIDTH_DAYS if bin_width_days is None else float(bin_width_days)
+    if not (width > 0 and torch.isfinite(torch.tensor(width))):
+        raise InvalidInput(f"bin_width_days must be a positive number of days, got {bin_width_days}")
+    return default_bin_edges(dims.n_bins, width)
+
+
+def register_base(
+    ctx: ServiceContext,
+    *,
+    upload: SavedUpload,
+    name: str,
+    encoder: str,
+    n_bins: int | None = None,
+    bin_width_days: float | None = None,
+) -> ModelBase:
+    """Validate θ₀ (reference layout, finite), store it and record the family (dims read from the file)."""
+    state = read_uploaded_state(ctx, upload)
+    dims = check_base_state(state, upload.filename)
+    edges = bin_edges_for(dims, n_bins=n_bins, bin_width_days=bin_width_days)
+    key = store_upload_or_state(ctx, upload, state)
+    try:
+        with ctx.session() as s:
+            return repo.add_base(
+                s,
+                name=name,
+                encoder=encoder,
+                dims=dims.to_dict(),
+                bin_edges=edges,
+                sha256=upload.sha256,
+                artifact_key=key,
+            )
+    except BaseException:
+        discard_unreferenced(ctx, key)
+        raise
+
+
+def discard_unreferenced(ctx: ServiceContext, *keys: str) -> None:
+    """Undo store writes after a failed insert: delete the objects no row references."""
+    with ctx.session() as s:
+        for key in keys:
+            if not repo.object_referenced(s, key=key):
+                ctx.store.delete(key)
+
+
+def get_base(ctx: ServiceContext, *, base_id: str) -> ModelBase:
+    with ctx.session() as s:
+        base = repo.get_base(s, base_id=base_id)
+    if base is None:
+        raise not_found("base", base_id, hint="list them with GET /bases")
+    return base
+
+
+def list_bases(ctx: ServiceContext, *, limit: int = 100, offset: int = 0) -> tuple[list[ModelBase], int]:
+    with ctx.session() as s:
+        return repo.list_bases(s, limit=limit, offset=offset)
+
+
+def base_file_path(ctx: ServiceContext, base: ModelBase) -> Path:
+    """The verified store path of a base's θ₀ safetensors."""
+    return ctx.store.verify(base.artifact_key)

@@ -1,0 +1,145 @@
+"""Checkpoints: register a cancer-specific θ_c against its base, store it and its task vector τ = θ_c − θ₀.
+
+Identity: `sha256` is the sha256 of the uploaded bytes (what `sha256sum file` prints); registering the same
+bytes for the same base again returns the existing checkpoint (`created=False`). `artifact_key` is the store
+key of the stored safetensors (the upload itself for .safetensors, its conversion for .pth).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+
+from app.db import repositories as repo
+from app.db.models import Checkpoint
+from app.domain.task_vectors import StateDict, check_compatible, compute_task_vector, layer_norms
+from app.services.bases import (
+    discard_unreferenced,
+    get_base,
+    load_state,
+    read_uploaded_state,
+    store_state,
+    store_upload_or_state,
+)
+from app.services.context import ServiceContext
+from app.services.errors import Conflict, InvalidInput, not_found
+from app.services.uploads import SavedUpload
+
+
+def clean_label(value: str | None, field: str, *, max_len: int = 100, required: bool = True) -> str | None:
+    """Strip a free-text form field; refuse empty (when required), over-long or control characters."""
+    text = (value or "").strip()
+    if not text:
+        if required:
+            raise InvalidInput(f"{field} is required and must not be blank")
+        return None
+    if len(text) > max_len:
+        raise InvalidInput(f"{field} is {len(text)} characters long; the limit is {max_len}")
+    if any(ord(c) < 32 for c in text):
+        raise InvalidInput(f"{field} must not contain control characters")
+    return text
+
+
+def register_checkpoint(
+    ctx: ServiceContext,
+    *,
+    upload: SavedUpload,
+    cancer: str,
+    base_id: str,
+    name: str | None = None,
+    description: str | None = None,
+) -> tuple[Checkpoint, bool]:
+    """Check θ_c against the base (keys, shapes, dtypes, finite), store θ_c and τ; returns (row, created)."""
+    base = get_base(ctx, base_id=base_id)
+    with ctx.session() as s:
+        existing = repo.find_checkpoint(s, base_id=base.id, sha256=upload.sha256)
+    if existing is not None:
+        return existing, False
+    state = read_uploaded_state(ctx, upload)
+    base_state = load_state(ctx, base.artifact_key)
+    check_compatible(base_state, state, name=upload.filename)
+    task_vector = compute_task_vector(state, base_state)
+    norms = layer_norms(task_vector)
+    keys = _store_pair(ctx, upload, state, task_vector)
+    try:
+        with ctx.session() as s:
+            row = repo.add_checkpoint(
+                s,
+                base_id=base.id,
+                cancer=cancer,
+                name=name or cancer,
+                description=description,
+                sha256=upload.sha256,
+                artifact_key=keys[0],
+                task_vector_key=keys[1],
+                tv_norms=norms,
+            )
+        return row, True
+    except IntegrityError:  # the same bytes registered concurrently: hand back the winner
+        with ctx.session() as s:
+            existing = repo.find_checkpoint(s, base_id=base.id, sha256=upload.sha256)
+        if existing is None:
+            discard_unreferenced(ctx, *keys)
+            raise
+        return existing, False
+    except BaseException:
+        discard_unreferenced(ctx, *keys)
+        raise
+
+
+def _store_pair(ctx: ServiceContext, upload: SavedUpload, state: StateDict, tv: StateDict) -> tuple[str, str]:
+    key = store_upload_or_state(ctx, upload, state)
+    try:
+        return key, store_state(ctx, tv)
+    except BaseException:
+        discard_unreferenced(ctx, key)
+        raise
+
+
+def get_checkpoint(ctx: ServiceContext, *, checkpoint_id: str) -> Checkpoint:
+    with ctx.session() as s:
+        row = repo.get_checkpoint(s, checkpoint_id=checkpoint_id)
+    if row is None:
+        raise not_found("checkpoint", checkpoint_id, hint="list them with GET /checkpoints")
+    return row
+
+
+def list_checkpoints(
+    ctx: ServiceContext,
+    *,
+    base_id: str | None = None,
+    cancer: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[Checkpoint], int]:
+    with ctx.session() as s:
+        return repo.list_checkpoints(s, base_id=base_id, cancer=cancer, limit=limit, offset=offset)
+
+
+def delete_checkpoint(ctx: ServiceContext, *, checkpoint_id: str) -> None:
+    """Delete a checkpoint and its store objects; Conflict (409) while a model or a queued/running job uses
+    it."""
+    with ctx.session() as s:
+        row = repo.get_checkpoint(s, checkpoint_id=checkpoint_id)
+        if row is None:
+            raise not_found("checkpoint", checkpoint_id, hint="list them with GET /checkpoints")
+        users = repo.checkpoint_dependents(s, checkpoint=row)
+        if users:
+            shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+            raise Conflict(
+                f"checkpoint {checkpoint_id!r} is used by {shown}; cancel the jobs or delete the models "
+                "first",
+                details={"used_by": users},
+            )
+        keys = (row.artifact_key, row.task_vector_key)
+        repo.delete_row(s, row=row)
+    discard_unreferenced(ctx, *keys)
+
+
+def load_task_vector(ctx: ServiceContext, checkpoint: Checkpoint) -> StateDict:
+    """τ of a stored checkpoint (sha256 verified)."""
+    return load_state(ctx, checkpoint.task_vector_key)
+
+
+def load_checkpoint_state(ctx: ServiceContext, checkpoint: Checkpoint) -> StateDict:
+    """θ_c of a stored checkpoint (sha256 verified)."""
+    return load_state(ctx, checkpoint.artifact_key)

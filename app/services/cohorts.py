@@ -1,0 +1,127 @@
+"""Cohorts: a target cancer's labeled patients (labels.csv, splits.csv, bags), validated at registration.
+
+Two ways in: an uploaded zip/tar (extracted safely into the store under the cohort's generated id) or, for
+an admin, a server-side directory under `settings.data_root` (used in place; large cohorts never travel over
+HTTP). Every bag is read and checked (D matches the base, finite, non-empty); nothing is stored when
+validation fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from app.db import repositories as repo
+from app.db.models import Cohort
+from app.services.archives import ARCHIVE_SUFFIXES, extract_archive
+from app.services.bases import get_base
+from app.services.context import ServiceContext
+from app.services.errors import Forbidden, InvalidInput, not_found
+from app.services.uploads import SavedUpload
+
+
+def validate_cohort_dir(
+    directory: Path, expected_dim: int, display_name: str | None = None
+) -> dict[str, Any]:
+    """open_cohort(directory).validate(D).to_dict(); raises app.io.errors.InputFileError listing the
+    problems."""
+    from app.io.cohort import open_cohort
+
+    return open_cohort(directory, display_name=display_name).validate(expected_dim).to_dict()
+
+
+def register_cohort_upload(
+    ctx: ServiceContext, *, upload: SavedUpload, suffix: str, name: str, base_id: str
+) -> Cohort:
+    """Extract the archive to a temp dir, validate against the base's D, then move it to cohorts/<id>."""
+    if suffix not in ARCHIVE_SUFFIXES:
+        raise InvalidInput(f"unsupported archive type {suffix!r}; use one of {', '.join(ARCHIVE_SUFFIXES)}")
+    base = get_base(ctx, base_id=base_id)
+    work = ctx.store.new_tmp_path()
+    work.mkdir()
+    try:
+        s = ctx.settings
+        root = extract_archive(
+            upload.path, suffix, work, max_bytes=int(s.max_archive_mb * 2**20), max_files=s.max_archive_files
+        )
+        summary = validate_cohort_dir(root, int(base.dims["in_dim"]), display_name=name)
+        cohort_id = repo.new_id("coh")
+        final = ctx.store.cohort_dir(cohort_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(root, final)
+        try:
+            with ctx.session() as session:
+                return repo.add_cohort(
+                    session,
+                    id=cohort_id,
+                    base_id=base.id,
+                    name=name,
+                    source="upload",
+                    location=f"cohorts/{cohort_id}",
+                    summary=summary,
+                )
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def resolve_data_path(data_root: Path | None, path: str) -> Path:
+    """`path` (absolute, or relative to the data root) resolved with symlinks; it must be a directory
+    inside the
+    data root. Forbidden when server paths are disabled or the path escapes the root; InvalidInput
+    otherwise."""
+    if data_root is None:
+        raise Forbidden(
+            "server-side cohort paths are disabled on this server; set STEPH_DATA_ROOT to the "
+            "directory that holds your cohorts, or upload a zip/tar instead"
+        )
+    if not path or "\x00" in path:
+        raise InvalidInput("path must be a non-empty directory path")
+    candidate = Path(path).expanduser()
+    resolved = (candidate if candidate.is_absolute() else data_root / candidate).resolve()
+    if not resolved.is_relative_to(data_root):
+        raise Forbidden(
+            "the given path lies outside the server's data root (STEPH_DATA_ROOT); cohorts must be "
+            "placed under it"
+        )
+    if not resolved.is_dir():
+        raise InvalidInput(
+            "the given path is not a directory under the data root; give the cohort directory "
+            "that holds labels.csv and splits.csv"
+        )
+    return resolved
+
+
+def register_cohort_path(ctx: ServiceContext, *, path: str, name: str, base_id: str) -> Cohort:
+    """Validate a directory under the data root in place and record it (nothing is copied)."""
+    base = get_base(ctx, base_id=base_id)
+    directory = resolve_data_path(ctx.settings.data_root, path)
+    summary = validate_cohort_dir(directory, int(base.dims["in_dim"]), display_name=name)
+    with ctx.session() as session:
+        return repo.add_cohort(
+            session, base_id=base.id, name=name, source="path", location=str(directory), summary=summary
+        )
+
+
+def get_cohort(ctx: ServiceContext, *, cohort_id: str) -> Cohort:
+    with ctx.session() as s:
+        row = repo.get_cohort(s, cohort_id=cohort_id)
+    if row is None:
+        raise not_found("cohort", cohort_id, hint="list them with GET /cohorts")
+    return row
+
+
+def list_cohorts(
+    ctx: ServiceContext, *, base_id: str | None = None, limit: int = 100, offset: int = 0
+) -> tuple[list[Cohort], int]:
+    with ctx.session() as s:
+        return repo.list_cohorts(s, base_id=base_id, limit=limit, offset=offset)
+
+
+def cohort_directory(ctx: ServiceContext, cohort: Cohort) -> Path:
+    """Where a cohort's files are: the store dir of an upload, or the recorded data-root path."""
+    return ctx.store.cohort_dir(cohort.id) if cohort.source == "upload" else Path(cohort.location)

@@ -1,0 +1,79 @@
+"""LRU cache of loaded merged models, keyed by artifact sha256 (content address).
+
+A prediction request looks the model up here: the artifact is read, its sha256 verified and the model
+rebuilt only on a miss; later requests reuse the in-memory module (eval mode). Thread-safe; one per context.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from app.storage.store import StoreError
+
+
+class ModelCache:
+    """get(sha256) -> LoadedModel (model, config, provenance); at most `capacity` models kept (LRU)."""
+
+    def __init__(self, store: Any, capacity: int = 8) -> None:
+        self.store = store
+        self.capacity = max(1, int(capacity))
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self.loads = 0  # number of artifact reads (misses), for tests and metrics
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, sha256: str) -> Any:
+        with self._lock:
+            if sha256 in self._items:
+                self._items.move_to_end(sha256)
+                return self._items[sha256]
+            load_lock = self._load_locks.setdefault(sha256, threading.Lock())
+        with load_lock:  # one load per sha256 even under concurrent requests
+            with self._lock:
+                if sha256 in self._items:
+                    return self._items[sha256]
+            loaded = self._load(sha256)
+            with self._lock:
+                self._items[sha256] = loaded
+                self._items.move_to_end(sha256)
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+                self._load_locks.pop(sha256, None)
+            return loaded
+
+    def _load(self, sha256: str) -> Any:
+        from app.io.artifacts import load_model_file
+
+        path = Path(self.store.path(sha256))
+        if not path.is_file():
+            raise StoreError(
+                f"model artifact {sha256[:12]}… is missing from the store; restore it from a backup"
+            )
+        # hashes the file once and refuses a mismatch (ArtifactError: "modified or corrupted")
+        loaded = load_model_file(path, expected_sha256=sha256, display_name=f"model-{sha256[:12]}")
+        loaded.model.eval()
+        self.loads += 1
+        return loaded
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_CACHES_LOCK = threading.Lock()
+
+
+def get_model_cache(ctx: Any) -> ModelCache:
+    """The context's model cache (ctx.extras["model_cache"]), sized by settings.model_cache_size."""
+    with _CACHES_LOCK:
+        cache = ctx.extras.get("model_cache")
+        if cache is None or cache.store is not ctx.store:
+            size = int(getattr(ctx.settings, "model_cache_size", 8))
+            cache = ctx.extras["model_cache"] = ModelCache(ctx.store, size)
+        return cache

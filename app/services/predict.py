@@ -1,0 +1,184 @@
+"""Prediction: score uploaded feature bags with a merged model (loaded once through the LRU model cache).
+
+Grouping: each file is its own patient named by its file stem, unless `patient_ids` is given — one id for all
+files (a patient's several slides) or one id per file; files sharing an id are concatenated row-wise into that
+patient's bag [N, D] (SPEC §1). Each patient gets risk, survival curve, hazards, STEPH sources (w, λ) and
+optionally the top-attention patches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any, BinaryIO
+
+import torch
+
+from app.db.repositories import get_model
+from app.domain.survival import risk_score, survival_curve
+from app.services.errors import PayloadTooLarge, UnprocessableInput, not_found
+from app.services.model_cache import get_model_cache
+from app.services.uploads import CHUNK, display_name, too_large
+
+
+@dataclass
+class BagFile:
+    name: str  # display name (client's file name, last component)
+    path: Path  # temp file in the store's tmp/ (generated name)
+
+
+def save_bag_upload(src: BinaryIO, dest: Path, *, limit_bytes: int, name: str) -> None:
+    """Stream an uploaded file to `dest` (1 MiB chunks); 413 past `limit_bytes`; dest removed on failure."""
+    written = 0
+    try:
+        with open(dest, "wb") as out:
+            while chunk := src.read(CHUNK):
+                written += len(chunk)
+                if written > limit_bytes:
+                    raise too_large(limit_bytes, what=f"upload {name!r}")
+                out.write(chunk)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+
+
+def check_file_count(settings: Any, n_files: int) -> None:
+    limit = int(getattr(settings, "max_bags_per_request", 64))
+    if n_files == 0:
+        raise UnprocessableInput("no bag files: attach one or more files in the multipart field 'files'")
+    if n_files > limit:
+        raise PayloadTooLarge(
+            f"{n_files} files in one request; at most {limit} are accepted (STEPH_MAX_BAGS_PER_REQUEST): "
+            "split the request"
+        )
+
+
+def group_patients(names: list[str], patient_ids: list[str] | None) -> dict[str, list[int]]:
+    """patient id → indices of its files, in upload order (see the module docstring for the rules)."""
+    if not patient_ids:
+        ids = [PurePath(n).name.split(".")[0] or f"bag{i}" for i, n in enumerate(names)]
+    elif len(patient_ids) == 1:
+        ids = list(patient_ids) * len(names)
+    elif len(patient_ids) == len(names):
+        ids = list(patient_ids)
+    else:
+        raise UnprocessableInput(
+            f"{len(patient_ids)} patient ids for {len(names)} files: give one patient_id per file, "
+            "or a single one to score all files as one patient"
+        )
+    groups: dict[str, list[int]] = {}
+    for i, pid in enumerate(ids):
+        if not isinstance(pid, str) or not pid.strip() or len(pid) > 200:
+            raise UnprocessableInput(f"patient id {pid!r} (file {names[i]!r}) must be a non-empty string")
+        groups.setdefault(pid.strip(), []).append(i)
+    return groups
+
+
+def _read_patient(settings: Any, files: list[BagFile], in_dim: int) -> tuple[torch.Tensor, list, list[int]]:
+    """Concatenate the files' bags → features [N, D], per-row coords (or None) and each file's row count."""
+    from app.io.bags import read_bag
+
+    max_patches = int(settings.max_patches)
+    feats, coords, sizes = [], [], []
+    for f in files:
+        bag = read_bag(f.path, expected_dim=in_dim, max_patches=max_patches, display_name=f.name)
+        feats.append(bag.features)
+        sizes.append(bag.n_patches)
+        coords.extend(bag.coords.tolist() if bag.coords is not None else [None] * bag.n_patches)
+    total = sum(sizes)
+    if total > max_patches:
+        raise PayloadTooLarge(
+            f"files {', '.join(f.name for f in files)} hold {total} patches together, more than the limit of "
+            f"{max_patches} (STEPH_MAX_PATCHES); subsample the bags or raise the limit"
+        )
+    return torch.cat(feats, dim=0), coords, sizes
+
+
+def _top_patches(
+    attention: torch.Tensor | None, k: int, files: list[BagFile], sizes: list[int], coords: list
+) -> list[dict[str, Any]] | None:
+    if k <= 0 or attention is None:
+        return None
+    owners = [(f.name, j) for f, n in zip(files, sizes, strict=True) for j in range(n)]
+    values, idx = torch.topk(attention.detach().float().cpu(), min(k, attention.numel()))
+    return [
+        {
+            "index": int(i),
+            "file": owners[int(i)][0],
+            "file_index": owners[int(i)][1],
+            "attention": float(v),
+            "coords": coords[int(i)],
+        }
+        for v, i in zip(values.tolist(), idx.tolist(), strict=True)
+    ]
+
+
+def _sources(info: dict[str, Any]) -> list[dict[str, Any]] | None:
+    if "sources" not in info:
+        return None
+    return [
+        {
+            "cancer": s.get("name", str(s.get("index"))),
+            "weight": float(s["weight"]),
+            "lam": None if s.get("lam") is None else float(s["lam"]),
+        }
+        for s in info["sources"]
+    ]
+
+
+def score_patient(model: Any, pid: str, files: list[BagFile], settings: Any, top_k: int) -> dict[str, Any]:
+    """One patient's result: risk = −Σ_j S_j, survival S at the bin edges (S(0) = 1), hazards σ(logits)."""
+    bag, coords, sizes = _read_patient(settings, files, model.dims.in_dim)
+    with torch.inference_mode():
+        out = model(bag)
+    logits = out.logits.detach().float().cpu().reshape(-1)
+    surv = survival_curve(logits)
+    edges = [float(e) for e in model.bin_edges][: logits.numel() + 1]
+    return {
+        "patient_id": pid,
+        "files": [f.name for f in files],
+        "n_patches": int(bag.shape[0]),
+        "risk": float(risk_score(logits)),
+        "survival": {
+            "times_days": edges,
+            "probabilities": [1.0, *[float(x) for x in surv.tolist()]][: len(edges)],
+        },
+        "hazards": [float(x) for x in torch.sigmoid(logits).tolist()],
+        "sources": _sources(out.info or {}),
+        "top_patches": _top_patches(out.attention, top_k, files, sizes, coords),
+    }
+
+
+def model_record(*, ctx: Any, model_id: str) -> tuple[str, str]:
+    """(artifact sha256, method) of a model row; NotFound when absent."""
+    with ctx.session() as s:
+        row = get_model(s, model_id=model_id)
+        if row is None:
+            raise not_found("model", model_id, hint="list them with GET /models")
+        return row.artifact_sha256, row.method
+
+
+def predict(
+    *,
+    ctx: Any,
+    model_id: str,
+    files: list[BagFile],
+    patient_ids: list[str] | None = None,
+    top_patches: int = 0,
+) -> dict[str, Any]:
+    """Score saved bag files with model `model_id` → {model_id, model_sha256, method, results}."""
+    check_file_count(ctx.settings, len(files))
+    if top_patches < 0 or top_patches > 1000:
+        raise UnprocessableInput(f"top_patches must be between 0 and 1000, got {top_patches}")
+    sha, method = model_record(ctx=ctx, model_id=model_id)
+    groups = group_patients([f.name for f in files], patient_ids)
+    model = get_model_cache(ctx).get(sha).model
+    results = [
+        score_patient(model, pid, [files[i] for i in idx], ctx.settings, top_patches)
+        for pid, idx in groups.items()
+    ]
+    return {"model_id": model_id, "model_sha256": sha, "method": method, "results": results}
+
+
+def upload_name(filename: str | None, index: int) -> str:
+    return display_name(filename, default=f"file{index}")

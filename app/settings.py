@@ -1,0 +1,90 @@
+"""Service settings: one pydantic-settings object, the only place that reads the environment.
+
+Every field has a `STEPH_<FIELD>` environment variable (e.g. `STEPH_HOME`, `STEPH_DATABASE_URL`,
+`STEPH_QUEUE`); a `.env` file in the working directory is read too. Tests build `Settings(...)` directly.
+
+Defaults (the embedded default that `steph serve` runs):
+    home          ./.steph                     state directory: SQLite file, admin.key
+    database_url  sqlite:///<home>/steph.db
+    store_root    ./models_store when home is the default, else <home>/models_store
+    queue         embedded (in-process runner); 'celery' sends jobs to Redis workers
+    data_root     unset: server-side cohort paths are refused until STEPH_DATA_ROOT names a directory
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path(".steph")
+
+
+class Settings(BaseSettings):
+    """All service settings (see the module docstring for the defaults that depend on `home`)."""
+
+    model_config = SettingsConfigDict(env_prefix="STEPH_", env_file=".env", extra="ignore")
+
+    home: Path = DEFAULT_HOME
+    database_url: str = ""
+    store_root: Path | None = None
+    queue: Literal["embedded", "celery"] = "embedded"
+    redis_url: str = "redis://localhost:6379/0"
+    data_root: Path | None = None
+    auto_migrate: bool | None = Field(
+        None, description="migrate at start-up; default: only for the embedded queue"
+    )
+    bootstrap_admin_key: bool = True
+
+    max_upload_mb: float = Field(1024.0, gt=0, description="largest accepted upload (one file), in MiB")
+    max_archive_mb: float = Field(8192.0, gt=0, description="largest uncompressed size of a cohort archive")
+    max_archive_files: int = Field(100_000, gt=0, description="most members in a cohort archive")
+    max_patches: int = Field(500_000, gt=0, description="most patches in one bag at prediction")
+    max_bags_per_request: int = Field(64, gt=0)
+    pth_timeout_s: float = Field(60.0, gt=0, description="time limit for loading one .pth upload")
+    pth_memory_mb: int = Field(4096, gt=0, description="address-space limit of the .pth loading process")
+
+    max_job_attempts: int = Field(3, ge=1)
+    job_lease_s: float = Field(
+        30.0, gt=0, description="a running job without heartbeat this long is interrupted"
+    )
+    embedded_workers: int = Field(1, ge=1)
+    celery_visibility_timeout_s: float = Field(3600.0, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model_cache_size: int = Field(8, ge=1)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        """Make paths absolute (relative to the working directory) and fill the home-derived defaults."""
+        self.home = self.home.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'steph.db'}"
+        if self.store_root is None:
+            default_home = self.home == DEFAULT_HOME.resolve()
+            self.store_root = Path("models_store") if default_home else self.home / "models_store"
+        self.store_root = self.store_root.expanduser().resolve()
+        if self.data_root is not None:
+            self.data_root = self.data_root.expanduser().resolve()
+        return self
+
+    @property
+    def migrate_on_start(self) -> bool:
+        return self.queue == "embedded" if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.home / "admin.key"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide Settings read from the environment (cached; tests pass their own Settings instead)."""
+    return Settings()

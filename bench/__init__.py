@@ -1,0 +1,1 @@
+"""Benchmarks. `python -m bench.reproduction --help`: the synthetic analogue of the paper's main table."""

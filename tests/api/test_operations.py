@@ -1,0 +1,182 @@
+"""Health, readiness, /metrics, /methods, upload caps (413), the error shape and the catch-all 500."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.api.conftest import assert_error, snapshot, upload
+
+
+def test_live_and_ready(client):
+    assert client.get("/health/live").json() == {"status": "alive"}
+    r = client.get("/health/ready")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ready", "checks": {"database": True, "store": True, "queue": True}}
+
+
+def test_ready_reports_a_dead_queue_with_503(client):
+    from app.services.queue import UnavailableQueue
+
+    ctx = client.app.state.ctx
+    real, ctx.queue = ctx.queue, UnavailableQueue("test: no broker")
+    try:
+        r = client.get("/health/ready")
+    finally:
+        ctx.queue = real
+    assert r.status_code == 503
+    assert r.json() == {"status": "not ready", "checks": {"database": True, "store": True, "queue": False}}
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests_by_route_template_and_jobs_by_status(client, admin, family):
+    for _ in range(3):
+        client.get(f"/bases/{family['base']['id']}", headers=admin)
+    client.get("/bases/base_nope", headers=admin)
+    text = client.get("/metrics", headers=admin).text
+    assert _sample(text, "steph_http_requests_total", route="/bases/{base_id}", status="200") == 3
+    assert _sample(text, "steph_http_requests_total", route="/bases/{base_id}", status="404") == 1
+    assert _sample(text, "steph_http_requests_total", route="/checkpoints", method="POST", status="201") == 3
+    assert (
+        _sample(text, "steph_http_request_duration_seconds_count", route="/bases/{base_id}", status="200")
+        == 3
+    )
+    assert _sample(text, "steph_merge_jobs", status="queued") == 0
+    assert 'steph_merge_jobs{status="succeeded"} 0.0' in text
+    assert "steph_merge_job_duration_seconds" in text
+
+
+def test_job_duration_histogram_is_shared(client, admin):
+    from app.observability import observe_job
+
+    before = _sample(
+        client.get("/metrics", headers=admin).text,
+        "steph_merge_job_duration_seconds_count",
+        method="unit-test",
+        status="succeeded",
+    )
+    observe_job(method="unit-test", status="succeeded", seconds=2.0)
+    text = client.get("/metrics", headers=admin).text
+    assert (
+        _sample(text, "steph_merge_job_duration_seconds_count", method="unit-test", status="succeeded")
+        == before + 1
+    )
+
+
+def test_methods_lists_the_registry(client, predict):
+    from app.domain.merging.registry import METHODS
+
+    body = client.get("/methods", headers=predict).json()
+    names = [m["name"] for m in body["items"]]
+    assert names == list(METHODS) and "steph" in names
+    steph = next(m for m in body["items"] if m["name"] == "steph")
+    assert steph["learned"] is True and any(p["name"] for p in steph["params"])
+
+
+def test_oversize_upload_is_413_before_and_while_copying(tmp_path, world):
+    settings = Settings(
+        home=tmp_path / "h", max_upload_mb=0.001
+    )  # ~1 KiB; the tiny base file (~1.8 KiB) is larger
+    assert world.base.stat().st_size > settings.max_upload_bytes
+    big = tmp_path / "big.safetensors"
+    big.write_bytes(b"\0" * (settings.max_upload_bytes + (2 << 20)))  # past the body cap (file cap + 1 MiB)
+    with TestClient(create_app(settings)) as c:
+        admin = {"Authorization": f"Bearer {settings.admin_key_path.read_text().strip()}"}
+        before = snapshot(c.app.state.ctx)
+        r = c.post("/bases", headers=admin, files=upload(big), data={"name": "b", "encoder": "e"})
+        assert_error(r, 413, "payload_too_large", contains=("0.001 MiB", "STEPH_MAX_UPLOAD_MB"))
+        r = c.post("/bases", headers=admin, files=upload(world.base), data={"name": "b", "encoder": "e"})
+        assert_error(r, 413, "payload_too_large", contains=("0.001 MiB", "STEPH_MAX_UPLOAD_MB"))
+        r = c.post(
+            "/checkpoints",
+            headers=admin,
+            files=upload(world.checkpoints["brca"]),
+            data={"cancer": "brca", "base_id": "base_x"},
+        )
+        assert_error(r, 413, "payload_too_large")
+        assert snapshot(c.app.state.ctx) == before
+        assert list(c.app.state.ctx.store.tmp_dir().iterdir()) == []
+
+
+def test_streamed_body_without_length_is_capped(tmp_path):
+    """Chunked bodies (no Content-Length) are cut off at the cap, JSON and multipart alike."""
+    settings = Settings(home=tmp_path / "h", max_upload_mb=0.01)
+    boundary = "XyZ"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--{boundary}\r\n'
+        'Content-Disposition: form-data; name="file"; filename="a.safetensors"\r\n\r\n'
+    ).encode()
+
+    def chunks(first: bytes = b""):
+        yield first
+        for _ in range(40):
+            yield b"\0" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    with TestClient(create_app(settings)) as c:
+        admin = {"Authorization": f"Bearer {settings.admin_key_path.read_text().strip()}"}
+        before = snapshot(c.app.state.ctx)
+        r = c.post("/cohorts", headers={**admin, "Content-Type": "application/json"}, content=chunks())
+        assert_error(r, 413, "payload_too_large", contains="STEPH_MAX_UPLOAD_MB")
+        multipart = {**admin, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        r = c.post("/bases", headers=multipart, content=chunks(head))
+        assert_error(r, 413, "payload_too_large", contains=("0.01 MiB", "STEPH_MAX_UPLOAD_MB"))
+        assert snapshot(c.app.state.ctx) == before
+
+
+def test_empty_upload_is_400(client, admin, tmp_path):
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    r = client.post("/bases", headers=admin, files=upload(empty), data={"name": "b", "encoder": "e"})
+    assert_error(r, 400, "invalid_input", contains="empty")
+
+
+def test_unknown_route_and_method_use_the_error_shape(client, admin):
+    assert_error(client.get("/nope", headers=admin), 404, "not_found", contains="/docs")
+    assert_error(client.put("/bases", headers=admin), 405, "method_not_allowed")
+    assert_error(
+        client.get("/bases", headers=admin, params={"limit": 0}), 422, "validation_error", contains="limit"
+    )
+
+
+def test_unexpected_errors_are_generic_500(tmp_path):
+    settings = Settings(home=tmp_path / "h")
+    app = create_app(settings)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret detail at /srv/steph/internal.py")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/boom")
+    err = assert_error(r, 500, "internal_error", contains="error id")
+    assert "secret" not in err["message"] and not re.search(r"/srv|\.py", err["message"])
+
+
+def test_openapi_docs_served(client):
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/bases" in schema["paths"] and "HTTPBearer" in schema["components"]["securitySchemes"]
+
+
+def test_bootstrap_key_written_once_with_0600(tmp_path):
+    settings = Settings(home=tmp_path / "h")
+    with TestClient(create_app(settings)):
+        key = settings.admin_key_path.read_text().strip()
+        assert key.startswith("steph_admin_") and (settings.admin_key_path.stat().st_mode & 0o777) == 0o600
+    settings.admin_key_path.unlink()
+    with TestClient(create_app(settings)) as c:  # keys exist: no second bootstrap key
+        assert not settings.admin_key_path.exists()
+        assert c.get("/bases", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    other = Settings(home=tmp_path / "h2", bootstrap_admin_key=False)
+    with TestClient(create_app(other)):
+        assert not other.admin_key_path.exists()

@@ -1,0 +1,160 @@
+"""HTTP: POST /predict — results per patient, grouping, top patches, bad inputs (4xx naming the file; nothing
+stored changes; no temp files left), unknown model, auth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.api.conftest import assert_error, snapshot
+from tests.fixtures import write_bag
+from tests.workers.api_helpers import register_cohort, run_job
+
+
+@pytest.fixture
+def model_id(client, admin, world, family) -> str:
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    return run_job(client, admin, family, cohort["id"])["model_id"]
+
+
+@pytest.fixture
+def bags(tmp_path):
+    d = tmp_path / "bags"
+    return {
+        "a": write_bag(d / "caseA.h5", 10, 16, seed=1),
+        "b": write_bag(d / "caseB.h5", 6, 16, seed=2),
+        "wide": write_bag(d / "wide.h5", 4, 18, seed=3),
+        "nan": write_bag(d / "nanbag.h5", 4, 16, seed=4, nan=True),
+    }
+
+
+def files(*items):
+    return [("files", (name, data, "application/octet-stream")) for name, data in items]
+
+
+def tmp_entries(client) -> list:
+    tmp = client.app.state.ctx.store.root / "tmp"
+    return sorted(p.name for p in tmp.iterdir()) if tmp.is_dir() else []
+
+
+def test_predict_each_file_and_one_patient(client, predict, model_id, bags, tmp_path) -> None:
+    a, b = bags["a"].read_bytes(), bags["b"].read_bytes()
+    r = client.post(
+        "/predict",
+        headers=predict,
+        data={"model_id": model_id},
+        files=files(("caseA.h5", a), ("caseB.h5", b)),
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_id"] == model_id and body["method"] == "steph"
+    assert [(x["patient_id"], x["n_patches"]) for x in body["results"]] == [("caseA", 10), ("caseB", 6)]
+    res = body["results"][0]
+    probs = res["survival"]["probabilities"]
+    assert len(res["survival"]["times_days"]) == len(probs) == 5 and probs[0] == 1.0
+    assert all(x >= y for x, y in zip(probs, probs[1:], strict=False))
+    assert res["risk"] == pytest.approx(-sum(probs[1:]), abs=1e-5)
+    assert {s["cancer"] for s in res["sources"]} <= {"luad", "kirc"}
+
+    npy = tmp_path / "caseB.npy"
+    import h5py
+
+    with h5py.File(bags["b"], "r") as f:
+        np.save(npy, np.asarray(f["features"]))
+    pt = tmp_path / "caseA.pt"
+    with h5py.File(bags["a"], "r") as f:
+        torch.save({"features": torch.from_numpy(np.asarray(f["features"]))}, pt)
+    r2 = client.post(
+        "/predict",
+        headers=predict,
+        data={"model_id": model_id, "patient_id": "PX", "top_patches": "3"},
+        files=files(("caseA.pt", pt.read_bytes()), ("caseB.npy", npy.read_bytes())),
+    )
+    assert r2.status_code == 200, r2.text
+    (one,) = r2.json()["results"]
+    assert one["patient_id"] == "PX" and one["n_patches"] == 16 and one["files"] == ["caseA.pt", "caseB.npy"]
+    assert len(one["top_patches"]) == 3 and one["top_patches"][0]["coords"] is None
+    r3 = client.post(
+        "/predict",
+        headers=predict,
+        data={"model_id": model_id, "patient_ids": json.dumps(["PX", "PX"])},
+        files=files(("caseA.h5", a), ("caseB.h5", b)),
+    )
+    assert r3.json()["results"][0]["risk"] == pytest.approx(one["risk"], abs=1e-5)
+    assert tmp_entries(client) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "status", "needles"),
+    [
+        ("wide.h5", "wide", 422, ("wide.h5", "18")),
+        ("nanbag.h5", "nan", 422, ("nanbag.h5", "nan")),
+        ("empty.h5", "empty", 422, ("empty.h5",)),
+        ("slide.txt", "text", 422, ("slide.txt",)),
+    ],
+)
+def test_bad_bags_get_4xx_naming_the_file(
+    client, predict, model_id, bags, name, kind, status, needles
+) -> None:
+    data = {
+        "wide": bags["wide"].read_bytes(),
+        "nan": bags["nan"].read_bytes(),
+        "empty": b"",
+        "text": b"not features",
+    }[kind]
+    before = snapshot(client.app.state.ctx)
+    r = client.post(
+        "/predict",
+        headers=predict,
+        data={"model_id": model_id},
+        files=files(("caseA.h5", bags["a"].read_bytes()), (name, data)),
+    )
+    err = assert_error(r, status, contains=needles)
+    assert err["code"] in ("bad_bag", "bad_file", "invalid_input", "unprocessable_input")
+    assert snapshot(client.app.state.ctx) == before and tmp_entries(client) == []
+
+
+def test_limits_unknown_model_and_auth(client, admin, predict, model_id, bags) -> None:
+    ctx = client.app.state.ctx
+    a = bags["a"].read_bytes()
+    limit = ctx.settings.max_bags_per_request
+    r = client.post(
+        "/predict",
+        headers=predict,
+        data={"model_id": model_id},
+        files=files(*[(f"s{i}.h5", a) for i in range(limit + 1)]),
+    )
+    assert_error(r, 413, contains=str(limit))
+    ctx.settings.max_patches = 12
+    try:
+        r = client.post(
+            "/predict",
+            headers=predict,
+            data={"model_id": model_id, "patient_id": "P"},
+            files=files(("caseA.h5", a), ("caseB.h5", bags["b"].read_bytes())),
+        )
+        assert_error(r, 413, contains="16 patches")
+    finally:
+        ctx.settings.max_patches = 500_000
+    r = client.post(
+        "/predict", headers=predict, data={"model_id": "model_nope"}, files=files(("caseA.h5", a))
+    )
+    assert_error(r, 404, contains="model_nope")
+    r = client.post(
+        "/predict",
+        headers=predict,
+        data={"model_id": model_id, "patient_ids": "[1"},
+        files=files(("caseA.h5", a)),
+    )
+    assert_error(r, 422, contains="patient_ids")
+    assert_error(client.post("/predict", data={"model_id": model_id}, files=files(("caseA.h5", a))), 401)
+    assert (
+        client.post(
+            "/predict", headers=admin, data={"model_id": model_id}, files=files(("caseA.h5", a))
+        ).status_code
+        == 200
+    )
+    assert tmp_entries(client) == []

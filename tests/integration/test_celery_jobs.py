@@ -1,0 +1,109 @@
+"""End to end on a real redis-server and real Celery worker processes (`steph worker`):
+register → cohort → merge job → predict; and a worker killed with SIGKILL mid-job: the job still ends
+exactly once (succeeded after the redelivery, or failed with the reason), one model row, one artifact."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app.db import repositories as repo
+from tests.fixtures import make_tiny_world
+from tests.workers.api_helpers import job_body, register_cohort
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def register_family(client, admin, world) -> tuple[dict, dict]:
+    def up(path):
+        return {"file": (path.name, path.read_bytes(), "application/octet-stream")}
+
+    r = client.post(
+        "/bases", headers=admin, files=up(world.base), data={"name": "tiny", "encoder": "test-16"}
+    )
+    assert r.status_code == 201, r.text
+    base = r.json()
+    ckpts = {}
+    for cancer, path in world.checkpoints.items():
+        r = client.post(
+            "/checkpoints", headers=admin, files=up(path), data={"cancer": cancer, "base_id": base["id"]}
+        )
+        assert r.status_code == 201, r.text
+        ckpts[cancer] = r.json()
+    family = {"base": base, "checkpoints": ckpts}
+    return family, register_cohort(client, admin, world, base["id"])
+
+
+def poll(client, admin, job_id: str, until, timeout: float, workers) -> dict:
+    end = time.monotonic() + timeout
+    job: dict = {}
+    while time.monotonic() < end:
+        job = client.get(f"/merge-jobs/{job_id}", headers=admin).json()
+        if until(job):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job state not reached in {timeout} s: {job}\n{workers.logs()}")
+
+
+def test_register_merge_predict_through_a_celery_worker(api, workers, tmp_path) -> None:
+    client, admin, predict = api
+    assert client.get("/health/ready").status_code == 200
+    workers.start()
+    world = make_tiny_world(tmp_path / "world")
+    family, cohort = register_family(client, admin, world)
+    r = client.post("/merge-jobs", headers=admin, json=job_body(family, cohort["id"]))
+    assert r.status_code == 202, r.text
+    job = poll(client, admin, r.json()["id"], lambda j: j["status"] in ("succeeded", "failed"), 45, workers)
+    assert job["status"] == "succeeded", (job, workers.logs())
+    assert job["attempts"] == 1 and job["worker"]
+    bag = world.cohort / "bags" / "S000.h5"
+    p = client.post(
+        "/predict",
+        headers=predict,
+        data={"model_id": job["model_id"]},
+        files=[("files", (bag.name, bag.read_bytes(), "application/octet-stream"))],
+    )
+    assert p.status_code == 200, p.text
+    (res,) = p.json()["results"]
+    assert res["patient_id"] == "S000" and res["risk"] < 0 and res["sources"]
+
+
+def test_a_job_whose_worker_is_killed_ends_exactly_once(api, workers, tmp_path) -> None:
+    client, admin, _ = api
+    ctx = client.app.state.ctx
+    first = workers.start()
+    world = make_tiny_world(tmp_path / "world")
+    family, cohort = register_family(client, admin, world)
+    objects_before = ctx.store.count_objects()
+    params = {"epochs": 150, "accum": 1, "topk": 2, "hyper_hidden": 8}
+    r = client.post("/merge-jobs", headers=admin, json=job_body(family, cohort["id"], params=params))
+    job_id = r.json()["id"]
+    running = poll(
+        client,
+        admin,
+        job_id,
+        lambda j: j["status"] == "running" and ((j["progress"] or {}).get("step") or 0) >= 1,
+        30,
+        workers,
+    )
+    assert running["attempts"] == 1
+    workers.kill(first)
+    time.sleep(0.5)
+    assert (
+        client.get(f"/merge-jobs/{job_id}", headers=admin).json()["status"] == "running"
+    )  # nobody finished it
+    workers.start()
+    final = poll(
+        client, admin, job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"), 50, workers
+    )
+    if final["status"] == "failed":
+        assert "worker died" in final["error"], final
+    else:
+        assert final["status"] == "succeeded" and final["attempts"] == 2, final
+    time.sleep(1.0)  # any duplicate delivery would act now
+    with ctx.session() as s:
+        rows = repo.count_rows(s)
+    assert rows["models"] == (1 if final["status"] == "succeeded" else 0)
+    assert ctx.store.count_objects() == objects_before + rows["models"]
+    assert client.get(f"/merge-jobs/{job_id}", headers=admin).json()["status"] == final["status"]

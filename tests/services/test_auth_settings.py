@@ -1,0 +1,87 @@
+"""API keys (hashing, scopes, revoke, bootstrap) and Settings defaults."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from app.db import repositories as repo
+from app.services.auth import authenticate, bootstrap_admin_key, create_api_key, revoke_api_key, scope_allows
+from app.services.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from app.settings import Settings
+
+
+def test_keys_are_stored_hashed_with_a_visible_prefix(ctx):
+    with ctx.session() as s:
+        row, key = create_api_key(s, scope="predict", name="hospital A")
+    assert key.startswith("steph_predict_") and len(key) > 40
+    with ctx.session() as s:
+        stored = repo.list_api_keys(s)
+    assert [r.key_hash for r in stored] == [hashlib.sha256(key.encode()).hexdigest()]
+    assert stored[0].prefix == key[:16] and key not in (stored[0].prefix, stored[0].name)
+
+
+def test_authenticate_scopes(ctx):
+    with ctx.session() as s:
+        _, admin = create_api_key(s, scope="admin")
+        _, predict = create_api_key(s, scope="predict")
+    with ctx.session() as s:
+        assert authenticate(s, key=admin, required_scope="predict").scope == "admin"
+        assert authenticate(s, key=predict, required_scope="predict").scope == "predict"
+        with pytest.raises(Forbidden, match="scope 'predict'.*needs scope 'admin'"):
+            authenticate(s, key=predict, required_scope="admin")
+        with pytest.raises(Unauthorized, match="missing API key"):
+            authenticate(s, key=None, required_scope="predict")
+        with pytest.raises(Unauthorized, match="invalid or revoked"):
+            authenticate(s, key=admin + "x", required_scope="predict")
+    assert scope_allows("admin", "admin") and scope_allows("admin", "predict")
+    assert scope_allows("predict", "predict") and not scope_allows("predict", "admin")
+
+
+def test_revoke_by_prefix_and_errors(ctx):
+    with ctx.session() as s:
+        row, key = create_api_key(s, scope="admin")
+        with pytest.raises(InvalidInput, match="unknown scope"):
+            create_api_key(s, scope="root")
+    with ctx.session() as s:
+        assert revoke_api_key(s, id_or_prefix=row.prefix).revoked_at is not None
+        with pytest.raises(NotFound):
+            revoke_api_key(s, id_or_prefix="key_nope")
+    with ctx.session() as s, pytest.raises(Unauthorized):
+        authenticate(s, key=key, required_scope="predict")
+
+
+def test_bootstrap_only_once(ctx, capsys):
+    key = bootstrap_admin_key(ctx)
+    assert key is not None and key in capsys.readouterr().err
+    assert ctx.settings.admin_key_path.read_text().strip() == key
+    assert bootstrap_admin_key(ctx) is None
+    with ctx.session() as s:
+        assert [r.scope for r in repo.list_api_keys(s)] == ["admin"]
+
+
+def test_settings_defaults_follow_home(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    default = Settings()
+    assert default.home == tmp_path / ".steph"
+    assert default.database_url == f"sqlite:///{tmp_path / '.steph' / 'steph.db'}"
+    assert default.store_root == tmp_path / "models_store"
+    assert default.queue == "embedded" and default.migrate_on_start and default.max_job_attempts == 3
+    custom = Settings(home=Path("state"), queue="celery", max_upload_mb=2)
+    assert custom.store_root == tmp_path / "state" / "models_store"
+    assert custom.migrate_on_start is False and custom.max_upload_bytes == 2 * 2**20
+    assert Settings(database_url="postgresql+psycopg://u@db/steph").database_url.startswith("postgresql")
+
+
+def test_settings_read_the_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STEPH_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("STEPH_MAX_JOB_ATTEMPTS", "5")
+    monkeypatch.setenv("STEPH_DATA_ROOT", "data")
+    s = Settings()
+    assert s.home == tmp_path / "h" and s.max_job_attempts == 5 and s.data_root == tmp_path / "data"
+    monkeypatch.setenv("STEPH_QUEUE", "rabbit")
+    with pytest.raises(ValueError, match="queue"):
+        Settings()

@@ -1,0 +1,72 @@
+"""Helpers shared by the jobs / models / predict API tests (register a cohort, run a job to the end)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.fixtures import TinyWorld
+from tests.workers.world import job_cohort
+
+FAST = {"epochs": 1, "accum": 2, "topk": 2, "hyper_hidden": 8}
+
+
+def register_cohort(client: TestClient, admin: dict, world: TinyWorld, base_id: str) -> dict:
+    _, archive = job_cohort(world.root)
+    r = client.post(
+        "/cohorts",
+        headers=admin,
+        data={"name": "brca", "base_id": base_id},
+        files={"file": ("cohort.zip", archive.read_bytes(), "application/zip")},
+    )
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def job_body(
+    family: dict,
+    cohort_id: str,
+    *,
+    method: str = "steph",
+    params: dict | None = None,
+    target: str = "brca",
+    sources: list[str] | None = None,
+) -> dict[str, Any]:
+    body = {
+        "method": method,
+        "base_id": family["base"]["id"],
+        "target_checkpoint_id": family["checkpoints"][target]["id"],
+        "cohort_id": cohort_id,
+        "params": dict(FAST if params is None else params),
+    }
+    if sources is not None:
+        body["source_checkpoint_ids"] = sources
+    return body
+
+
+def wait_job(
+    client: TestClient,
+    headers: dict,
+    job_id: str,
+    *,
+    timeout: float = 60.0,
+    statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+) -> dict:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r = client.get(f"/merge-jobs/{job_id}", headers=headers)
+        assert r.status_code == 200, r.text
+        if r.json()["status"] in statuses:
+            return r.json()
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not reach {statuses}: {r.json()}")
+
+
+def run_job(client: TestClient, admin: dict, family: dict, cohort_id: str, **kw: Any) -> dict:
+    r = client.post("/merge-jobs", headers=admin, json=job_body(family, cohort_id, **kw))
+    assert r.status_code == 202, r.text
+    job = wait_job(client, admin, r.json()["id"])
+    assert job["status"] == "succeeded", job
+    return job

@@ -50,6 +50,8 @@ def empty_bank(dims: FamilyDims, n_sources: int) -> tuple[dict[str, Tensor], dic
 class MixupModel(SurvivalModel):
     """Base of StephModel and LearnedWeightsModel: frozen θ₀ + stacked τ, functional encoder, fresh head."""
 
+    _skeleton: ABMILEncoder  # set with object.__setattr__ so it is not a registered submodule
+
     def __init__(
         self,
         dims: FamilyDims,
@@ -69,7 +71,7 @@ class MixupModel(SurvivalModel):
         self.base = FrozenState(base_encoder)
         self.task_vectors = FrozenState(stack)
         self.head = make_head(dims, seed)
-        skeleton = ABMILEncoder(dims)
+        skeleton: ABMILEncoder = ABMILEncoder(dims)
         skeleton.requires_grad_(False)
         object.__setattr__(self, "_skeleton", skeleton)  # not registered: only its structure/dropout are used
 

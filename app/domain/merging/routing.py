@@ -56,6 +56,7 @@ class RoutingModel(SurvivalModel):
     """Mixture of frozen expert encoders. Trainable: router encoder + router_fc, experts (W, b), head."""
 
     method = "routing"
+    _skeleton: ABMILEncoder  # set with object.__setattr__ so it is not a registered submodule
 
     def __init__(
         self,
@@ -82,7 +83,7 @@ class RoutingModel(SurvivalModel):
             self.expert_weight = nn.Parameter(torch.empty(n, h, h).uniform_(-bound, bound))
             self.expert_bias = nn.Parameter(torch.empty(n, h).uniform_(-bound, bound))
         self.head = make_head(dims, seed)
-        skeleton = ABMILEncoder(dims).eval()  # the frozen experts never use dropout
+        skeleton: ABMILEncoder = ABMILEncoder(dims).eval()  # the frozen experts never use dropout
         skeleton.requires_grad_(False)
         object.__setattr__(self, "_skeleton", skeleton)
 

@@ -445,7 +445,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `steph` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `steph worker ARGS...` hands every argument after `worker` to `celery worker`, in order.
+    worker_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    rest = argv[worker_at + 1 :] if worker_at is not None else []
+    if worker_at is not None and argv[worker_at] == "worker" and rest and "-h" not in rest:
+        args = parser.parse_args(argv[: worker_at + 1])
+        args.celery_args = rest
+    else:
+        args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int | None] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)

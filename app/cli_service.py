@@ -112,7 +112,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
     p = subparsers.add_parser("worker", help="run a Celery worker for merge jobs (STEPH_QUEUE=celery)")
-    p.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra arguments for `celery worker`")
+    p.add_argument(
+        "celery_args",
+        nargs=argparse.REMAINDER,
+        help="extra arguments for `celery worker`, e.g. --hostname gpu1@%%h --loglevel DEBUG "
+        "(`steph worker --help` lists them)",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = subparsers.add_parser("migrate", help="apply database migrations (STEPH_DATABASE_URL)")

@@ -7,7 +7,6 @@ the queue and the engine. `uvicorn app.main:app` serves `create_app()` with sett
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,40 +18,34 @@ from app.api.errors import install_error_handlers
 from app.api.metrics import AppMetrics
 from app.api.metrics import router as metrics_router
 from app.api.middleware import BodySizeLimit, RequestMetrics
+from app.api.routes import bases, checkpoints, cohorts, health, jobs, meta, models, predict
 from app.services.auth import bootstrap_admin_key
 from app.services.context import ServiceContext, build_context, start_queue
+from app.services.merge_jobs import recover_interrupted_jobs
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-ROUTER_MODULES = ("health", "meta", "bases", "checkpoints", "cohorts", "jobs", "models", "predict")
-OPTIONAL_ROUTER_MODULES = ("jobs", "models", "predict")  # written by the jobs helper; skipped while absent
+ROUTERS = (
+    health.router,
+    meta.router,
+    bases.router,
+    checkpoints.router,
+    cohorts.router,
+    jobs.router,
+    models.router,
+    predict.router,
+    metrics_router,
+)
 
 
-def include_routers(app: FastAPI) -> list[str]:
-    """Include app.api.routes.<name>.router for every module; returns the names that were skipped."""
-    skipped = []
-    for name in ROUTER_MODULES:
-        module_name = f"app.api.routes.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if name in OPTIONAL_ROUTER_MODULES and exc.name == module_name:
-                log.warning("router %s is not available yet; its endpoints are not served", module_name)
-                skipped.append(name)
-                continue
-            raise
-        app.include_router(module.router)
-    app.include_router(metrics_router)
-    return skipped
+def include_routers(app: FastAPI) -> None:
+    for router in ROUTERS:
+        app.include_router(router)
 
 
 def recover_jobs(ctx: ServiceContext) -> list[str]:
     """Re-enqueue jobs left queued or running by a previous process (embedded runner only)."""
-    try:
-        from app.services.merge_jobs import recover_interrupted_jobs
-    except ImportError:
-        return []
     ids = recover_interrupted_jobs(ctx)
     if ids:
         log.info("re-enqueued %d interrupted merge job(s)", len(ids))
@@ -100,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.ctx = None
     app.state.metrics = AppMetrics(lambda: app.state.ctx)
-    app.state.skipped_routers = include_routers(app)
+    include_routers(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, requests=app.state.metrics.requests, latency=app.state.metrics.latency)

@@ -4,15 +4,13 @@ neither 401 nor 403. Scopes are read from each route's dependencies."""
 
 from __future__ import annotations
 
-import importlib
 import re
 
 import pytest
 from fastapi.routing import APIRoute
 
 from app.api.deps import AUTH_DEPENDENCIES
-from app.api.metrics import router as metrics_router
-from app.main import ROUTER_MODULES
+from app.main import ROUTERS
 from app.services.auth import create_api_key, revoke_api_key
 from tests.api.conftest import assert_error
 
@@ -32,14 +30,8 @@ def _scope(dependant) -> str | None:
 
 def all_routes() -> list[tuple[str, str, str | None]]:
     """(method, path, scope) for every API route of every router module that exists."""
-    routers = [metrics_router]
-    for name in ROUTER_MODULES:
-        try:
-            routers.append(importlib.import_module(f"app.api.routes.{name}").router)
-        except ModuleNotFoundError:
-            continue
     out = []
-    for router in routers:
+    for router in ROUTERS:
         for route in router.routes:
             if isinstance(route, APIRoute):
                 out += [

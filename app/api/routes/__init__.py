@@ -1,1 +1,1 @@
-"""Routers, one module per resource; each exposes `router`. app.main includes them in ROUTER_MODULES order."""
+"""Routers, one module per resource; each exposes `router`. app.main includes them in ROUTERS order."""

@@ -45,6 +45,10 @@ class CIndexResult:
         return asdict(self)
 
 
+
+class NoComparablePairs(ValueError):
+    """The patients allow no comparison: fewer than two, no observed event, or no comparable pair."""
+
 def _as_1d(values: ArrayLike, name: str) -> Tensor:
     if isinstance(values, Tensor):
         t = values.detach().cpu()
@@ -69,7 +73,7 @@ def check_survival_inputs(
     if not (len(t) == len(e) == len(r)):
         raise ValueError(f"time, event and risk must have the same length; got {len(t)}, {len(e)}, {len(r)}")
     if len(t) < 2:
-        raise ValueError(f"a C-index needs at least two patients; got {len(t)}")
+        raise NoComparablePairs(f"a C-index needs at least two patients; got {len(t)}")
     if not bool(((e == 0) | (e == 1)).all()):
         raise ValueError("event must hold only 0/1 (or False/True): 1 = event observed, 0 = censored")
     t, r = t.to(torch.float64), r.to(torch.float64)
@@ -78,7 +82,7 @@ def check_survival_inputs(
             raise ValueError(f"{name} holds NaN or Inf values; every patient needs a finite {name}")
     e = e.to(torch.bool)
     if not bool(e.any()):
-        raise ValueError("all patients are censored: a C-index needs at least one observed event")
+        raise NoComparablePairs("all patients are censored: a C-index needs at least one observed event")
     return t, e, r
 
 
@@ -127,7 +131,7 @@ def _weighted_concordance(
 def _result(num: float, den: float, counts: dict[str, int], what: str) -> CIndexResult:
     pairs = counts["concordant"] + counts["discordant"] + counts["tied_risk"]
     if pairs == 0 or den <= 0.0:
-        raise ValueError(
+        raise NoComparablePairs(
             f"no comparable pairs for {what}: a pair needs a patient with an event whose time is "
             "shorter than another patient's time; the cohort needs more patients or more observed events"
         )

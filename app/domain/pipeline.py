@@ -14,6 +14,7 @@ from typing import Any
 from app.domain.data import Samples
 from app.domain.evaluation import Comparison, compare
 from app.domain.merging.base import MergeInputs, MergeParamsError, SurvivalModel
+from app.domain.metrics import NoComparablePairs
 from app.domain.training import Progress, TrainConfig, TrainingCancelled, TrainResult, train
 
 TRAIN_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
@@ -47,6 +48,7 @@ class MergeRun:
     params: dict[str, Any]
     train_result: TrainResult | None
     comparison: Comparison | None
+    comparison_skipped: str | None = None  # why there is no comparison (empty test split, no comparable pair)
 
 
 def _check_cancel(should_cancel: Callable[[], bool] | None, stage: str) -> None:
@@ -72,7 +74,8 @@ def run_merge(
     cancer-specific model) on test_samples — skipped when test_samples is empty.
 
     Raises UnknownMethodError / MergeParamsError for a bad method or params, TrainingCancelled when
-    should_cancel() turns True, ValueError when the test patients have no comparable pair.
+    should_cancel() turns True. When the test split is empty or has no comparable pair the model is still
+    returned, with comparison None and comparison_skipped saying why.
     """
     from app.domain.merging.registry import get_method  # the registry imports every method
 
@@ -84,8 +87,12 @@ def run_merge(
     if impl.needs_training(parsed):
         result = train(model, train_samples, train_config, progress=progress, should_cancel=should_cancel)
     model.eval()
-    comparison = None
+    comparison, skipped = None, "the test split is empty"
     if len(test_samples) > 0:
         _check_cancel(should_cancel, "before the evaluation on the test split")
-        comparison = compare(model, reference, test_samples, n_boot=n_boot, seed=train_config.seed)
-    return MergeRun(model, dataclasses.asdict(parsed), result, comparison)
+        try:
+            comparison = compare(model, reference, test_samples, n_boot=n_boot, seed=train_config.seed)
+            skipped = None
+        except NoComparablePairs as exc:
+            skipped = f"no comparison on the test split: {exc}"
+    return MergeRun(model, dataclasses.asdict(parsed), result, comparison, skipped)

@@ -80,7 +80,19 @@ def test_run_merge_without_training_or_test_split(merge_inputs, samples):
         train_samples=samples, test_samples=[], reference=StaticModel(merge_inputs.target, DIMS, EDGES),
     )  # fmt: skip
     assert run.train_result is None and run.comparison is None
+    assert run.comparison_skipped == "the test split is empty"
     assert run.params["retrain_head"] is False
+
+
+def test_run_merge_without_comparable_pairs_keeps_the_model_and_says_why(merge_inputs, samples):
+    pytest.importorskip("app.domain.merging.registry")
+    censored = [dataclasses.replace(s, event=0) for s in samples[:6]]  # no event: no comparable pair
+    run = run_merge(
+        method="average", inputs=merge_inputs, params={}, train_config=TrainConfig(epochs=1, accum=4),
+        train_samples=samples[6:14], test_samples=censored, reference=StaticModel(merge_inputs.target, DIMS, EDGES),
+    )  # fmt: skip
+    assert run.comparison is None and run.train_result is not None
+    assert run.comparison_skipped is not None and "censored" in run.comparison_skipped
 
 
 def test_run_merge_reports_bad_method_params_and_cancellation(merge_inputs, samples):

@@ -50,8 +50,10 @@ def survival_at(times_days: Sequence[float], probabilities: Sequence[float], t: 
 
 
 def top_sources_text(sources: Sequence[SourceUse]) -> str:
-    """ "BRCA:0.41;LUAD:0.22": sources by decreasing merge weight w (empty for non-STEPH models)."""
-    ordered = sorted(sources, key=lambda s: -s.weight)
+    """ "BRCA:0.41;LUAD:0.22": sources by decreasing merge weight w (empty for non-STEPH models).
+
+    Sources selected by top-k whose weight rounds to 0.00 contributed nothing and are left out."""
+    ordered = sorted((s for s in sources if round(s.weight, 2) > 0), key=lambda s: -s.weight)
     return ";".join(f"{s.cancer}:{s.weight:.2f}" for s in ordered)
 
 

@@ -66,6 +66,7 @@ def test_build_row_reads_1_3_5_years_and_sorts_sources_by_weight():
     assert row["top_sources"] == "BRCA:0.41;LUAD:0.22"
     assert row["model_sha256"] == "ab" * 32 and row["patient_id"] == "P1"
     assert top_sources_text([]) == ""
+    assert top_sources_text([*srcs, SourceUse("KIRC", 0.0, 0.3), SourceUse("GBM", 0.004, 0.3)]) == "BRCA:0.41;LUAD:0.22"
 
 
 def test_build_row_refuses_non_finite_risk():

@@ -41,13 +41,19 @@ def emit(doc: Any) -> None:
 
 
 class ProgressBar:
-    """A tqdm bar on stderr fed by training `Progress` callbacks; a new `label` closes the previous bar."""
+    """A tqdm bar on stderr fed by training `Progress` callbacks; a new `label` closes the previous bar.
+
+    When stderr is not a terminal (a log file, a pipe) it prints one plain line per finished epoch instead."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet, self.bar, self.label, self.last = quiet, None, None, 0
+        self.tty = sys.stderr.isatty()
 
     def __call__(self, progress: Any, label: str = "train") -> None:
         if self.quiet:
+            return
+        if not self.tty:
+            self._log_line(progress, label)
             return
         from tqdm import tqdm
 
@@ -58,6 +64,16 @@ class ProgressBar:
         self.bar.update(progress.step - self.last)
         self.last = progress.step
         self.bar.set_postfix(epoch=f"{progress.epoch}/{progress.epochs}", loss=f"{progress.loss:.4f}")
+
+    def _log_line(self, progress: Any, label: str) -> None:
+        per_epoch = max(1, -(-progress.total_steps // max(1, progress.epochs)))
+        if progress.step == progress.total_steps or progress.step % per_epoch == 0:
+            print(
+                f"{label}: epoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.total_steps} "
+                f"loss {progress.loss:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -3,6 +3,8 @@
     <dir>/labels.csv         patient_id, pathology_id, t, e[, project] (app.io.labels)
     <dir>/splits.csv         optional: train, test[, val] columns of patient ids
     <dir>/bags/<pathology_id>.{h5,hdf5,pt,npy,safetensors}   (or the bag files directly in <dir>)
+    or, the reference code's layout, one LMDB of every slide's bag (SPEC §4): <dir>/bags.lmdb/ (a directory
+    holding data.mdb), or data.mdb in <dir>/bags/ or in <dir> itself; keys = pathology_id.
 
 Without splits.csv every labelled patient is in "train" and "test" is empty (evaluation then needs another
 cohort). A patient's bag is the row-wise concatenation of its slides' bags, loaded lazily on access.
@@ -18,13 +20,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+import torch
+
 from app.domain.data import Sample
-from app.io.bags import SUPPORTED_BAG_SUFFIXES, read_bag, read_patient_bag
+from app.io.bags import SUPPORTED_BAG_SUFFIXES, Bag, read_bag, read_patient_bag
 from app.io.errors import CohortError, InputFileError, display_name_of
 from app.io.labels import PatientLabel, read_labels, read_splits
 
 LABELS_FILE = "labels.csv"
 SPLITS_FILE = "splits.csv"
+LMDB_DIR = "bags.lmdb"
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".mrxs", ".scn", ".vms", ".bif")
 MAX_PROBLEMS_SHOWN = 8
 
@@ -51,12 +56,43 @@ class CohortDir:
     """An opened cohort directory (see the module docstring). Build with `open_cohort`."""
 
     def __init__(self, root: Path, name: str, labels: list[PatientLabel], splits: dict[str, list[str]] | None,
-                 bags_dir: Path) -> None:  # fmt: skip
+                 bags_dir: Path, lmdb_path: Path | None = None) -> None:  # fmt: skip
         self.root, self.name, self.labels, self.bags_dir = root, name, labels, bags_dir
         self.has_splits = splits is not None
         self.splits = splits if splits is not None else {"train": [p.patient_id for p in labels], "test": []}
         self.by_id = {p.patient_id: p for p in labels}
-        self.index, self.duplicates = _index_bags(bags_dir)
+        self.lmdb_path = lmdb_path
+        if lmdb_path is None:
+            self.index, self.duplicates = _index_bags(bags_dir)
+        else:
+            self.index, self.duplicates = {}, []
+
+    def read_patient(self, label: PatientLabel, expected_dim: int | None = None,
+                     max_patches: int | None = None) -> Bag:  # fmt: skip
+        """The patient's slides read, validated and concatenated row-wise (from files or the LMDB)."""
+        if self.lmdb_path is None:
+            paths = [self.bag_path(s) for s in label.slide_ids]
+            return read_patient_bag(paths, expected_dim=expected_dim, max_patches=max_patches,
+                                    display_names=[p.name for p in paths])  # fmt: skip
+        from app.io.lmdb_bags import LmdbBags
+
+        with LmdbBags(self.lmdb_path, display_name=f"{self.name}/{self.lmdb_path.name}") as db:
+            parts = [db.get(s, expected_dim=expected_dim, max_patches=max_patches) for s in label.slide_ids]
+        dims = {int(p.shape[1]) for p in parts}
+        if len(dims) > 1:
+            raise CohortError(
+                f"{self.name}: the slides of patient {label.patient_id!r} have different feature sizes "
+                f"{sorted(dims)}; all slides must come from the same feature encoder",
+                file_name=self.name,
+            )
+        features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        if max_patches is not None and features.shape[0] > max_patches:
+            raise CohortError(
+                f"{self.name}: the slides of patient {label.patient_id!r} hold {features.shape[0]} patches "
+                f"together, more than the limit of {max_patches}; subsample the patches or raise the limit",
+                file_name=self.name,
+            )
+        return Bag(features, None)
 
     def bag_path(self, slide_id: str) -> Path:
         """The bag file of `slide_id` (pathology_id; a suffix like .svs is ignored). CohortError if none."""
@@ -132,6 +168,8 @@ class CohortDir:
         return self._summary(counts, dims)
 
     def _scan_bags(self, expected_dim: int | None, problems: list[str]) -> tuple[dict[str, int], Counter]:
+        if self.lmdb_path is not None:
+            return self._scan_lmdb(expected_dim, problems)
         counts: dict[str, int] = {}
         dims: Counter = Counter()
         for label in self.labels:
@@ -147,6 +185,26 @@ class CohortDir:
             counts[label.patient_id] = total
         return counts, dims
 
+    def _scan_lmdb(self, expected_dim: int | None, problems: list[str]) -> tuple[dict[str, int], Counter]:
+        from app.io.lmdb_bags import LmdbBags
+
+        counts: dict[str, int] = {}
+        dims: Counter = Counter()
+        with LmdbBags(self.lmdb_path, display_name=f"{self.name}/{self.lmdb_path.name}") as db:  # type: ignore[union-attr]
+            self.lmdb_keys = db.keys()
+            for label in self.labels:
+                total = 0
+                for sid in label.slide_ids:
+                    try:
+                        features = db.get(sid, expected_dim=expected_dim)
+                    except InputFileError as exc:
+                        problems.append(str(exc).removeprefix(f"{self.name}/"))
+                        continue
+                    dims[int(features.shape[1])] += 1
+                    total += int(features.shape[0])
+                counts[label.patient_id] = total
+        return counts, dims
+
     def _summary(self, counts: dict[str, int], dims: Counter) -> CohortSummary:
         values = list(counts.values())
         split_events = {s: sum(self.by_id[p].event for p in ids) for s, ids in self.splits.items()}
@@ -160,11 +218,15 @@ class CohortDir:
             warnings.append(f"no {SPLITS_FILE}: every patient is in 'train' and 'test' is empty")
         if self.splits.get("test") and split_events.get("test", 0) == 0:
             warnings.append("the test split has no events: its C-index is undefined")
-        used = {Path(self.bag_path(s)).name for p in self.labels for s in p.slide_ids}
-        unused = [n for n in (p.name for p in self.index.values()) if n not in used]
+        if self.lmdb_path is None:
+            used = {Path(self.bag_path(s)).name for p in self.labels for s in p.slide_ids}
+            unused = [n for n in (p.name for p in self.index.values()) if n not in used]
+        else:
+            referenced = {s for p in self.labels for s in p.slide_ids}
+            unused = [k for k in getattr(self, "lmdb_keys", []) if k not in referenced]
         if unused:
             warnings.append(
-                f"{len(unused)} bag file(s) are not referenced by {LABELS_FILE}, e.g. {unused[0]!r}"
+                f"{len(unused)} bag(s) are not referenced by {LABELS_FILE}, e.g. {unused[0]!r}"
             )
         patches = {"min": min(values), "median": float(statistics.median(values)), "max": max(values),
                    "total": sum(values)} if values else {}  # fmt: skip
@@ -192,9 +254,7 @@ class CohortSamples(Sequence[Sample]):
         return [p.patient_id for p in self.labels]
 
     def _load(self, label: PatientLabel) -> Sample:
-        paths = [self.cohort.bag_path(s) for s in label.slide_ids]
-        bag = read_patient_bag(paths, expected_dim=self.expected_dim, max_patches=self.max_patches,
-                               display_names=[p.name for p in paths])  # fmt: skip
+        bag = self.cohort.read_patient(label, self.expected_dim, self.max_patches)
         return Sample(label.patient_id, bag.features, label.time, label.event)
 
     @overload
@@ -243,4 +303,12 @@ def open_cohort(directory: str | os.PathLike[str], *, display_name: str | None =
     labels = read_labels(root / LABELS_FILE)
     splits = read_splits(root / SPLITS_FILE) if (root / SPLITS_FILE).is_file() else None
     bags_dir = root / "bags" if (root / "bags").is_dir() else root
-    return CohortDir(root, name, labels, splits, bags_dir)
+    return CohortDir(root, name, labels, splits, bags_dir, _find_lmdb(root, bags_dir))
+
+
+def _find_lmdb(root: Path, bags_dir: Path) -> Path | None:
+    """The cohort's LMDB directory (bags.lmdb/, or bags/ or the root holding data.mdb), None for bag files."""
+    for candidate in (root / LMDB_DIR, bags_dir):
+        if (candidate / "data.mdb").is_file():
+            return candidate
+    return None

@@ -204,3 +204,31 @@ def test_bad_requests(client, admin, family, world, tmp_path):
     shutil.copy(world.cohort_zip, copy)
     assert_error(_post_archive(client, admin, copy, base_id), 400, "invalid_input", contains=".zip")
     assert_error(client.get("/cohorts/coh_missing", headers=admin), 404, "not_found", contains="coh_missing")
+
+
+def test_upload_of_a_cohort_whose_bags_are_one_reference_lmdb(client, admin, family, tmp_path):
+    """The reference code's layout: labels.csv + splits.csv + bags.lmdb/ (pickled tensors, read safely)."""
+    import pickle
+
+    import lmdb
+
+    from app.io.bags import read_bag
+
+    src = write_cohort(tmp_path / "files", n_patients=8)
+    root = tmp_path / "ref"
+    root.mkdir()
+    for name in ("labels.csv", "splits.csv"):
+        shutil.copy(src / name, root / name)
+    env = lmdb.open(str(root / "bags.lmdb"), map_size=2**24)
+    with env.begin(write=True) as txn:
+        ids = []
+        for bag in sorted((src / "bags").iterdir()):
+            ids.append(bag.stem)
+            txn.put(bag.stem.encode(), pickle.dumps(read_bag(bag).features.unsqueeze(0)))
+        txn.put(b"__keys__", pickle.dumps(ids))
+    env.close()
+    r = _post_archive(client, admin, zip_dir(root, tmp_path / "ref.zip"), family["base"]["id"], name="ref")
+    assert r.status_code == 201, r.text
+    from_files = _post_archive(client, admin, zip_dir(src, tmp_path / "f.zip"), family["base"]["id"]).json()
+    assert r.json()["summary"]["patches"] == from_files["summary"]["patches"]
+    assert r.json()["summary"]["patients"] == 8

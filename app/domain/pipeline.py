@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.domain.data import Samples
@@ -49,6 +49,7 @@ class MergeRun:
     train_result: TrainResult | None
     comparison: Comparison | None
     comparison_skipped: str | None = None  # why there is no comparison (empty test split, no comparable pair)
+    notes: dict[str, Any] = field(default_factory=dict)  # JSON-able extras, e.g. "crossfit" (halves, phases)
 
 
 def _check_cancel(should_cancel: Callable[[], bool] | None, stage: str) -> None:
@@ -76,16 +77,29 @@ def run_merge(
     Raises UnknownMethodError / MergeParamsError for a bad method or params, TrainingCancelled when
     should_cancel() turns True. When the test split is empty or has no comparable pair the model is still
     returned, with comparison None and comparison_skipped saying why.
+
+    STEPH with crossfit 'split' / 'split_plugin' trains in two phases (app.domain.crossfit): a target model
+    on half A of train_samples, then the merge on half B; train_result is the merge phase, progress covers
+    both phases, and notes["crossfit"] describes the halves.
     """
     from app.domain.merging.registry import get_method  # the registry imports every method
 
     impl = get_method(method)
     parsed = impl.parse_params(params)
     _check_cancel(should_cancel, "before building the model")
-    model = impl.build(inputs, parsed, seed=train_config.seed)
-    result = None
-    if impl.needs_training(parsed):
-        result = train(model, train_samples, train_config, progress=progress, should_cancel=should_cancel)
+    notes: dict[str, Any] = {}
+    if getattr(parsed, "crossfit", "off") != "off":
+        from app.domain.crossfit import run_crossfit
+
+        fitted = run_crossfit(
+            impl, inputs, parsed, train_config, train_samples, progress=progress, should_cancel=should_cancel
+        )
+        model, result, notes["crossfit"] = fitted.model, fitted.train_result, fitted.info
+    else:
+        model = impl.build(inputs, parsed, seed=train_config.seed)
+        result = None
+        if impl.needs_training(parsed):
+            result = train(model, train_samples, train_config, progress=progress, should_cancel=should_cancel)
     model.eval()
     comparison, skipped = None, "the test split is empty"
     if len(test_samples) > 0:
@@ -95,4 +109,4 @@ def run_merge(
             skipped = None
         except NoComparablePairs as exc:
             skipped = f"no comparison on the test split: {exc}"
-    return MergeRun(model, dataclasses.asdict(parsed), result, comparison, skipped)
+    return MergeRun(model, dataclasses.asdict(parsed), result, comparison, skipped, notes)

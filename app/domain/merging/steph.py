@@ -9,6 +9,10 @@
 Ablations: lam_mode "fixed" (λ = lam_value for every source and bag; 0 = sources only, 1 = target only) and
 "global" (one trainable λ per source shared by all bags, λ = sigmoid(logit), initialised at lam_value);
 topk=None disables sparsity. With a fixed λ the β term is a constant and is left out.
+
+Cross-fitting (crossfit "split" / "split_plugin", orchestrated by app.domain.crossfit from run_merge): τ_t is
+refitted on one half of the train split and the hypernetworks + head learn on the other half, so the mixup
+ratio λ is not learnt on bags that τ_t has memorised; "split_plugin" then puts the full τ_t back.
 """
 
 from __future__ import annotations
@@ -54,6 +58,17 @@ class StephParams:
         metadata={"help": "λ for lam_mode 'fixed' (0 = sources only, 1 = target only); init for 'global'"},
     )
 
+    crossfit: Literal["off", "split", "split_plugin"] = field(
+        default="off",
+        metadata={
+            "help": "'off': τ_t = the target checkpoint, hypernetworks trained on the whole train split (paper); "
+            "'split': the train split is halved (stratified by event, fixed by the seed), a fresh target "
+            "model θ_t^A is trained from θ₀ on half A with the same training settings, and the hypernetworks "
+            "+ head learn on half B with τ_t^A = θ_t^A − θ₀ (the model keeps τ_t^A); 'split_plugin': the same "
+            "training, then τ_t^A is replaced by the full τ_t of the target checkpoint"
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.topk is not None and self.topk < 1:
             raise ValueError(f"topk must be ≥ 1 (or null for all sources); got {self.topk}")
@@ -67,6 +82,8 @@ class StephParams:
             raise ValueError(f"lam_mode must be 'hyper', 'fixed' or 'global'; got {self.lam_mode!r}")
         if not 0.0 <= self.lam_value <= 1.0:
             raise ValueError(f"lam_value must be in [0, 1]; got {self.lam_value}")
+        if self.crossfit not in ("off", "split", "split_plugin"):
+            raise ValueError(f"crossfit must be 'off', 'split' or 'split_plugin'; got {self.crossfit!r}")
 
 
 class StephModel(MixupModel):
@@ -118,6 +135,20 @@ class StephModel(MixupModel):
     def forward(self, bag: Tensor) -> ModelOutput:
         mix = self.hyper(bag)
         return self.score(bag, mix, self.aux_loss(mix))
+
+    def replace_target_vector(self, target_vector: dict[str, Tensor]) -> None:
+        """Overwrite τ_t (row 0 of every stacked encoder task vector) in place; the hypernetworks, head and
+        source task vectors are unchanged. `target_vector`: {encoder key: τ_t}, e.g. row 0 of
+        task_vector_stack(inputs). Used by crossfit "split_plugin"."""
+        with torch.no_grad():
+            for key in self.task_vectors.names:
+                row = self.task_vectors.get(key)[0]
+                if tuple(target_vector[key].shape) != tuple(row.shape):
+                    raise ValueError(
+                        f"target task vector {key!r} has shape {list(target_vector[key].shape)}, "
+                        f"the model holds {list(row.shape)}"
+                    )
+                row.copy_(target_vector[key].to(device=row.device, dtype=row.dtype))
 
 
 class StephMethod(MergeMethod):

@@ -151,7 +151,12 @@ def execute(ctx: Any, job: dict[str, Any], hb: Any, on_progress: Any) -> dict[st
         "params": params,
         "provenance": provenance,
         "comparison": comparison,
-        "metrics": {"comparison": comparison, "comparison_skipped": run.comparison_skipped, "train": train_info},
+        "metrics": {
+            "comparison": comparison,
+            "comparison_skipped": run.comparison_skipped,
+            "train": train_info,
+            **({"notes": run.notes} if run.notes else {}),
+        },
         "sources": [{k: r[k] for k in ("checkpoint_id", "cancer", "sha256")} for r in job["sources"]],
         "progress": _final_progress(hb, train_info),
     }

@@ -230,3 +230,17 @@ def test_list_filters_and_pages(ctx, fam) -> None:
     assert total == 2 and [j["id"] for j in items] == [a]
     with pytest.raises(UnprocessableInput, match="unknown status"):
         mj.list_jobs(ctx=ctx, status="bogus")
+
+
+def test_a_cross_fitted_steph_job_records_its_phases(ctx, fam) -> None:
+    params = {**job_request(fam)["params"], "crossfit": "split"}
+    job, _ = mj.submit_merge_job(ctx=ctx, request=job_request(fam, params=params))
+    assert mj.run_merge_job(ctx=ctx, job_id=job["id"]) == mj.RAN
+    done = mj.get_job(ctx=ctx, job_id=job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    with ctx.session() as s:
+        model = repo.get_model(s, model_id=done["model_id"])
+        assert model.params["method"]["crossfit"] == "split"
+        halves = model.metrics["notes"]["crossfit"]
+    assert isinstance(halves, dict) and halves
+    assert done["progress"]["step"] == done["progress"]["total_steps"]

@@ -19,9 +19,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from app.domain.merging.base import MergeInputs, MergeMethod, ModelOutput, SurvivalModel
-from app.domain.merging.mixup import Mix, MixupModel, empty_bank
-from app.domain.merging.stacked import encoder_shapes, load_exact, logit, task_vector_stack, validate_inputs
+from app.domain.merging.base import ModelOutput
+from app.domain.merging.mixup import Mix, MixupMethod, MixupModel
+from app.domain.merging.stacked import logit
 from app.domain.mil import FamilyDims
 from app.domain.task_vectors import StateDict
 
@@ -77,7 +77,7 @@ class LearnedWeightsModel(MixupModel):
         return self.score(bag, self.mix(), self.weights.new_zeros(()))
 
 
-class LearnedWeightsMethod(MergeMethod):
+class LearnedWeightsMethod(MixupMethod):
     name = "learned_weights"
     paper = "STEPH (CVPR 2026) ablation 'global trainable w'; cf. AdaMerging https://arxiv.org/abs/2310.02575"
     summary = (
@@ -85,22 +85,5 @@ class LearnedWeightsMethod(MergeMethod):
         "shared by every bag: θ₀ + Σ w_i (λ_i τ_t + (1 − λ_i) τ_{s_i}); a fresh head is trained with them."
     )
     params_type = LearnedWeightsParams
-    learned = True
+    model_type = LearnedWeightsModel
 
-    def build(self, inputs: MergeInputs, params: LearnedWeightsParams, *, seed: int) -> SurvivalModel:
-        validate_inputs(inputs)
-        base = {k: inputs.base[k] for k in encoder_shapes(inputs.dims)}
-        return LearnedWeightsModel(
-            inputs.dims, inputs.bin_edges, base_encoder=base, stack=task_vector_stack(inputs),
-            source_names=inputs.source_names, target_name=inputs.target_name, params=params, seed=seed,
-        )  # fmt: skip
-
-    def load(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> SurvivalModel:
-        dims = FamilyDims.from_dict(config["dims"])
-        base, stack = empty_bank(dims, len(config["source_names"]))
-        model = LearnedWeightsModel(
-            dims, config["bin_edges"], base_encoder=base, stack=stack, source_names=config["source_names"],
-            target_name=config["target_name"], params=self.parse_params(config["params"]), seed=0,
-        )  # fmt: skip
-        load_exact(model, tensors, self.name)
-        return model.eval()

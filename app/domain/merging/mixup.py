@@ -16,16 +16,19 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from app.domain.merging.base import ModelOutput, SurvivalModel
+from app.domain.merging.base import MergeInputs, MergeMethod, ModelOutput, SurvivalModel
 from app.domain.merging.stacked import (
     ABMILEncoder,
     FrozenState,
     encoder_shapes,
+    load_exact,
     make_head,
     merge_stack,
     mix_coefficients,
     resolve_k,
     sources_info,
+    task_vector_stack,
+    validate_inputs,
 )
 from app.domain.mil import FamilyDims
 from app.domain.task_vectors import StateDict
@@ -115,3 +118,28 @@ class MixupModel(SurvivalModel):
             "source_names": self.source_names,
             "target_name": self.target_name,
         }
+
+
+class MixupMethod(MergeMethod):
+    """build/load shared by the mixup merges: subclasses set `model_type` (a MixupModel subclass)."""
+
+    model_type: type[MixupModel]
+    learned = True
+
+    def build(self, inputs: MergeInputs, params: Any, *, seed: int) -> SurvivalModel:
+        validate_inputs(inputs)
+        base = {k: inputs.base[k] for k in encoder_shapes(inputs.dims)}
+        return self.model_type(
+            inputs.dims, inputs.bin_edges, base_encoder=base, stack=task_vector_stack(inputs),
+            source_names=inputs.source_names, target_name=inputs.target_name, params=params, seed=seed,
+        )  # fmt: skip
+
+    def load(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> SurvivalModel:
+        dims = FamilyDims.from_dict(config["dims"])
+        base, stack = empty_bank(dims, len(config["source_names"]))
+        model = self.model_type(
+            dims, config["bin_edges"], base_encoder=base, stack=stack, source_names=config["source_names"],
+            target_name=config["target_name"], params=self.parse_params(config["params"]), seed=0,
+        )  # fmt: skip
+        load_exact(model, tensors, self.name)
+        return model.eval()

@@ -23,16 +23,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from app.domain.merging.base import MergeInputs, MergeMethod, ModelOutput, SurvivalModel
-from app.domain.merging.mixup import Mix, MixupModel, empty_bank
+from app.domain.merging.base import ModelOutput
+from app.domain.merging.mixup import Mix, MixupMethod, MixupModel
 from app.domain.merging.stacked import (
-    encoder_shapes,
     hyper_mlp,
-    load_exact,
     logit,
     seeded,
-    task_vector_stack,
-    validate_inputs,
 )
 from app.domain.mil import FamilyDims, as_bag
 from app.domain.task_vectors import StateDict
@@ -151,7 +147,7 @@ class StephModel(MixupModel):
                 row.copy_(target_vector[key].to(device=row.device, dtype=row.dtype))
 
 
-class StephMethod(MergeMethod):
+class StephMethod(MixupMethod):
     name = "steph"
     paper = "STEPH (CVPR 2026): sparse task-vector mixup with hypernetworks"
     summary = (
@@ -159,22 +155,5 @@ class StephMethod(MergeMethod):
         "is θ₀ + Σ_{i∈top-k} w_i (λ_i τ_t + (1 − λ_i) τ_{s_i}); a fresh head trains with the hypernetworks."
     )
     params_type = StephParams
-    learned = True
+    model_type = StephModel
 
-    def build(self, inputs: MergeInputs, params: StephParams, *, seed: int) -> SurvivalModel:
-        validate_inputs(inputs)
-        base = {k: inputs.base[k] for k in encoder_shapes(inputs.dims)}
-        return StephModel(
-            inputs.dims, inputs.bin_edges, base_encoder=base, stack=task_vector_stack(inputs),
-            source_names=inputs.source_names, target_name=inputs.target_name, params=params, seed=seed,
-        )  # fmt: skip
-
-    def load(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> SurvivalModel:
-        dims = FamilyDims.from_dict(config["dims"])
-        base, stack = empty_bank(dims, len(config["source_names"]))
-        model = StephModel(
-            dims, config["bin_edges"], base_encoder=base, stack=stack, source_names=config["source_names"],
-            target_name=config["target_name"], params=self.parse_params(config["params"]), seed=0,
-        )  # fmt: skip
-        load_exact(model, tensors, self.name)
-        return model.eval()

@@ -266,12 +266,32 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def times_arg(value: str) -> list[float]:
+    """--times: comma-separated days, finite and strictly increasing (e.g. 365,730,1095)."""
+    import math
+
+    example = "comma-separated, strictly increasing days such as 365,730,1095"
+    try:
+        days = [float(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {example}; got {value!r}") from None
+    ok = days and all(math.isfinite(d) for d in days) and all(b > a for a, b in zip(days, days[1:], strict=False))
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected {example}; got {value!r}")
+    return days
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from app.domain.evaluation import evaluate
+    from app.domain.evaluation import evaluate_metrics
+    from app.io.cohort import open_cohort
 
     model = load_model(args.model)
     samples = cohort_samples(args.cohort, args.split, model.dims.in_dim)
-    emit(evaluate(model, samples).to_dict())
+    reference = open_cohort(args.cohort).patients("train")  # labels only: no bag is read
+    report = evaluate_metrics(
+        model, samples, [p.time for p in reference], [p.event for p in reference], times=args.times
+    )
+    emit(report.to_dict())
     return 0
 
 
@@ -413,12 +433,26 @@ def _add_merge(sub: Any) -> None:
 def _add_evaluate_predict(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="Harrell's C-index of a model on a cohort split",
-        description='Prints {"c_index": ..., "pairs": ..., "patients": ...}.',
+        help="C-indices, time-dependent AUC and integrated Brier score of a model on a cohort split",
+        description='Prints {"c_index", "pairs", "patients"} (Harrell\'s C and its comparable pairs) and '
+        '{"uno_c_index", "auc": {"mean", "per_time"}, "ibs", "times_days"}. Uno\'s C, the AUC and the '
+        "integrated Brier score weight patients by the censoring distribution (Kaplan-Meier) of the cohort's "
+        "TRAIN split (every labelled patient when the cohort has no splits.csv), whatever --split is evaluated. "
+        "AUC and Brier score are taken at --times, by default yearly (365..1825 days) where the data allow: after "
+        "the first evaluated event and before the longest evaluated and train follow-up. A metric the data leave "
+        'undefined is null, with the reason under "skipped".',
     )
     p.add_argument("--model", required=True, help="model artifact or plain checkpoint (.safetensors / .pth)")
     p.add_argument("--cohort", required=True, help="cohort directory")
     p.add_argument("--split", default="test", help="split to evaluate (default test; 'all' = every patient)")
+    p.add_argument(
+        "--times",
+        type=times_arg,
+        default=None,
+        metavar="DAYS",
+        help="comma-separated days for the AUC and Brier score (e.g. 365,730,1095); default: yearly, clipped "
+        "to the follow-up",
+    )
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser(
         "predict",

@@ -3,6 +3,10 @@
     risk_i = −Σ_j S_j(x_i)                   (survival.risk_score of the model's logits)
     C      = Harrell's C-index of (t, e, risk) (metrics.harrell_c_index, = scikit-survival)
 
+evaluate_metrics() adds the IPCW metrics (Uno's C, time-dependent AUC, integrated Brier score), for which a
+reference cohort (the training split) provides the censoring distribution; a metric the data leave undefined is
+reported as None with the reason instead of failing.
+
 compare() runs a paired bootstrap over patients: a resample with multiplicities m ∈ ℕⁿ has
     C(m) = mᵀ (A ∘ K) m / mᵀ A m
 where A[i, j] = 1 for comparable pairs and K[i, j] ∈ {0, ½, 1} is the pair's concordance — copies of one
@@ -12,16 +16,25 @@ Both models share A, so their difference is computed on the same resample. Memor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
 
 from app.domain.data import Samples
 from app.domain.merging.base import ModelOutput, SurvivalModel
-from app.domain.metrics import check_survival_inputs, comparable_block, harrell_c_index, score_block
-from app.domain.survival import risk_score
+from app.domain.metrics import (
+    NoComparablePairs,
+    check_survival_inputs,
+    comparable_block,
+    cumulative_dynamic_auc,
+    harrell_c_index,
+    integrated_brier_score,
+    score_block,
+    uno_c_index,
+)
+from app.domain.survival import risk_score, survival_at_times, survival_curve
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -93,6 +106,166 @@ def evaluate(model: SurvivalModel, samples: Samples) -> EvalResult:
     times, events, (risk,) = _labels_and_risks([model], samples)
     res = harrell_c_index(times, events, risk)
     return EvalResult(c_index=res.c_index, pairs=res.pairs, patients=len(times))
+
+
+DAYS_PER_YEAR = 365.0
+DEFAULT_YEARS = (1, 2, 3, 4, 5)
+
+
+def default_times(
+    test_time: Sequence[float] | Tensor,
+    test_event: Sequence[int] | Tensor,
+    train_time: Sequence[float] | Tensor,
+    years: Sequence[int] = DEFAULT_YEARS,
+) -> list[float]:
+    """The default grid of the time-dependent metrics: 365·k days for k in `years`, kept where every metric is
+    defined — at or after the first test event (AUC(t) needs a case), before the longest test follow-up (a
+    control must remain) and before the longest training follow-up (the censoring distribution is known).
+
+    When fewer than two yearly times fit (short follow-up), the 25/50/75 % quantiles of the test follow-up
+    times in that range (whole days) are used instead. May return fewer than two times, or none.
+    """
+    t = torch.as_tensor(test_time, dtype=torch.float64).reshape(-1)
+    e = torch.as_tensor(test_event).reshape(-1).bool()
+    tr = torch.as_tensor(train_time, dtype=torch.float64).reshape(-1)
+    if not bool(e.any()) or len(tr) == 0:
+        return []
+    lo, hi = float(t[e].min()), min(float(t.max()), float(tr.max()))
+    yearly = [k * DAYS_PER_YEAR for k in years if lo <= k * DAYS_PER_YEAR < hi]
+    if len(yearly) >= 2:
+        return yearly
+    inside = t[(t >= lo) & (t < hi)]
+    if len(inside) == 0:
+        return yearly
+    quantiles = torch.quantile(inside, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).round()
+    found = sorted({float(q) for q in quantiles if lo <= float(q) < hi})
+    return found if len(found) > len(yearly) else yearly
+
+
+@dataclass(frozen=True)
+class MetricsReport:
+    """Every metric of a model on `patients` patients (SPEC §3). Harrell's C as evaluate() gives it; the IPCW
+    metrics use the censoring distribution of `reference_patients` reference (training) patients:
+
+    uno_c_index: Uno's C (events up to `uno_tau_days` when set — the longest reference follow-up, used when a
+        test event lies beyond it); auc_per_time / auc_mean: cumulative/dynamic AUC at `times_days` and its
+        Kaplan–Meier-weighted mean; ibs: integrated Brier score over `times_days` with S(t) the step function of
+        the model's survival curve. A metric the data leave undefined is None, with the reason in `skipped`.
+    """
+
+    c_index: float
+    pairs: int
+    patients: int
+    uno_c_index: float | None
+    uno_tau_days: float | None
+    auc_mean: float | None
+    auc_per_time: tuple[float, ...] | None
+    ibs: float | None
+    times_days: tuple[float, ...]
+    reference_patients: int
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON form: c_index, pairs, patients (as evaluate()), then uno_c_index, auc {mean, per_time}, ibs,
+        times_days, uno_tau_days, reference_patients and skipped {metric: reason}."""
+        auc = None if self.auc_mean is None else {"mean": self.auc_mean, "per_time": list(self.auc_per_time or ())}
+        return {
+            "c_index": self.c_index,
+            "pairs": self.pairs,
+            "patients": self.patients,
+            "uno_c_index": self.uno_c_index,
+            "auc": auc,
+            "ibs": self.ibs,
+            "times_days": list(self.times_days),
+            "uno_tau_days": self.uno_tau_days,
+            "reference_patients": self.reference_patients,
+            "skipped": dict(self.skipped),
+        }
+
+
+def _labels_risks_and_curves(model: SurvivalModel, samples: Samples) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Times [n], events [n], risks [n] (exactly as _labels_and_risks) and survival curves [n, n_bins] (float64)."""
+    times, events, values, curves = [], [], [], []
+    for (out,), t, e in _outputs([model], samples):
+        times.append(t)
+        events.append(e)
+        values.append(float(risk_score(out.logits)))
+        curves.append(survival_curve(out.logits.reshape(-1)).double())
+    return (
+        torch.tensor(times, dtype=torch.float64),
+        torch.tensor(events),
+        torch.tensor(values, dtype=torch.float64),
+        torch.stack(curves) if curves else torch.zeros(0, len(model.bin_edges) - 1, dtype=torch.float64),
+    )
+
+
+def evaluate_metrics(
+    model: SurvivalModel,
+    samples: Samples,
+    reference_time: Sequence[float] | Tensor,
+    reference_event: Sequence[int] | Tensor,
+    times: Sequence[float] | None = None,
+) -> MetricsReport:
+    """Harrell's C, Uno's C, time-dependent AUC and integrated Brier score of the model on `samples`.
+
+    reference_time/reference_event: follow-up (days) and event flags of the reference patients — the training
+    split of the same cohort — whose Kaplan–Meier censoring distribution weights the IPCW metrics. times: days
+    at which AUC and Brier are evaluated (strictly increasing); default default_times() of the data.
+    Harrell's C fails as in evaluate() (ValueError: no comparable pair); every other metric the data leave
+    undefined (no reference events, times outside the follow-up, fewer than two times for the IBS, …) is None
+    with the reason in `skipped`. A malformed `times` raises ValueError.
+    """
+    t, e, risk, curves = _labels_risks_and_curves(model, samples)
+    harrell = harrell_c_index(t, e, risk)
+    ref_t = torch.as_tensor(reference_time, dtype=torch.float64).reshape(-1)
+    ref_e = torch.as_tensor(reference_event).reshape(-1)
+    skipped: dict[str, str] = {}
+    uno = tau = None
+    auc = ibs = None
+    grid: list[float] = []
+    if len(ref_t) == 0:
+        why = "no reference (training) patients to estimate the censoring distribution from"
+        skipped.update(uno_c_index=why, auc=why, ibs=why)
+    else:
+        ref_max = float(ref_t.max())
+        tau = ref_max if bool((e.bool() & (t > ref_max)).any()) else None
+        try:
+            uno = uno_c_index(ref_t, ref_e, t, e, risk, tau=tau).c_index
+        except ValueError as exc:
+            skipped["uno_c_index"] = str(exc)
+        grid = [float(x) for x in times] if times is not None else default_times(t, e, ref_t)
+        if not grid:
+            why = (
+                "no time at which the metric is defined: it needs one after the first test event and before the "
+                "longest test and reference follow-up"
+            )
+            skipped.update(auc=why, ibs=why)
+        else:
+            try:
+                auc = cumulative_dynamic_auc(ref_t, ref_e, t, e, risk, grid)
+            except NoComparablePairs as exc:
+                skipped["auc"] = str(exc)
+            if len(grid) < 2:
+                skipped["ibs"] = f"the integrated Brier score needs at least two times; only {grid} fit the data"
+            else:
+                surv = survival_at_times(curves, model.bin_edges, grid)
+                try:
+                    ibs = integrated_brier_score(ref_t, ref_e, t, e, surv, grid)
+                except NoComparablePairs as exc:
+                    skipped["ibs"] = str(exc)
+    return MetricsReport(
+        c_index=harrell.c_index,
+        pairs=harrell.pairs,
+        patients=len(t),
+        uno_c_index=uno,
+        uno_tau_days=tau if uno is not None else None,
+        auc_mean=None if auc is None else auc.mean_auc,
+        auc_per_time=None if auc is None else auc.auc,
+        ibs=ibs,
+        times_days=tuple(grid),
+        reference_patients=len(ref_t),
+        skipped=skipped,
+    )
 
 
 @dataclass(frozen=True)

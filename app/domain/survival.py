@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -61,12 +63,31 @@ def risk_score(logits: Tensor) -> Tensor:
     return -survival_curve(logits).sum(dim=-1)
 
 
-def survival_at(times_days: list[float], logits: Tensor, bin_edges: list[float]) -> Tensor:
-    """Step-function survival at arbitrary times: S(t) = S_{j-1} for t in [edge_j, edge_j+1), S = 1 before edge_1."""
-    surv = survival_curve(logits)
+def survival_at_times(surv: Tensor, bin_edges: Sequence[float], times_days: Sequence[float] | Tensor) -> Tensor:
+    """S(t) at arbitrary times from a discrete survival curve: a right-continuous step function over the edges.
+
+    surv [..., n_bins] is `survival_curve(logits)` (S_j = survival past bin j); bin_edges has n_bins + 1 values
+    (0, 365, …). With S_pad = [1, S_0, …, S_{n_bins-1}]:
+
+        S(t) = S_pad[j] for t in [edge_j, edge_{j+1})   (j = time_to_bin(t): the bin holding t)
+
+    i.e. S = 1 before edge_1 (the first year with default edges), S(edge_j) = S_{j-1}, and S stays at
+    S_pad[n_bins - 1] from the start of the open-ended last bin on. Times are in days; returns
+    [..., len(times_days)] in surv's dtype. ValueError when the edges do not fit the curve or a time is not finite.
+    """
+    n_bins = surv.shape[-1]
+    if len(bin_edges) != n_bins + 1:
+        raise ValueError(
+            f"bin_edges must have n_bins + 1 = {n_bins + 1} values for a curve of {n_bins} bins; "
+            f"got {len(bin_edges)}"
+        )
+    t = torch.as_tensor(times_days, dtype=torch.float64).reshape(-1)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("times_days holds NaN or Inf values; pass finite times in days")
     surv_pad = torch.cat([torch.ones_like(surv[..., :1]), surv], dim=-1)
-    out = []
-    for t in times_days:
-        j = int(time_to_bin(torch.tensor([float(t)]), bin_edges)[0])
-        out.append(surv_pad[..., j])
-    return torch.stack(out, dim=-1)
+    return surv_pad[..., time_to_bin(t, list(bin_edges)).to(surv.device)]
+
+
+def survival_at(times_days: list[float], logits: Tensor, bin_edges: list[float]) -> Tensor:
+    """Step-function survival at arbitrary times from logits: survival_at_times(survival_curve(logits), …)."""
+    return survival_at_times(survival_curve(logits), bin_edges, times_days)

@@ -101,7 +101,8 @@ def run_merge(
         if impl.needs_training(parsed):
             result = train(model, train_samples, train_config, progress=progress, should_cancel=should_cancel)
     model.eval()
-    comparison, skipped = None, "the test split is empty"
+    comparison: Comparison | None = None
+    skipped: str | None = "the test split is empty"
     if len(test_samples) > 0:
         _check_cancel(should_cancel, "before the evaluation on the test split")
         try:

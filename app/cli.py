@@ -222,7 +222,8 @@ def merge_provenance(args: argparse.Namespace, train_config: Any, run: Any) -> d
         "sources": [{"name": Path(p).stem, "sha256": sha256_file(p)} for p in args.source],
         "cohort": Path(args.cohort).name, "seed": train_config.seed, "train_config": asdict(train_config),
         "code_version": app.__version__, "comparison": run.comparison.to_dict() if run.comparison else None,
-        "comparison_skipped": run.comparison_skipped,
+        "comparison_skipped": run.comparison_skipped, "test_metrics": run.test_metrics,
+        **({"notes": run.notes} if run.notes else {}),
     }  # fmt: skip
 
 
@@ -261,6 +262,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         "target": inputs.target_name, "sources": inputs.source_names,
         "train": {"steps": result.steps, "final_loss": result.final_loss} if result else None,
         "comparison": provenance["comparison"], "comparison_skipped": run.comparison_skipped,
+        "test_metrics": run.test_metrics,
         "artifact": {"path": str(args.out), "sha256": sha},
     })  # fmt: skip
     return 0

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
-from app.domain.data import Sample, Samples
+from app.domain.data import Sample, Samples, sample_labels
 from app.domain.merging.base import MergeInputs, MergeMethod, SurvivalModel
 from app.domain.merging.stacked import encoder_shapes, task_vector_stack, validate_inputs
 from app.domain.training import Progress, TrainConfig, TrainingCancelled, TrainResult, train, train_cancer_specific
@@ -59,13 +59,8 @@ class SubsetSamples(Sequence[Sample]):
 
 
 def sample_events(samples: Samples) -> list[int]:
-    """Event flag of every sample. A lazy reader that keeps its labels in memory (a `labels` list of objects
-    with `.event`, as app.io's cohort reader does) is read without loading any bag; otherwise every sample
-    is loaded once."""
-    labels = getattr(samples, "labels", None)
-    if isinstance(labels, list) and len(labels) == len(samples) and all(hasattr(x, "event") for x in labels):
-        return [int(x.event) for x in labels]
-    return [int(samples[i].event) for i in range(len(samples))]
+    """Event flag of every sample, without loading bags from a lazy cohort reader (see data.sample_labels)."""
+    return sample_labels(samples)[1]
 
 
 def crossfit_halves(events: list[int], seed: int) -> tuple[list[int], list[int]]:

@@ -20,3 +20,18 @@ class Sample:
 
 # Anything indexable that yields Samples (a list, or a lazy reader that loads bags from disk on access).
 Samples = Sequence[Sample]
+
+
+def sample_labels(samples: Samples) -> tuple[list[float], list[int]]:
+    """Follow-up times and event flags of every sample. A lazy reader that keeps its labels in memory (a
+    `labels` list of objects with `.time` and `.event`, as app.io's cohort reader does) is read without loading
+    any bag; otherwise every sample is loaded once."""
+    labels = getattr(samples, "labels", None)
+    if (
+        isinstance(labels, list)
+        and len(labels) == len(samples)
+        and all(hasattr(x, "event") and hasattr(x, "time") for x in labels)
+    ):
+        return [float(x.time) for x in labels], [int(x.event) for x in labels]
+    loaded = [samples[i] for i in range(len(samples))]
+    return [float(s.time) for s in loaded], [int(s.event) for s in loaded]

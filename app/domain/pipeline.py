@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.domain.data import Samples
+from app.domain.data import Samples, sample_labels
 from app.domain.evaluation import Comparison, compare
 from app.domain.merging.base import MergeInputs, MergeParamsError, SurvivalModel
 from app.domain.metrics import NoComparablePairs
@@ -50,6 +50,9 @@ class MergeRun:
     comparison: Comparison | None
     comparison_skipped: str | None = None  # why there is no comparison (empty test split, no comparable pair)
     notes: dict[str, Any] = field(default_factory=dict)  # JSON-able extras, e.g. "crossfit" (halves, phases)
+    # Harrell/Uno C, time-dependent AUC and IBS of the merged and the reference model on the test split
+    # (censoring distribution from the train split): {"merged": {...}, "reference": {...}}, or {"skipped": why}
+    test_metrics: dict[str, Any] | None = None
 
 
 def _check_cancel(should_cancel: Callable[[], bool] | None, stage: str) -> None:
@@ -110,4 +113,25 @@ def run_merge(
             skipped = None
         except NoComparablePairs as exc:
             skipped = f"no comparison on the test split: {exc}"
-    return MergeRun(model, dataclasses.asdict(parsed), result, comparison, skipped, notes)
+    test_metrics = None
+    if comparison is not None:
+        test_metrics = _test_metrics(model, reference, train_samples, test_samples)
+    return MergeRun(
+        model, dataclasses.asdict(parsed), result, comparison, skipped, notes, test_metrics=test_metrics
+    )
+
+
+def _test_metrics(
+    model: SurvivalModel, reference: SurvivalModel, train_samples: Samples, test_samples: Samples
+) -> dict[str, Any]:
+    """Every SPEC §3 metric of both models on the test split; metrics the data leave undefined are skipped."""
+    from app.domain.evaluation import evaluate_metrics
+
+    ref_time, ref_event = sample_labels(train_samples)
+    out: dict[str, Any] = {}
+    for name, m in (("merged", model), ("reference", reference)):
+        try:
+            out[name] = evaluate_metrics(m, test_samples, ref_time, ref_event).to_dict()
+        except ValueError as exc:  # NoComparablePairs included: Harrell's C is undefined here
+            return {"skipped": str(exc)}
+    return out

@@ -155,6 +155,7 @@ def execute(ctx: Any, job: dict[str, Any], hb: Any, on_progress: Any) -> dict[st
             "comparison": comparison,
             "comparison_skipped": run.comparison_skipped,
             "train": train_info,
+            "test_metrics": run.test_metrics,
             **({"notes": run.notes} if run.notes else {}),
         },
         "sources": [{k: r[k] for k in ("checkpoint_id", "cancer", "sha256")} for r in job["sources"]],

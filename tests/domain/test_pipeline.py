@@ -66,6 +66,10 @@ def test_run_merge_average_trains_the_head_and_compares(merge_inputs, samples):
     assert run.train_result is not None and run.train_result.steps == 4 == len(steps)
     comp = run.comparison
     assert comp is not None and comp.patients == 16 and comp.ci_low <= comp.difference <= comp.ci_high
+    tm = run.test_metrics
+    assert tm is not None and tm["merged"]["c_index"] == comp.merged_c_index
+    assert tm["reference"]["c_index"] == comp.reference_c_index and tm["merged"]["patients"] == 16
+    assert tm["merged"]["reference_patients"] == 16 and set(tm["merged"]) >= {"uno_c_index", "ibs", "auc"}
     # the encoder is the mean of target and sources; the head was retrained
     tensors = run.model.artifact_tensors()
     key = "feat_proj.0.weight"

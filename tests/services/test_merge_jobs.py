@@ -112,6 +112,8 @@ def test_run_produces_one_model_and_a_second_run_does_nothing(ctx, fam) -> None:
         assert prov["seed"] == model.params["train"]["seed"] and prov["code_version"]
         assert prov["inputs"]["target"]["cancer"] == "brca" and prov["device"] == "cpu"
         assert ctx.store.verify(model.artifact_sha256).is_file()
+        tm = model.metrics["test_metrics"]
+        assert tm["merged"]["c_index"] == comp["merged_c_index"] and tm["merged"]["patients"] == 5
     objects = ctx.store.count_objects()
     assert mj.run_merge_job(ctx=ctx, job_id=job["id"]) == mj.DONE
     assert counts(ctx)["models"] == 1 and ctx.store.count_objects() == objects

@@ -62,8 +62,8 @@ def test_sample_events_and_subset_do_not_load_lazy_samples():
     samples = learnable_samples(8)
 
     class Label:
-        def __init__(self, event):
-            self.event = event
+        def __init__(self, time, event):
+            self.time, self.event = time, event
 
     class Lazy(list):
         loads = 0
@@ -73,7 +73,7 @@ def test_sample_events_and_subset_do_not_load_lazy_samples():
             return super().__getitem__(i)
 
     lazy = Lazy(samples)
-    lazy.labels = [Label(s.event) for s in samples]  # type: ignore[attr-defined]
+    lazy.labels = [Label(s.time, s.event) for s in samples]  # type: ignore[attr-defined]
     assert sample_events(lazy) == [s.event for s in samples] and Lazy.loads == 0
     sub = SubsetSamples(lazy, [1, 4, 6])
     assert len(sub) == 3 and Lazy.loads == 0

@@ -71,6 +71,10 @@ def revoke_api_key(session: Session, *, key: ApiKey) -> ApiKey:
 
 
 # --- bases --------------------------------------------------------------------------------------------------
+def find_bases(session: Session, *, sha256: str) -> list[ModelBase]:
+    return list(session.scalars(select(ModelBase).where(ModelBase.sha256 == sha256).order_by(ModelBase.created_at)))
+
+
 def add_base(session: Session, **fields: Any) -> ModelBase:
     """fields: name, encoder, dims, bin_edges, sha256, artifact_key (id generated when absent)."""
     fields.setdefault("id", new_id("base"))

@@ -109,15 +109,21 @@ def register_base(
     encoder: str,
     n_bins: int | None = None,
     bin_width_days: float | None = None,
-) -> ModelBase:
-    """Validate θ₀ (reference layout, finite), store it and record the family (dims read from the file)."""
+) -> tuple[ModelBase, bool]:
+    """Validate θ₀ (reference layout, finite), store it and record the family (dims read from the file).
+
+    Returns (row, created): the same bytes with the same encoder and bin edges are the same family, so a
+    repeated registration (a retried upload, a re-run script) returns the existing base with created False."""
     state = read_uploaded_state(ctx, upload)
     dims = check_base_state(state, upload.filename)
     edges = bin_edges_for(dims, n_bins=n_bins, bin_width_days=bin_width_days)
+    existing = _find_base(ctx, sha256=upload.sha256, encoder=encoder, edges=edges)
+    if existing is not None:
+        return existing, False
     key = store_upload_or_state(ctx, upload, state)
     try:
         with ctx.session() as s:
-            return repo.add_base(
+            row = repo.add_base(
                 s,
                 name=name,
                 encoder=encoder,
@@ -126,9 +132,18 @@ def register_base(
                 sha256=upload.sha256,
                 artifact_key=key,
             )
+        return row, True
     except BaseException:
         discard_unreferenced(ctx, key)
         raise
+
+
+def _find_base(ctx: ServiceContext, *, sha256: str, encoder: str, edges: list[float]) -> ModelBase | None:
+    with ctx.session() as s:
+        for row in repo.find_bases(s, sha256=sha256):
+            if row.encoder == encoder and [float(x) for x in row.bin_edges] == [float(x) for x in edges]:
+                return row
+    return None
 
 
 def discard_unreferenced(ctx: ServiceContext, *keys: str) -> None:

@@ -127,3 +127,22 @@ def test_dims_follow_the_file(client, admin, tmp_path):
     r = client.post("/bases", headers=admin, files=upload(path), data={"name": "d24", "encoder": "e"})
     assert r.status_code == 201, r.text
     assert r.json()["dims"]["in_dim"] == 24 and len(r.json()["bin_edges"]) == 7
+
+
+def test_the_same_family_registered_twice_returns_the_existing_base(client, admin, world, ctx):
+    def post(**data):
+        return client.post("/bases", headers=admin, files=upload(world.base), data={"name": "tiny", **data})
+
+    first = post(encoder="uni2-h")
+    assert first.status_code == 201, first.text
+    objects = ctx.store.count_objects()
+    again = post(encoder="uni2-h")
+    assert again.status_code == 200 and again.json() == first.json()
+    assert again.headers["location"] == f"/bases/{first.json()['id']}"
+    assert ctx.store.count_objects() == objects
+    # other bin edges or another encoder make another family
+    wider = post(encoder="uni2-h", bin_width_days="30")
+    other = post(encoder="conch")
+    assert wider.status_code == other.status_code == 201
+    assert len({first.json()["id"], wider.json()["id"], other.json()["id"]}) == 3
+    assert client.get("/bases", headers=admin).json()["total"] == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminKey, Ctx, Page, receive_upload
@@ -31,11 +32,11 @@ async def create_base(
     encoder: Annotated[str, Form(max_length=200)],
     n_bins: Annotated[int | None, Form(ge=1, le=1000)] = None,
     bin_width_days: Annotated[float | None, Form(gt=0)] = None,
-) -> BaseOut:
+) -> JSONResponse:
     name_, encoder_ = clean_label(name, "name", max_len=200), clean_label(encoder, "encoder", max_len=200)
     upload = await receive_upload(ctx, file, svc.CHECKPOINT_SUFFIXES, what="base file")
     try:
-        row = await run_in_threadpool(
+        row, created = await run_in_threadpool(
             svc.register_base,
             ctx,
             upload=upload,
@@ -46,7 +47,8 @@ async def create_base(
         )
     finally:
         upload.path.unlink(missing_ok=True)
-    return BaseOut.model_validate(row)
+    body = BaseOut.model_validate(row).model_dump(mode="json")
+    return JSONResponse(body, status_code=201 if created else 200, headers={"Location": f"/bases/{row.id}"})
 
 
 @router.get("", response_model=BaseList, summary="List bases")

@@ -1,4 +1,4 @@
-"""Service commands of `steph`: serve, worker, migrate, keys (create / list / revoke).
+"""Service commands of `steph` (app.cli.service): serve, worker, migrate, keys (create / list / revoke).
 
 `register(subparsers)` is called by app.cli.build_parser; every command sets `func(args) -> int`. `steph
 keys create --scope admin|predict` prints ONLY the new key on stdout (scripts capture it).

@@ -1,0 +1,83 @@
+"""`steph`: the engine on the command line (synth, train, merge, evaluate, predict, methods).
+
+JSON results go to stdout (one document, or one line per bag for `predict`); progress goes to stderr.
+User errors (bad files, bad parameters, incompatible checkpoints) print one line to stderr and exit 2.
+Service commands (serve, worker, migrate, keys) live in app.cli.service; the engine commands in app.cli.engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import app
+from app.cli.common import EXIT_USAGE, CliError
+from app.cli.engine import ADD_COMMANDS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steph", description=__doc__.split("\n")[0])
+    parser.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+    parser.add_argument("--version", action="version", version=f"steph {app.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in ADD_COMMANDS:
+        add(sub)
+    from app.cli import service
+
+    service.register(sub)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [CliError, ValueError, OSError, KeyError]
+    try:
+        from app.io.errors import InputFileError
+
+        errors.insert(0, InputFileError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `steph` console script; returns the exit status."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `steph worker ARGS...` hands every argument after `worker` to `celery worker`, in order.
+    worker_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    rest = argv[worker_at + 1 :] if worker_at is not None else []
+    if worker_at is not None and argv[worker_at] == "worker" and rest and "-h" not in rest:
+        args = parser.parse_args(argv[: worker_at + 1])
+        args.celery_args = rest
+    else:
+        args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int | None] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print("steph: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        if os.environ.get("STEPH_DEBUG"):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"steph {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback (STEPH_DEBUG=1 shows it)
+        if os.environ.get("STEPH_DEBUG"):
+            raise
+        print(
+            f"steph {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(set STEPH_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -134,7 +134,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         "target": inputs.target_name, "sources": inputs.source_names,
         "train": {"steps": result.steps, "final_loss": result.final_loss} if result else None,
         "comparison": provenance["comparison"], "comparison_skipped": run.comparison_skipped,
-        "test_metrics": run.test_metrics,
+        "test_metrics": run.test_metrics, "notes": run.notes,
         "artifact": {"path": str(args.out), "sha256": sha},
     })  # fmt: skip
     return 0

@@ -75,12 +75,13 @@ def revoke_api_key(session: Session, *, id_or_prefix: str) -> ApiKey:
 
 
 def bootstrap_admin_key(ctx: ServiceContext) -> str | None:
-    """On the first start (no key at all) create an admin key, print it once to stderr and write it to
-    `<home>/admin.key` (mode 0600). Returns the key, or None when keys exist or bootstrap is disabled."""
+    """On the first start (no admin key was ever created, even if predict keys were) create an admin key, print
+    it once to stderr and write it to `<home>/admin.key` (mode 0600). Returns the key, or None when an admin key
+    exists or existed (a deliberately revoked one is not replaced) or bootstrap is disabled."""
     if not ctx.settings.bootstrap_admin_key:
         return None
     with ctx.session() as s:
-        if repo.list_api_keys(s):
+        if any(k.scope == "admin" for k in repo.list_api_keys(s)):
             return None
         _, key = create_api_key(s, scope="admin", name="bootstrap admin")
     path = ctx.settings.admin_key_path

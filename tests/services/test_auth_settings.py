@@ -62,6 +62,17 @@ def test_bootstrap_only_once(ctx, capsys):
         assert [r.scope for r in repo.list_api_keys(s)] == ["admin"]
 
 
+def test_bootstrap_when_only_predict_keys_exist_but_not_after_an_admin_key_was_revoked(ctx, capsys):
+    with ctx.session() as s:
+        create_api_key(s, scope="predict", name="made before the first start")
+    key = bootstrap_admin_key(ctx)
+    assert key is not None and ctx.settings.admin_key_path.read_text().strip() == key
+    with ctx.session() as s:
+        admin = next(k for k in repo.list_api_keys(s) if k.scope == "admin")
+        revoke_api_key(s, id_or_prefix=admin.id)
+    assert bootstrap_admin_key(ctx) is None  # a deliberate revocation is not undone by a restart
+
+
 def test_settings_defaults_follow_home(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     default = Settings()

@@ -282,8 +282,18 @@ class Comparison:
     patients: int
     pairs: int
 
+    @property
+    def verdict(self) -> str:
+        """'better' / 'worse' when the 95% interval of the difference excludes 0, else 'inconclusive'."""
+        if self.ci_low > 0:
+            return "better"
+        if self.ci_high < 0:
+            return "worse"
+        return "inconclusive"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, plus `verdict` (merged vs reference on these patients: better, worse or inconclusive)."""
+        return {**asdict(self), "verdict": self.verdict}
 
 
 def pair_matrices(time: Tensor, event: Tensor, risk_list: list[Tensor]) -> tuple[Tensor, list[Tensor]]:

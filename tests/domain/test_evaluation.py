@@ -81,8 +81,20 @@ def test_compare_ci_contains_the_difference(samples):
     assert (
         d["merged_c_index"] == comp.merged_c_index and d["ci_low"] == comp.ci_low and d["pairs"] == comp.pairs
     )
+    expected = "better" if comp.ci_low > 0 else "worse" if comp.ci_high < 0 else "inconclusive"
+    assert d["verdict"] == comp.verdict == expected
     again = compare(model, other, samples, n_boot=300, seed=1)
     assert again == comp
+
+
+def test_verdict_follows_the_interval():
+    from app.domain.evaluation import Comparison
+
+    def comp(low: float, high: float) -> Comparison:
+        return Comparison(0.6, 0.55, (low + high) / 2, low, high, 100, 40, 300)
+
+    assert comp(0.01, 0.09).verdict == "better" and comp(-0.09, -0.01).verdict == "worse"
+    assert comp(-0.02, 0.08).verdict == "inconclusive" and comp(0.0, 0.05).verdict == "inconclusive"
 
 
 def test_compare_with_itself_has_a_zero_interval(samples):

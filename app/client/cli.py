@@ -107,7 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "download", c.cmd_download, "download a model artifact", common)
     p.add_argument("model_id")
     p.add_argument("dest", help="file or directory")
+    p = sub.add_parser(
+        "validate",
+        help="offline: C-index of a scores file against local outcomes (labels never leave the site)",
+        description=validate_doc(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--scores", required=True, help="what `score` wrote: .csv, .jsonl or FHIR .ndjson")
+    p.add_argument("--labels", required=True, help="CSV with patient_id, t (days), e (1 event, 0 censored)")
+    p.add_argument("--bootstrap", type=int, default=200, help="resamples for the 95%% interval (0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=c.cmd_validate, offline=True)
     return parser
+
+
+def validate_doc() -> str:
+    from app.client import validate
+
+    return validate.__doc__ or ""
 
 
 def _client_for(args: argparse.Namespace, env) -> Client:
@@ -132,11 +149,16 @@ def main(argv: Sequence[str] | None = None, env=None) -> int:
     """Entry point of the `steph-client` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    logging.getLogger("httpx").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.INFO if getattr(args, "verbose", False) else logging.WARNING)
+    if getattr(args, "offline", False):  # needs no service, URL or key
+        try:
+            return args.func(args)
+        except (OSError, ValueError) as exc:
+            return _fail(str(exc), c.EXIT_USAGE)
     try:
         client = _client_for(args, os.environ if env is None else env)
     except (ConfigError, ValueError) as exc:

@@ -1,0 +1,216 @@
+"""Local validation of a model's scores against the hospital's own outcomes; the labels never leave the site.
+
+    steph-client validate --scores scores.csv --labels outcomes.csv [--bootstrap 200] [--seed 0]
+
+`--scores` is what `steph-client score` wrote (CSV, JSONL or FHIR NDJSON: patient id and risk per patient).
+`--labels` is a CSV with a header holding `patient_id`, `t` (follow-up in days, > 0) and `e` (1 = event observed,
+0 = censored); other columns are ignored, and a patient's first row counts (the cohort labels.csv format, one row
+per slide, is accepted as is). Scores made per slide (a folder of one bag per slide) are matched through the
+labels' pathology_id column and a patient's slides are averaged; a manifest that groups slides is better.
+The result is Harrell's C-index of the risk (higher risk = shorter survival) on the patients found in both
+files, with the same comparable pairs and tie rules as scikit-survival's `concordance_index_censored`
+(tied_tol 1e-8), and a percentile bootstrap 95% interval over resampled patients.
+
+Pure Python (no torch, numpy or server): O(n²) pairs, then O(pairs) per bootstrap resample — a few seconds for
+1 000 patients and 200 resamples; `--bootstrap 0` skips the interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+TIED_TOL = 1e-8
+
+
+class ValidationInputError(ValueError):
+    """A scores or labels file that cannot be used, with the line and the fix."""
+
+
+@dataclass
+class ValidationResult:
+    c_index: float
+    pairs: int
+    patients: int
+    events: int
+    ci_low: float | None
+    ci_high: float | None
+    n_boot: int
+    scored_not_labelled: int
+    labelled_not_scored: int
+    model_ids: list[str]
+    matched_by: str = "patient_id"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _number(value: Any, what: str, where: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValidationInputError(f"{where}: {what} {value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ValidationInputError(f"{where}: {what} is {value!r}; it must be a finite number")
+    return x
+
+
+def _score_row(obj: dict[str, Any], where: str) -> tuple[str, float, str | None]:
+    """(patient id, risk, model id) from a CSV/JSONL row or a FHIR Observation written by `score`."""
+    if obj.get("resourceType") == "Observation":
+        try:
+            pid = obj["subject"]["identifier"]["value"]
+            risk = obj["valueQuantity"]["value"]
+        except (KeyError, TypeError):
+            raise ValidationInputError(
+                f"{where}: FHIR Observation without subject.identifier.value or valueQuantity.value"
+            ) from None
+        model = next((c.get("code") for c in obj.get("method", {}).get("coding", [])), None)
+        return str(pid), _number(risk, "risk", where), model
+    if "patient_id" not in obj or "risk" not in obj:
+        raise ValidationInputError(f"{where}: a score row needs patient_id and risk (as `steph-client score` writes)")
+    return str(obj["patient_id"]), _number(obj["risk"], "risk", where), obj.get("model_id") or None
+
+
+def read_scores(path: str | Path) -> tuple[dict[str, float], list[str]]:
+    """{patient id: risk} and the distinct model ids, from a CSV (header), JSONL or FHIR NDJSON file."""
+    path = Path(path)
+    scores: dict[str, float] = {}
+    models: list[str] = []
+    with open(path, newline="", encoding="utf-8") as f:
+        first = f.readline()
+        f.seek(0)
+        if first.lstrip().startswith("{"):
+            rows = []
+            for n, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        rows.append((json.loads(line), f"{path.name} line {n}"))
+                    except json.JSONDecodeError as exc:
+                        raise ValidationInputError(f"{path.name} line {n}: not JSON ({exc.msg})") from None
+        else:
+            rows = [(r, f"{path.name} line {n}") for n, r in enumerate(csv.DictReader(f), start=2)]
+    for obj, where in rows:
+        pid, risk, model = _score_row(obj, where)
+        if pid in scores and scores[pid] != risk:
+            raise ValidationInputError(f"{where}: patient {pid!r} is scored twice with different risks")
+        scores[pid] = risk
+        if model and model not in models:
+            models.append(model)
+    if not scores:
+        raise ValidationInputError(f"{path.name}: no scores; run `steph-client score` first")
+    return scores, models
+
+
+def read_outcomes(path: str | Path) -> tuple[dict[str, tuple[float, int]], dict[str, str]]:
+    """{patient id: (t days, e)} from a CSV with patient_id, t, e (a patient's first row counts), and
+    {pathology_id: patient id} when the file has a pathology_id column (the cohort labels.csv layout)."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("patient_id", "t", "e") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValidationInputError(
+                f"{path.name}: missing column(s) {', '.join(missing)}; the header needs patient_id, t (days), e (0/1)"
+            )
+        out: dict[str, tuple[float, int]] = {}
+        slides: dict[str, str] = {}
+        for n, row in enumerate(reader, start=2):
+            where = f"{path.name} line {n}"
+            pid = (row["patient_id"] or "").strip()
+            slide = (row.get("pathology_id") or "").strip()
+            if slide and pid:
+                slides.setdefault(slide, pid)
+            if not pid or pid in out:
+                continue
+            t = _number(row["t"], "t", where)
+            if t <= 0:
+                raise ValidationInputError(f"{where}: t = {row['t']}; follow-up must be > 0 days")
+            if (row["e"] or "").strip() not in ("0", "1", "0.0", "1.0"):
+                raise ValidationInputError(f"{where}: e = {row['e']!r}; use 1 for an observed event, 0 for censored")
+            out[pid] = (t, int(float(row["e"])))
+    if not out:
+        raise ValidationInputError(f"{path.name}: no labelled patients")
+    return out, slides
+
+
+def by_patient(scores: dict[str, float], outcomes: dict[str, tuple[float, int]],
+               slides: dict[str, str]) -> tuple[dict[str, float], str]:  # fmt: skip
+    """Scores keyed by patient id: as they are when their ids are patient ids, else (ids that are slide ids,
+    as a folder of one bag per slide gives) the mean risk of each patient's scored slides."""
+    direct = sum(p in outcomes for p in scores)
+    via_slides = sum(p in slides for p in scores)
+    if direct >= via_slides:
+        return scores, "patient_id"
+    grouped: dict[str, list[float]] = {}
+    for sid, risk in scores.items():
+        if sid in slides:
+            grouped.setdefault(slides[sid], []).append(risk)
+    return {p: sum(r) / len(r) for p, r in grouped.items()}, "pathology_id (mean risk over a patient's slides)"
+
+
+def comparable_pairs(time: list[float], event: list[int], risk: list[float]) -> list[tuple[int, int, float]]:
+    """(i, j, score) for every comparable pair: e_i = 1 and (t_i < t_j, or t_i = t_j with j censored);
+    score 1 if r_i > r_j, ½ if |r_i − r_j| ≤ 1e-8, else 0 (scikit-survival's rules)."""
+    pairs = []
+    n = len(time)
+    for i in range(n):
+        if not event[i]:
+            continue
+        for j in range(n):
+            if time[j] > time[i] or (time[j] == time[i] and not event[j]):
+                d = risk[i] - risk[j]
+                pairs.append((i, j, 0.5 if abs(d) <= TIED_TOL else (1.0 if d > 0 else 0.0)))
+    return pairs
+
+
+def validate(
+    scores: dict[str, float], outcomes: dict[str, tuple[float, int]], *, n_boot: int = 200, seed: int = 0,
+    model_ids: list[str] | None = None,
+) -> ValidationResult:  # fmt: skip
+    """Harrell's C of the risks on the patients in both inputs, with a bootstrap 95% interval."""
+    ids = [p for p in scores if p in outcomes]
+    if len(ids) < 2:
+        raise ValidationInputError(
+            f"only {len(ids)} patient(s) are both scored and labelled; check that the patient ids match"
+        )
+    time = [outcomes[p][0] for p in ids]
+    event = [outcomes[p][1] for p in ids]
+    pairs = comparable_pairs(time, event, [scores[p] for p in ids])
+    if not pairs:
+        raise ValidationInputError(
+            "no comparable pairs: a pair needs a patient with an event whose follow-up is shorter than another "
+            "patient's; more patients or more observed events are needed"
+        )
+    c = sum(s for _, _, s in pairs) / len(pairs)
+    low = high = None
+    boots: list[float] = []
+    if n_boot > 0:
+        rng = random.Random(seed)
+        n = len(ids)
+        for _ in range(n_boot):
+            w = [0] * n
+            for _ in range(n):
+                w[rng.randrange(n)] += 1
+            num = den = 0.0
+            for i, j, s in pairs:
+                wij = w[i] * w[j]
+                if wij:
+                    num += wij * s
+                    den += wij
+            if den > 0:
+                boots.append(num / den)
+        if boots:
+            boots.sort()
+            low = boots[min(len(boots) - 1, int(0.025 * len(boots)))]
+            high = boots[min(len(boots) - 1, int(math.ceil(0.975 * len(boots))) - 1)]
+    return ValidationResult(
+        c_index=c, pairs=len(pairs), patients=len(ids), events=sum(event), ci_low=low, ci_high=high,
+        n_boot=len(boots), scored_not_labelled=sum(p not in outcomes for p in scores),
+        labelled_not_scored=sum(p not in scores for p in outcomes), model_ids=list(model_ids or []),
+    )  # fmt: skip

@@ -226,13 +226,15 @@ __all__ = [
 
 def cmd_validate(args: argparse.Namespace, client: Client | None = None) -> int:
     """Offline: Harrell's C of a scores file against local outcomes (no server, labels stay on site)."""
-    from app.client.validate import by_patient, read_outcomes, read_scores, validate
+    from app.client.validate import by_patient, calibration, read_outcomes, read_scores, read_survival, validate
 
     scores, models = read_scores(args.scores)
     outcomes, slides = read_outcomes(args.labels)
     patients, matched_by = by_patient(scores, outcomes, slides)
     result = validate(patients, outcomes, n_boot=args.bootstrap, seed=args.seed, model_ids=models)
     result.matched_by = matched_by
+    survival = {y: by_patient(v, outcomes, slides)[0] for y, v in read_survival(args.scores).items()}
+    result.calibration = calibration(survival, outcomes) or None
     emit(result.to_dict())
     if len(models) > 1:
         print(f"steph-client: warning: the scores come from {len(models)} models: {', '.join(models)}",

@@ -45,6 +45,7 @@ class ValidationResult:
     labelled_not_scored: int
     model_ids: list[str]
     matched_by: str = "patient_id"
+    calibration: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +106,68 @@ def read_scores(path: str | Path) -> tuple[dict[str, float], list[str]]:
     if not scores:
         raise ValidationInputError(f"{path.name}: no scores; run `steph-client score` first")
     return scores, models
+
+
+SURVIVAL_YEARS = (1, 3, 5)
+YEAR_DAYS = 365.0
+
+
+def read_survival(path: str | Path) -> dict[int, dict[str, float]]:
+    """{years: {patient id: predicted S(years)}} for 1, 3, 5 years from the same scores file (CSV/JSONL columns
+    surv_1y, surv_3y, surv_5y; FHIR components survival-1y, …). Years the file lacks are left out."""
+    path = Path(path)
+    out: dict[int, dict[str, float]] = {y: {} for y in SURVIVAL_YEARS}
+    with open(path, newline="", encoding="utf-8") as f:
+        first = f.readline()
+        f.seek(0)
+        rows = ([json.loads(line) for line in f if line.strip()] if first.lstrip().startswith("{")
+                else list(csv.DictReader(f)))  # fmt: skip
+    for obj in rows:
+        if obj.get("resourceType") == "Observation":
+            pid = str(obj.get("subject", {}).get("identifier", {}).get("value", ""))
+            for comp in obj.get("component", []):
+                codes = [c.get("code", "") for c in comp.get("code", {}).get("coding", [])]
+                for y in SURVIVAL_YEARS:
+                    if f"survival-{y}y" in codes and "valueQuantity" in comp:
+                        out[y][pid] = float(comp["valueQuantity"]["value"])
+            continue
+        for y in SURVIVAL_YEARS:
+            value = obj.get(f"surv_{y}y")
+            if value not in (None, ""):
+                x = float(value)
+                if math.isfinite(x):
+                    out[y][str(obj.get("patient_id"))] = x
+    return {y: v for y, v in out.items() if v}
+
+
+def kaplan_meier_at(time: list[float], event: list[int], t: float) -> float:
+    """Product-limit estimate of S(t) (events at t count; censorings at t are still at risk at t)."""
+    s = 1.0
+    for u in sorted({ti for ti, ei in zip(time, event, strict=True) if ei and ti <= t}):
+        at_risk = sum(ti >= u for ti in time)
+        deaths = sum(ti == u and ei for ti, ei in zip(time, event, strict=True))
+        s *= 1.0 - deaths / at_risk
+    return s
+
+
+def calibration(
+    survival: dict[int, dict[str, float]], outcomes: dict[str, tuple[float, int]]
+) -> list[dict[str, Any]]:
+    """Calibration in the large at 1, 3, 5 years: mean predicted S(t) vs the Kaplan–Meier S(t) of the same
+    patients; a year past the longest follow-up is reported with observed None."""
+    rows = []
+    for years, by_pid in sorted(survival.items()):
+        ids = [p for p in by_pid if p in outcomes]
+        if not ids:
+            continue
+        time = [outcomes[p][0] for p in ids]
+        event = [outcomes[p][1] for p in ids]
+        t = years * YEAR_DAYS
+        observed = kaplan_meier_at(time, event, t) if t <= max(time) else None
+        predicted = sum(by_pid[p] for p in ids) / len(ids)
+        rows.append({"years": years, "patients": len(ids), "predicted_mean": predicted, "observed_km": observed,
+                     "difference": None if observed is None else predicted - observed})  # fmt: skip
+    return rows
 
 
 def read_outcomes(path: str | Path) -> tuple[dict[str, tuple[float, int]], dict[str, str]]:

@@ -108,3 +108,33 @@ def test_cli_runs_offline_without_url_or_key(tmp_path, capsys):
     assert code == 0 and out["c_index"] == 1.0 and out["patients"] == 3 and out["matched_by"] == "patient_id"
     assert main(["validate", "--scores", str(tmp_path / "nope.csv"), "--labels", str(tmp_path / "l.csv")],
                 env={}) == 2  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kaplan_meier_equals_scikit_survival(seed):
+    from sksurv.nonparametric import kaplan_meier_estimator
+
+    from app.client.validate import kaplan_meier_at
+
+    rng = random.Random(seed)
+    time = [float(rng.choice([100, 200, 300, rng.randint(1, 999)])) for _ in range(50)]
+    event = [rng.randint(0, 1) for _ in range(50)]
+    grid, surv = kaplan_meier_estimator([bool(e) for e in event], time)
+    for t in (50.0, 100.0, 250.0, 300.0, 700.0):
+        expected = float(surv[grid <= t][-1]) if (grid <= t).any() else 1.0
+        assert kaplan_meier_at(time, event, t) == pytest.approx(expected, abs=1e-12)
+
+
+def test_calibration_compares_mean_prediction_with_kaplan_meier(tmp_path):
+    from app.client.validate import calibration, read_survival
+
+    # 4 patients: deaths at 200 and 500 days, censored at 400 and 1500 → KM S(365) = 3/4, S(3·365) = 3/4 · 1/2
+    outcomes = {"A": (200.0, 1), "B": (400.0, 0), "C": (500.0, 1), "D": (1500.0, 0)}
+    scores = tmp_path / "s.jsonl"
+    scores.write_text("".join(json.dumps({"patient_id": p, "risk": 0, "surv_1y": s1, "surv_3y": 0.5, "surv_5y": 0.2})
+                              + "\n" for p, s1 in zip("ABCD", (0.5, 0.7, 0.8, 1.0), strict=True)))  # fmt: skip
+    rows = calibration(read_survival(scores), outcomes)
+    assert [r["years"] for r in rows] == [1, 3, 5]
+    assert rows[0]["predicted_mean"] == pytest.approx(0.75) and rows[0]["observed_km"] == pytest.approx(0.75)
+    assert rows[1]["observed_km"] == pytest.approx(0.375) and rows[1]["difference"] == pytest.approx(0.125)
+    assert rows[2]["observed_km"] is None and rows[2]["difference"] is None  # 5 years > the longest follow-up

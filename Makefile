@@ -1,13 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    install everything, then serve the API on the embedded defaults (SQLite, models_store/, in-process runner)
-#   make test   install everything (redis-server too), then run the whole test suite
+#   make test   install everything (redis-server and postgresql too), then run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install redis-server run test test-fast lint bench clean
+.PHONY: install system-packages run test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -19,16 +19,22 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,postgres]'
 	touch $@
 
-# The integration tests need a real redis-server; install it with apt when it is missing (needs root).
-redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server with apt-get"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+# The integration tests need a real redis-server and PostgreSQL (the production database); install them with
+# apt when they are missing (needs root).
+system-packages:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 run: install
 	$(BIN)/steph serve --host $(HOST) --port $(PORT)
 
-test: install redis-server
+test: install system-packages
 	$(BIN)/python -m pytest
 
 test-fast: install

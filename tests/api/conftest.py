@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,21 @@ def settings(tmp_path: Path) -> Settings:
         pth_timeout_s=60,
         queue="embedded",
         bootstrap_admin_key=True,
+        **({"database_url": _pg_db(), "auto_migrate": True} if os.environ.get("STEPH_TEST_PG") else {}),
     )
+
+
+def _pg_db() -> str:
+    """A fresh database on the server named by STEPH_TEST_PG (e.g. postgresql://steph@127.0.0.1:5432): set it
+    to run every API test on PostgreSQL instead of SQLite (test_postgres.py always does, on its own server)."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(os.environ["STEPH_TEST_PG"] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return os.environ["STEPH_TEST_PG"].replace("postgresql://", "postgresql+psycopg://") + "/" + name
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
@@ -148,3 +149,16 @@ def make_tiny_world(root: Path) -> TinyWorld:
     world.cohort_zip = zip_dir(world.cohort, root / "cohort_brca.zip")
     world.cohort_tar = tar_dir(world.cohort, root / "cohort_brca.tar.gz")
     return world
+
+
+def fresh_pg_database() -> str:
+    """A fresh database on the server named by STEPH_TEST_PG (e.g. postgresql://steph@127.0.0.1:5432): set it
+    to run the API and integration tests on PostgreSQL instead of SQLite (test_postgres.py always does)."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(os.environ["STEPH_TEST_PG"] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return os.environ["STEPH_TEST_PG"].replace("postgresql://", "postgresql+psycopg://") + "/" + name

@@ -13,7 +13,7 @@ from app.db import repositories as repo
 from app.main import create_app
 from app.services.auth import create_api_key
 from app.settings import Settings
-from tests.fixtures import TinyWorld, make_tiny_world
+from tests.fixtures import TinyWorld, fresh_pg_database, make_tiny_world
 
 
 @pytest.fixture(scope="session")
@@ -31,21 +31,8 @@ def settings(tmp_path: Path) -> Settings:
         pth_timeout_s=60,
         queue="embedded",
         bootstrap_admin_key=True,
-        **({"database_url": _pg_db(), "auto_migrate": True} if os.environ.get("STEPH_TEST_PG") else {}),
+        **({"database_url": fresh_pg_database(), "auto_migrate": True} if os.environ.get("STEPH_TEST_PG") else {}),
     )
-
-
-def _pg_db() -> str:
-    """A fresh database on the server named by STEPH_TEST_PG (e.g. postgresql://steph@127.0.0.1:5432): set it
-    to run every API test on PostgreSQL instead of SQLite (test_postgres.py always does, on its own server)."""
-    import uuid
-
-    import psycopg
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(os.environ["STEPH_TEST_PG"] + "/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return os.environ["STEPH_TEST_PG"].replace("postgresql://", "postgresql+psycopg://") + "/" + name
 
 
 @pytest.fixture

@@ -139,6 +139,10 @@ def celery_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
             "PYTHONPATH": str(REPO),
         }
     )
+    if os.environ.get("STEPH_TEST_PG"):  # API and workers on a PostgreSQL database instead of SQLite
+        from tests.fixtures import fresh_pg_database
+
+        env["STEPH_DATABASE_URL"] = fresh_pg_database()
     return env
 
 

@@ -42,7 +42,7 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy app/domain
+	$(BIN)/mypy app workers
 
 bench: install
 	$(BIN)/python -m bench.reproduction

@@ -26,6 +26,8 @@ from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
+app: FastAPI  # not bound at import: the module __getattr__ below builds it on first access
+
 ROUTERS = (
     health.router,
     meta.router,

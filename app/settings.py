@@ -35,26 +35,26 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     data_root: Path | None = None
     auto_migrate: bool | None = Field(
-        None, description="migrate at start-up; default: only for the embedded queue"
+        default=None, description="migrate at start-up; default: only for the embedded queue"
     )
     bootstrap_admin_key: bool = True
 
-    max_upload_mb: float = Field(1024.0, gt=0, description="largest accepted upload (one file), in MiB")
-    max_archive_mb: float = Field(8192.0, gt=0, description="largest uncompressed size of a cohort archive")
-    max_archive_files: int = Field(100_000, gt=0, description="most members in a cohort archive")
-    max_patches: int = Field(500_000, gt=0, description="most patches in one bag at prediction")
-    max_bags_per_request: int = Field(64, gt=0)
-    pth_timeout_s: float = Field(60.0, gt=0, description="time limit for loading one .pth upload")
-    pth_memory_mb: int = Field(4096, gt=0, description="address-space limit of the .pth loading process")
+    max_upload_mb: float = Field(default=1024.0, gt=0, description="largest accepted upload (one file), in MiB")
+    max_archive_mb: float = Field(default=8192.0, gt=0, description="largest uncompressed size of a cohort archive")
+    max_archive_files: int = Field(default=100_000, gt=0, description="most members in a cohort archive")
+    max_patches: int = Field(default=500_000, gt=0, description="most patches in one bag at prediction")
+    max_bags_per_request: int = Field(default=64, gt=0)
+    pth_timeout_s: float = Field(default=60.0, gt=0, description="time limit for loading one .pth upload")
+    pth_memory_mb: int = Field(default=4096, gt=0, description="address-space limit of the .pth loading process")
 
-    max_job_attempts: int = Field(3, ge=1)
+    max_job_attempts: int = Field(default=3, ge=1)
     job_lease_s: float = Field(
-        30.0, gt=0, description="a running job without heartbeat this long is interrupted"
+        default=30.0, gt=0, description="a running job without heartbeat this long is interrupted"
     )
-    embedded_workers: int = Field(1, ge=1)
-    celery_visibility_timeout_s: float = Field(3600.0, gt=0)
+    embedded_workers: int = Field(default=1, ge=1)
+    celery_visibility_timeout_s: float = Field(default=3600.0, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    model_cache_size: int = Field(8, ge=1)
+    model_cache_size: int = Field(default=8, ge=1)
     log_level: str = "INFO"
 
     @model_validator(mode="after")

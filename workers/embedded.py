@@ -28,7 +28,7 @@ class EmbeddedQueue:
         self,
         get_ctx: Callable[[], Any],
         *,
-        run: Callable[..., None] | None = None,
+        run: Callable[..., object] | None = None,
         workers: int = 1,
         name: str = "steph-embedded",
     ) -> None:
@@ -72,7 +72,7 @@ class EmbeddedQueue:
             if t is not threading.current_thread():
                 t.join(timeout)
 
-    def _job_fn(self) -> Callable[..., None]:
+    def _job_fn(self) -> Callable[..., object]:
         if self._run is None:
             from app.services.merge_jobs import run_merge_job
 

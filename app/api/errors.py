@@ -72,7 +72,7 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 def classify(exc: Exception) -> tuple[int, str] | None:
     for cls, status, code in error_table():
         if isinstance(exc, cls):
-            return status, getattr(exc, "code", None) if isinstance(exc, se.ServiceError) else code
+            return status, exc.code if isinstance(exc, se.ServiceError) else code
     return None
 
 
@@ -103,7 +103,8 @@ async def _known_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, message, getattr(exc, "details", None)), status, headers=headers)
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # registered for StarletteHTTPException only
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}; see /docs for the API"
@@ -114,7 +115,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     )
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # registered for RequestValidationError only
     problems = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
     first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
     where = ".".join(first["loc"][1:] or first["loc"]) or "request"

@@ -7,7 +7,10 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 EXIT_USAGE = 2
 UNSET = object()  # --topk not given (None means "all sources")
@@ -36,7 +39,9 @@ class ProgressBar:
     When stderr is not a terminal (a log file, a pipe) it prints one plain line per finished epoch instead."""
 
     def __init__(self, quiet: bool) -> None:
-        self.quiet, self.bar, self.label, self.last = quiet, None, None, 0
+        self.quiet, self.last = quiet, 0
+        self.bar: tqdm | None = None
+        self.label: str | None = None
         self.tty = sys.stderr.isatty()
 
     def __call__(self, progress: Any, label: str = "train") -> None:
@@ -99,8 +104,7 @@ def load_model(path: str) -> Any:
 
     if not Path(path).is_file():
         raise CliError(f"model {Path(path).name!r} does not exist (looked for {path})")
-    loaded = load_any_model(path)
-    model = getattr(loaded, "model", loaded)
+    model = load_any_model(path).model
     model.eval()
     return model
 

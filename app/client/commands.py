@@ -208,7 +208,9 @@ def cmd_predict(args: argparse.Namespace, client: Client) -> int:
     if args.patient_id:
         results = [client.predict_patient(args.model, args.patient_id, args.files)]
     else:
-        results = client.predict(args.model, args.files)
+        predicted = client.predict(args.model, args.files)
+        assert isinstance(predicted, list)  # `files` is a list of paths (nargs="+"), never a mapping
+        results = predicted
     emit(list(results))
     return EXIT_OK
 

@@ -60,7 +60,8 @@ class _Errors:
     """Opens the errors file on first use, so a clean run leaves none behind."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self._writer = path, None
+        self.path = path
+        self._writer: ErrorWriter | None = None
 
     def write(self, patient: PatientInput, status: int, message: str) -> None:
         if self._writer is None:

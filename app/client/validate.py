@@ -120,8 +120,8 @@ def read_survival(path: str | Path) -> dict[int, dict[str, float]]:
     with open(path, newline="", encoding="utf-8") as f:
         first = f.readline()
         f.seek(0)
-        rows = ([json.loads(line) for line in f if line.strip()] if first.lstrip().startswith("{")
-                else list(csv.DictReader(f)))  # fmt: skip
+        rows: list[dict[str, Any]] = ([json.loads(line) for line in f if line.strip()] if first.lstrip().startswith("{")
+                                      else list(csv.DictReader(f)))  # fmt: skip
     for obj in rows:
         if obj.get("resourceType") == "Observation":
             pid = str(obj.get("subject", {}).get("identifier", {}).get("value", ""))

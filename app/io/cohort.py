@@ -169,7 +169,7 @@ class CohortDir:
 
     def _scan_bags(self, expected_dim: int | None, problems: list[str]) -> tuple[dict[str, int], Counter]:
         if self.lmdb_path is not None:
-            return self._scan_lmdb(expected_dim, problems)
+            return self._scan_lmdb(self.lmdb_path, expected_dim, problems)
         counts: dict[str, int] = {}
         dims: Counter = Counter()
         for label in self.labels:
@@ -185,12 +185,14 @@ class CohortDir:
             counts[label.patient_id] = total
         return counts, dims
 
-    def _scan_lmdb(self, expected_dim: int | None, problems: list[str]) -> tuple[dict[str, int], Counter]:
+    def _scan_lmdb(
+        self, lmdb_path: Path, expected_dim: int | None, problems: list[str]
+    ) -> tuple[dict[str, int], Counter]:
         from app.io.lmdb_bags import LmdbBags
 
         counts: dict[str, int] = {}
         dims: Counter = Counter()
-        with LmdbBags(self.lmdb_path, display_name=f"{self.name}/{self.lmdb_path.name}") as db:  # type: ignore[union-attr]
+        with LmdbBags(lmdb_path, display_name=f"{self.name}/{lmdb_path.name}") as db:
             self.lmdb_keys = db.keys()
             for label in self.labels:
                 total = 0

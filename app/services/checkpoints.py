@@ -7,6 +7,8 @@ key of the stored safetensors (the upload itself for .safetensors, its conversio
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 from sqlalchemy.exc import IntegrityError
 
 from app.db import repositories as repo
@@ -25,6 +27,10 @@ from app.services.errors import Conflict, InvalidInput, not_found
 from app.services.uploads import SavedUpload
 
 
+@overload
+def clean_label(value: str | None, field: str, *, max_len: int = ..., required: Literal[True] = ...) -> str: ...
+@overload
+def clean_label(value: str | None, field: str, *, max_len: int = ..., required: bool) -> str | None: ...
 def clean_label(value: str | None, field: str, *, max_len: int = 100, required: bool = True) -> str | None:
     """Strip a free-text form field; refuse empty (when required), over-long or control characters."""
     text = (value or "").strip()

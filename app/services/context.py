@@ -50,6 +50,8 @@ class ServiceContext:
 def build_context(settings: Settings, *, queue: JobQueue | None = None) -> ServiceContext:
     """A context for `settings`: engine + session factory on `settings.database_url`, store at
     `settings.store_root` (created). The queue is whatever is passed (see `start_queue` to build one)."""
+    if settings.store_root is None:  # Settings' validator fills it; only a later assignment can unset it
+        raise ValueError("settings.store_root is not set; build Settings through its constructor")
     engine = make_engine(settings.database_url)
     store = ArtifactStore(settings.store_root)
     store.root.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ __all__ = [
     "DONE",
     "MISSING",
     "RAN",
+    "NotFound",
     "cancel_merge_job",
     "get_job",
     "job_lease_s",
@@ -275,4 +276,4 @@ def recover_interrupted_jobs(ctx: Any) -> list[str]:
     return ids
 
 
-assert set(TERMINAL) < set(STATUSES) and NotFound  # keep imports used for re-export clarity
+assert set(TERMINAL) < set(STATUSES)

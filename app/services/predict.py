@@ -79,7 +79,9 @@ def _read_patient(settings: Any, files: list[BagFile], in_dim: int) -> tuple[tor
     from app.io.bags import read_bag
 
     max_patches = int(settings.max_patches)
-    feats, coords, sizes = [], [], []
+    feats: list[torch.Tensor] = []
+    coords: list[list[int] | None] = []
+    sizes: list[int] = []
     for f in files:
         bag = read_bag(f.path, expected_dim=in_dim, max_patches=max_patches, display_name=f.name)
         feats.append(bag.features)

@@ -50,12 +50,9 @@ async def _from_form(ctx, request: Request) -> CohortOut:
         file = form.get("file")
         if file is None or isinstance(file, str):
             raise InvalidInput("multipart field 'file' (a zip or tar of the cohort directory) is required")
-        name = clean_label(
-            form.get("name") if isinstance(form.get("name"), str) else None, "name", max_len=200
-        )
-        base_id = clean_label(
-            form.get("base_id") if isinstance(form.get("base_id"), str) else None, "base_id"
-        )
+        raw_name, raw_base_id = form.get("name"), form.get("base_id")
+        name = clean_label(raw_name if isinstance(raw_name, str) else None, "name", max_len=200)
+        base_id = clean_label(raw_base_id if isinstance(raw_base_id, str) else None, "base_id")
         upload = await receive_upload(ctx, file, ARCHIVE_SUFFIXES, what="cohort archive")
         suffix = next(
             s for s in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True) if upload.path.name.endswith(s)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from app.api.deps import PredictKey
@@ -18,10 +20,8 @@ def list_methods(_key: PredictKey) -> MethodList:
         from app.domain.pipeline import TRAIN_KEYS
     except ImportError:
         TRAIN_KEYS = ()
-    items = [
-        MethodOut(
-            **{k: d.get(k) for k in ("name", "paper", "summary", "learned")}, params=d.get("params") or []
-        )
-        for d in registered()
-    ]
+    items = []
+    for d in registered():
+        fields: dict[str, Any] = {k: d.get(k) for k in ("name", "paper", "summary", "learned")}
+        items.append(MethodOut(**fields, params=d.get("params") or []))
     return MethodList(items=items, train_params=list(TRAIN_KEYS))

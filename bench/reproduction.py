@@ -80,9 +80,7 @@ def world_config(cfg: BenchConfig, seed: int, control: bool) -> Any:
 def train_config(cfg: BenchConfig, seed: int) -> Any:
     from app.domain.training import TrainConfig
 
-    return TrainConfig(
-        epochs=cfg.epochs, lr=cfg.lr, accum=cfg.accum, weight_decay=cfg.weight_decay, seed=seed
-    )
+    return TrainConfig(epochs=cfg.epochs, lr=cfg.lr, accum=cfg.accum, weight_decay=cfg.weight_decay, seed=seed)
 
 
 def c_index_of(model: Any, samples: list) -> dict[str, Any]:
@@ -152,9 +150,7 @@ def prepare_world(cfg: BenchConfig, seed: int, control: bool) -> Prepared:
         t0 = time.perf_counter()
         model = train_cancer_specific(base, train_s, tcfg, dims=dims, bin_edges=edges)
         states[cancer] = {k: v.detach().clone() for k, v in model.abmil.state_dict().items()}
-        log(
-            f"[{kind} seed {seed}] trained {cancer} ({len(train_s)} train) in {time.perf_counter() - t0:.1f}s"
-        )
+        log(f"[{kind} seed {seed}] trained {cancer} ({len(train_s)} train) in {time.perf_counter() - t0:.1f}s")
     return Prepared(kind, seed, world, dims, edges, base, tcfg, data, states)
 
 
@@ -193,9 +189,7 @@ def run_world(cfg: BenchConfig, seed: int, control: bool, targets: list[str], si
             row = {**common, "method": label, **c_index_of(model, test_s)}
             row["seconds"] = round(time.perf_counter() - t0, 2)
             sink(row)
-            log(
-                f"[{kind} seed {seed}] {target:9s} {label:32s} C={row['c_index']:.4f} ({row['seconds']:.1f}s)"
-            )
+            log(f"[{kind} seed {seed}] {target:9s} {label:32s} C={row['c_index']:.4f} ({row['seconds']:.1f}s)")
 
 
 def log(message: str) -> None:

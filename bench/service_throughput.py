@@ -158,7 +158,8 @@ def render(args, dims: FamilyDims, results: list[tuple[int, float]], baseline: f
         f"{os.cpu_count()} CPUs, torch {torch.__version__}. {n} patients, one .h5 bag each of {args.patches} "
         f"patches × D = {dims.in_dim} ({size_mb:.1f} MiB per file); model: STEPH, {args.sources} sources, "
         f"top-k 5, dims {dims.in_dim} → {dims.hidden_dim} → {dims.attn_dim}, {dims.n_bins} bins.\n\n"
-        + "\n".join(lines) + "\n"
+        + "\n".join(lines)
+        + "\n"
     )
 
 

@@ -77,13 +77,9 @@ def write_cohort(
         w = csv.writer(f)
         w.writerow(["patient_id", "pathology_id", "project", "t", "e"])
         for i, pid in enumerate(patients):
-            w.writerow(
-                [pid, f"S{i:03d}", "TCGA-TEST", f"{float(rng.uniform(30, 2000)):.1f}", int(i % 2 == 0)]
-            )
+            w.writerow([pid, f"S{i:03d}", "TCGA-TEST", f"{float(rng.uniform(30, 2000)):.1f}", int(i % 2 == 0)])
             n = int(rng.integers(3, 41))
-            write_bag(
-                directory / "bags" / f"S{i:03d}.h5", n, dim + (1 if i < bad_dim_slides else 0), seed + i
-            )
+            write_bag(directory / "bags" / f"S{i:03d}.h5", n, dim + (1 if i < bad_dim_slides else 0), seed + i)
     n_train = (n_patients * 5) // 8
     train, test = patients[:n_train], patients[n_train:]
     with open(directory / "splits.csv", "w", newline="") as f:

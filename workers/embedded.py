@@ -40,9 +40,7 @@ class EmbeddedQueue:
         self._closed = False
         self._idle = threading.Condition()
         self._busy = 0
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(workers)
-        ]
+        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(workers)]
         for t in self._threads:
             t.start()
 

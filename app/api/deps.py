@@ -35,9 +35,7 @@ Ctx = Annotated[ServiceContext, Depends(get_ctx)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def _authenticate(
-    ctx: ServiceContext, credentials: HTTPAuthorizationCredentials | None, scope: str
-) -> ApiKey:
+def _authenticate(ctx: ServiceContext, credentials: HTTPAuthorizationCredentials | None, scope: str) -> ApiKey:
     key = credentials.credentials if credentials is not None else None
     with ctx.session() as s:
         return auth.authenticate(s, key=key, required_scope=scope)
@@ -74,9 +72,7 @@ def pagination(
 Page = Annotated[Pagination, Depends(pagination)]
 
 
-async def receive_upload(
-    ctx: ServiceContext, file: UploadFile, allowed: tuple[str, ...], *, what: str
-) -> SavedUpload:
+async def receive_upload(ctx: ServiceContext, file: UploadFile, allowed: tuple[str, ...], *, what: str) -> SavedUpload:
     """Stream `file` into a generated temp path in the store (suffix from the allow-list, capped at
     settings.max_upload_mb). The caller deletes `result.path` when done."""
     suffix = allowed_suffix(file.filename, allowed, what=what)

@@ -72,8 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("STEPH_DEBUG"):
             raise
         print(
-            f"steph {args.command}: internal error: {type(exc).__name__}: {exc} "
-            "(set STEPH_DEBUG=1 for a traceback)",
+            f"steph {args.command}: internal error: {type(exc).__name__}: {exc} (set STEPH_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )
         return 1

@@ -120,9 +120,7 @@ def cohort_samples(cohort_dir: str, split: str | None, dim: int) -> Any:
     samples = cohort.samples(split, expected_dim=dim)
     if len(samples) == 0:
         hint = (
-            ""
-            if cohort.has_splits
-            else " (it has no splits.csv: add one with train,test columns, or pass --split all)"
+            "" if cohort.has_splits else " (it has no splits.csv: add one with train,test columns, or pass --split all)"
         )
         raise CliError(f"cohort {Path(cohort_dir).name!r} has no patients in split {split!r}{hint}")
     return samples
@@ -158,21 +156,15 @@ def training_flags(p: argparse.ArgumentParser, defaults: dict[str, Any] = SPEC_T
     def shown(key: str, spec: str) -> str:
         return f"(default {defaults[key] if defaults[key] is not None else spec})"
 
-    g = p.add_argument_group(
-        "training (raise epochs/lr or lower accum for tiny cohorts: few optimiser steps)"
-    )
+    g = p.add_argument_group("training (raise epochs/lr or lower accum for tiny cohorts: few optimiser steps)")
     g.add_argument(
         "--epochs",
         type=int,
         default=defaults["epochs"],
         help="passes over the train split " + shown("epochs", "20"),
     )
-    g.add_argument(
-        "--lr", type=float, default=defaults["lr"], help="AdamW learning rate " + shown("lr", "1e-4")
-    )
+    g.add_argument("--lr", type=float, default=defaults["lr"], help="AdamW learning rate " + shown("lr", "1e-4"))
     g.add_argument(
         "--accum", type=int, default=defaults["accum"], help="bags per optimiser step " + shown("accum", "16")
     )
-    g.add_argument(
-        "--seed", type=int, default=defaults["seed"], help="shuffle/dropout seed " + shown("seed", "42")
-    )
+    g.add_argument("--seed", type=int, default=defaults["seed"], help="shuffle/dropout seed " + shown("seed", "42"))

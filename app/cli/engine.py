@@ -54,15 +54,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     base, dims, edges = load_family(args.base)
     samples = cohort_samples(args.cohort, args.split, dims.in_dim)
     bar = ProgressBar(args.quiet)
-    model = train_cancer_specific(
-        base, samples, train_config_from(args), dims=dims, bin_edges=edges, progress=bar
-    )
+    model = train_cancer_specific(base, samples, train_config_from(args), dims=dims, bin_edges=edges, progress=bar)
     bar.close()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_state(
-        out, model.abmil.state_dict(), {"dims": json.dumps(dims.to_dict()), "bin_edges": json.dumps(edges)}
-    )
+    write_state(out, model.abmil.state_dict(), {"dims": json.dumps(dims.to_dict()), "bin_edges": json.dumps(edges)})
     emit({"out": str(out), "sha256": sha256_file(out), "patients": len(samples), "split": args.split})
     return 0
 
@@ -225,9 +221,7 @@ def _add_synth(sub: Any) -> None:
     p.add_argument(
         "--min-patches", dest="patch_min", type=int, default=16, help="fewest patches per slide (default 16)"
     )
-    p.add_argument(
-        "--max-patches", dest="patch_max", type=int, default=64, help="most patches per slide (default 64)"
-    )
+    p.add_argument("--max-patches", dest="patch_max", type=int, default=64, help="most patches per slide (default 64)")
     p.add_argument("--shared-fraction", type=float, default=0.8, help="shared part of the prognostic weights")
     p.add_argument("--control", action="store_true", help="control world: no shared prognostic structure")
     p.add_argument("--hidden", type=int, default=64, help="ABMIL hidden width (default 64)")
@@ -247,9 +241,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--base", required=True, help="base θ₀ (.safetensors or reference .pth)")
     p.add_argument("--cohort", required=True, help="cohort directory (labels.csv, splits.csv, bags)")
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
-    p.add_argument(
-        "--split", default="train", help="split to train on (default train; 'all' = every patient)"
-    )
+    p.add_argument("--split", default="train", help="split to train on (default train; 'all' = every patient)")
     training_flags(p)
     p.set_defaults(func=cmd_train)
 

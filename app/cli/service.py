@@ -104,9 +104,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add serve, worker, migrate and keys to the `steph` parser."""
-    p = subparsers.add_parser(
-        "serve", help="run the REST API (embedded default: SQLite + in-process job runner)"
-    )
+    p = subparsers.add_parser("serve", help="run the REST API (embedded default: SQLite + in-process job runner)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.set_defaults(func=cmd_serve)
@@ -124,9 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", default="head", help="target revision (default head)")
     p.set_defaults(func=cmd_migrate)
 
-    keys = subparsers.add_parser("keys", help="manage API keys").add_subparsers(
-        dest="keys_command", required=True
-    )
+    keys = subparsers.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     p = keys.add_parser("create", help="create a key and print it (only the key) on stdout")
     p.add_argument("--scope", choices=("admin", "predict"), required=True)
     p.add_argument("--name", default=None, help="a label shown by `keys list`")

@@ -183,9 +183,7 @@ def main(argv: Sequence[str] | None = None, env=None) -> int:
     except Exception as exc:  # a bug or an unexpected answer: one line, the traceback only with -v
         if args.verbose:
             logging.getLogger("steph.client").error("unexpected error", exc_info=True)
-        return _fail(
-            f"unexpected {type(exc).__name__}: {exc} (rerun with -v for details)", c.EXIT_UNREACHABLE
-        )
+        return _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with -v for details)", c.EXIT_UNREACHABLE)
 
 
 if __name__ == "__main__":

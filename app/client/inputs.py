@@ -58,9 +58,7 @@ def read_manifest(manifest: Path) -> list[PatientInput]:
         reader = csv.DictReader(fh)
         fields = [f.strip().lower() for f in reader.fieldnames or []]
         if "patient_id" not in fields or "path" not in fields:
-            raise InputError(
-                f"manifest {manifest.name} needs a header patient_id,path, got {fields or 'none'}"
-            )
+            raise InputError(f"manifest {manifest.name} needs a header patient_id,path, got {fields or 'none'}")
         reader.fieldnames = fields
         grouped: dict[str, list[Path]] = {}
         for line_no, row in enumerate(reader, start=2):
@@ -68,9 +66,7 @@ def read_manifest(manifest: Path) -> list[PatientInput]:
             if not pid and not raw_path:
                 continue
             if not pid or not raw_path:
-                raise InputError(
-                    f"manifest {manifest.name} line {line_no}: both patient_id and path are required"
-                )
+                raise InputError(f"manifest {manifest.name} line {line_no}: both patient_id and path are required")
             path = Path(raw_path).expanduser()
             grouped.setdefault(pid, []).append(path if path.is_absolute() else manifest.parent / path)
     if not grouped:

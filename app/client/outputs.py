@@ -42,9 +42,7 @@ class OutputError(ValueError):
 def survival_at(times_days: Sequence[float], probabilities: Sequence[float], t: float) -> float:
     """Step-function survival: S(t) = probabilities[i] for the last times_days[i] ≤ t; 1 before."""
     if len(times_days) != len(probabilities):
-        raise ValueError(
-            f"times_days ({len(times_days)}) and probabilities ({len(probabilities)}) differ in length"
-        )
+        raise ValueError(f"times_days ({len(times_days)}) and probabilities ({len(probabilities)}) differ in length")
     i = bisect.bisect_right(list(times_days), t) - 1
     return 1.0 if i < 0 else float(probabilities[i])
 
@@ -147,8 +145,7 @@ def read_done(path: Path, fmt: str) -> dict[str, str]:
                 pid, mid = fhir.row_key(obj) if fmt == "fhir" else (obj["patient_id"], obj["model_id"])
             except (ValueError, KeyError, TypeError, IndexError):
                 raise OutputError(
-                    f"{path.name} line {n} is not a {fmt} row written by steph-client; "
-                    "choose a new output file"
+                    f"{path.name} line {n} is not a {fmt} row written by steph-client; choose a new output file"
                 ) from None
             done[str(pid)] = str(mid)
     return done

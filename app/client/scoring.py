@@ -73,9 +73,7 @@ class _Errors:
             self._writer.close()
 
 
-def pending_patients(
-    patients: Sequence[PatientInput], output: Path, fmt: str, model_id: str
-) -> list[PatientInput]:
+def pending_patients(patients: Sequence[PatientInput], output: Path, fmt: str, model_id: str) -> list[PatientInput]:
     """Repair the output's last line, then return the patients not yet in it (never another model's)."""
     repair_partial_line(output)
     done = read_done(output, fmt)

@@ -275,9 +275,7 @@ class Client:
         """Score one patient's slides (their bags are pooled by the server into one prediction)."""
         results = self._predict(model_id, [Path(p) for p in paths], patient_id=patient_id)
         if len(results) != 1:
-            raise ClientError(
-                0, f"expected one result for patient {patient_id}, server returned {len(results)}"
-            )
+            raise ClientError(0, f"expected one result for patient {patient_id}, server returned {len(results)}")
         return replace(results[0], patient_id=patient_id)
 
     def _predict(self, model_id: str, paths: list[Path], patient_id: str | None) -> list[Prediction]:
@@ -301,6 +299,5 @@ class Client:
         except (KeyError, TypeError, ValueError) as exc:
             raise ClientError(
                 0,
-                f"unexpected /predict response ({type(exc).__name__}: {exc}); "
-                "is the client older than the service?",
+                f"unexpected /predict response ({type(exc).__name__}: {exc}); is the client older than the service?",
             ) from None

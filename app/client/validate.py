@@ -150,9 +150,7 @@ def kaplan_meier_at(time: list[float], event: list[int], t: float) -> float:
     return s
 
 
-def calibration(
-    survival: dict[int, dict[str, float]], outcomes: dict[str, tuple[float, int]]
-) -> list[dict[str, Any]]:
+def calibration(survival: dict[int, dict[str, float]], outcomes: dict[str, tuple[float, int]]) -> list[dict[str, Any]]:
     """Calibration in the large at 1, 3, 5 years: mean predicted S(t) vs the Kaplan–Meier S(t) of the same
     patients; a year past the longest follow-up is reported with observed None."""
     rows = []

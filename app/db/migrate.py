@@ -16,9 +16,7 @@ _LOCK = threading.Lock()
 def alembic_config(url: str) -> Config:
     """An Alembic Config for `url` that does not depend on the working directory."""
     if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise RuntimeError(
-            f"Alembic migrations not found next to the app package ({MIGRATIONS_DIR.name}/env.py)"
-        )
+        raise RuntimeError(f"Alembic migrations not found next to the app package ({MIGRATIONS_DIR.name}/env.py)")
     cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["url"] = url

@@ -86,9 +86,7 @@ def get_base(session: Session, *, base_id: str) -> ModelBase | None:
 
 
 def list_bases(session: Session, *, limit: int = 100, offset: int = 0) -> tuple[list[ModelBase], int]:
-    return _page(
-        session, select(ModelBase).order_by(ModelBase.created_at, ModelBase.id), limit=limit, offset=offset
-    )
+    return _page(session, select(ModelBase).order_by(ModelBase.created_at, ModelBase.id), limit=limit, offset=offset)
 
 
 # --- checkpoints --------------------------------------------------------------------------------------------
@@ -131,9 +129,7 @@ def checkpoint_dependents(session: Session, *, checkpoint: Checkpoint) -> list[s
         source_ids = {s.get("checkpoint_id") for s in (model.sources or []) if isinstance(s, dict)}
         if model.target_checkpoint_id == checkpoint.id or checkpoint.id in source_ids:
             found.append(f"model {model.id}")
-    stmt = select(MergeJob).where(
-        MergeJob.base_id == checkpoint.base_id, MergeJob.status.in_(ACTIVE_JOB_STATUSES)
-    )
+    stmt = select(MergeJob).where(MergeJob.base_id == checkpoint.base_id, MergeJob.status.in_(ACTIVE_JOB_STATUSES))
     for job in session.scalars(stmt):
         if job.target_checkpoint_id == checkpoint.id or checkpoint.id in (job.source_checkpoint_ids or []):
             found.append(f"{job.status} job {job.id}")

@@ -50,9 +50,9 @@ class CIndexResult:
         return asdict(self)
 
 
-
 class NoComparablePairs(ValueError):
     """The patients allow no comparison: fewer than two, no observed event, or no comparable pair."""
+
 
 def _as_1d(values: ArrayLike, name: str) -> Tensor:
     if isinstance(values, Tensor):
@@ -66,9 +66,7 @@ def _as_1d(values: ArrayLike, name: str) -> Tensor:
     return t
 
 
-def check_survival_inputs(
-    time: ArrayLike, event: ArrayLike, risk: ArrayLike
-) -> tuple[Tensor, Tensor, Tensor]:
+def check_survival_inputs(time: ArrayLike, event: ArrayLike, risk: ArrayLike) -> tuple[Tensor, Tensor, Tensor]:
     """Validate and convert to (time float64 [n], event bool [n], risk float64 [n]).
 
     Raises ValueError for unequal lengths, fewer than 2 patients, no events, non-finite values or event
@@ -143,9 +141,7 @@ def _result(num: float, den: float, counts: dict[str, int], what: str) -> CIndex
     return CIndexResult(num / den, pairs=pairs, **counts)
 
 
-def harrell_c_index(
-    time: ArrayLike, event: ArrayLike, risk: ArrayLike, tied_tol: float = 1e-8
-) -> CIndexResult:
+def harrell_c_index(time: ArrayLike, event: ArrayLike, risk: ArrayLike, tied_tol: float = 1e-8) -> CIndexResult:
     """Harrell's C-index, identical to sksurv.metrics.concordance_index_censored.
 
     time [n] (days, continuous), event [n] (1 = event, 0 = censored), risk [n] (higher = worse prognosis).
@@ -186,8 +182,7 @@ def _ipcw_weights(
     if bool((t > times[-1]).any()):
         if float(surv[-1]) > 0:
             raise ValueError(
-                f"test event times must not exceed the largest training time ({float(times[-1]):g}); "
-                "set tau below it"
+                f"test event times must not exceed the largest training time ({float(times[-1]):g}); set tau below it"
             )
         raise ValueError("the censoring survival function is zero at a test event time; set a smaller tau")
     g = surv[(torch.searchsorted(times, t, right=True) - 1).clamp(min=0)]
@@ -279,9 +274,7 @@ def _labels(time: ArrayLike, event: ArrayLike, who: str) -> tuple[Tensor, Tensor
         raise ValueError(f"{who} time holds negative values; follow-up times are days ≥ 0")
     e = e.to(torch.bool)
     if not bool(e.any()):
-        raise NoComparablePairs(
-            f"all {who} patients are censored: the metric needs at least one observed {who} event"
-        )
+        raise NoComparablePairs(f"all {who} patients are censored: the metric needs at least one observed {who} event")
     return t, e
 
 
@@ -439,9 +432,7 @@ def brier_scores(
     grid = _time_grid(times, t)
     est = _estimate_2d(survival_at_times, len(t), len(grid), "survival_at_times")
     if bool(((est < 0) | (est > 1)).any()):
-        raise ValueError(
-            "survival_at_times must hold survival probabilities in [0, 1] (S(t), not risk scores)"
-        )
+        raise ValueError("survival_at_times must hold survival probabilities in [0, 1] (S(t), not risk scores)")
     g_grid = _censoring_at(cens_t, cens_g, grid, "time")
     used = e & (t <= grid[-1])
     g_case = torch.zeros_like(t)

@@ -1,11 +1,11 @@
 """Gated-attention MIL (ABMIL) with the reference state-dict layout (SPEC §2).
 
-    feat_proj   = Sequential(Linear(D, hidden), ReLU)
-    attention_a = Sequential(Linear(hidden, attn), Tanh, Dropout(p))
-    attention_b = Sequential(Linear(hidden, attn), Sigmoid, Dropout(p))
-    attention_c = Linear(attn, 1)
-    a = softmax_n(attention_c(attention_a(h) * attention_b(h)));  z = sum_n a_n h_n
-    pred_head   = Linear(hidden, n_bins);  hazards = sigmoid(pred_head(z))
+feat_proj   = Sequential(Linear(D, hidden), ReLU)
+attention_a = Sequential(Linear(hidden, attn), Tanh, Dropout(p))
+attention_b = Sequential(Linear(hidden, attn), Sigmoid, Dropout(p))
+attention_c = Linear(attn, 1)
+a = softmax_n(attention_c(attention_a(h) * attention_b(h)));  z = sum_n a_n h_n
+pred_head   = Linear(hidden, n_bins);  hazards = sigmoid(pred_head(z))
 """
 
 from __future__ import annotations

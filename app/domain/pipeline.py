@@ -116,9 +116,7 @@ def run_merge(
     test_metrics = None
     if comparison is not None:
         test_metrics = _test_metrics(model, reference, train_samples, test_samples)
-    return MergeRun(
-        model, dataclasses.asdict(parsed), result, comparison, skipped, notes, test_metrics=test_metrics
-    )
+    return MergeRun(model, dataclasses.asdict(parsed), result, comparison, skipped, notes, test_metrics=test_metrics)
 
 
 def _test_metrics(

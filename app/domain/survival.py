@@ -78,8 +78,7 @@ def survival_at_times(surv: Tensor, bin_edges: Sequence[float], times_days: Sequ
     n_bins = surv.shape[-1]
     if len(bin_edges) != n_bins + 1:
         raise ValueError(
-            f"bin_edges must have n_bins + 1 = {n_bins + 1} values for a curve of {n_bins} bins; "
-            f"got {len(bin_edges)}"
+            f"bin_edges must have n_bins + 1 = {n_bins + 1} values for a curve of {n_bins} bins; got {len(bin_edges)}"
         )
     t = torch.as_tensor(times_days, dtype=torch.float64).reshape(-1)
     if not bool(torch.isfinite(t).all()):

@@ -93,9 +93,7 @@ class WorldConfig:
             if not ok:
                 raise ValueError(f"WorldConfig: {message}")
         if self.target is not None and self.target not in cancer_names(self.cancers):
-            raise ValueError(
-                f"WorldConfig: target {self.target!r} is not one of {cancer_names(self.cancers)}"
-            )
+            raise ValueError(f"WorldConfig: target {self.target!r} is not one of {cancer_names(self.cancers)}")
 
     @property
     def target_name(self) -> str:
@@ -180,9 +178,7 @@ def _cohort_sizes(config: WorldConfig) -> list[int]:
     return sizes
 
 
-def _make_cancer(
-    config: WorldConfig, name: str, n: int, prototypes: Tensor, shared_beta: Tensor
-) -> CancerCohort:
+def _make_cancer(config: WorldConfig, name: str, n: int, prototypes: Tensor, shared_beta: Tensor) -> CancerCohort:
     n_proto = config.prototypes
     pi = torch.distributions.Dirichlet(torch.full((n_proto,), config.cancer_concentration)).sample()
     pi = (pi + 1e-4) / (pi + 1e-4).sum()

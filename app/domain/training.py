@@ -119,9 +119,7 @@ def resolve_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(
-            f"training parameter 'device': unknown device {device!r}; use cpu, cuda or auto"
-        ) from None
+        raise ValueError(f"training parameter 'device': unknown device {device!r}; use cpu, cuda or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"training parameter 'device' is {device!r} but no CUDA GPU is available; use cpu")
     if dev.type not in ("cpu", "cuda"):
@@ -148,9 +146,7 @@ def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.opt
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
 
 
-def _bag_for_training(
-    sample: Sample, config: TrainConfig, gen: torch.Generator, device: torch.device
-) -> Tensor:
+def _bag_for_training(sample: Sample, config: TrainConfig, gen: torch.Generator, device: torch.device) -> Tensor:
     bag = sample.bag
     if bag.dim() == 3 and bag.shape[0] == 1:
         bag = bag[0]

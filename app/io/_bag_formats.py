@@ -72,9 +72,7 @@ def fmt_bytes(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
 
 
-def check_shape(
-    shape: tuple[int, ...], name: str, expected_dim: int | None, max_patches: int | None
-) -> tuple:
+def check_shape(shape: tuple[int, ...], name: str, expected_dim: int | None, max_patches: int | None) -> tuple:
     """Validate a features shape ([N, D] or [1, N, D]) -> (N, D); BagFormatError otherwise."""
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
@@ -85,9 +83,7 @@ def check_shape(
         )
     n, d = int(shape[0]), int(shape[1])
     if n == 0:
-        raise BagFormatError(
-            f"{name}: the bag is empty (N = 0 patches); re-extract the slide", file_name=name
-        )
+        raise BagFormatError(f"{name}: the bag is empty (N = 0 patches); re-extract the slide", file_name=name)
     if expected_dim is not None and d != expected_dim:
         raise BagFormatError(
             f"{name}: features have D = {d}, expected D = {expected_dim} (the model family's feature size); "
@@ -198,9 +194,7 @@ def _check_h5_storage(ds: Any, path: Path, name: str) -> None:
     stored = int(ds.id.get_storage_size())
     offset = ds.id.get_offset() if ds.chunks is None else 0
     file_size = os.path.getsize(path)
-    if declared and (
-        stored < declared or offset is None or (ds.chunks is None and offset + declared > file_size)
-    ):
+    if declared and (stored < declared or offset is None or (ds.chunks is None and offset + declared > file_size)):
         raise _truncated(name, declared, min(stored, max(file_size - (offset or 0), 0)))
 
 
@@ -213,9 +207,7 @@ def read_npy(path: Path, name: str, limits: dict) -> RawBag:
         elif version == (2, 0):
             shape, _, dtype = fmt.read_array_header_2_0(fh)
         else:
-            raise BagFormatError(
-                f"{name}: unsupported .npy version {version}; re-save with np.save", file_name=name
-            )
+            raise BagFormatError(f"{name}: unsupported .npy version {version}; re-save with np.save", file_name=name)
         offset = fh.tell()
     if dtype.hasobject:
         raise BagFormatError(
@@ -251,8 +243,7 @@ def read_pt(path: Path, name: str, limits: dict) -> RawBag:
             raise _missing_key(name, [str(k) for k in obj])
         return RawBag(obj["features"], obj.get("coords"))
     raise BagFormatError(
-        f"{name}: the file holds a {type(obj).__name__}; expected a tensor [N, D] or a dict with "
-        "key 'features'",
+        f"{name}: the file holds a {type(obj).__name__}; expected a tensor [N, D] or a dict with key 'features'",
         file_name=name,
     )
 

@@ -76,9 +76,7 @@ def read_bag(
             file_name=name,
         ) from None
     except MemoryError:
-        raise BagFormatError(
-            f"{name}: the bag does not fit in memory; split it or lower N", file_name=name
-        ) from None
+        raise BagFormatError(f"{name}: the bag does not fit in memory; split it or lower N", file_name=name) from None
     except Exception as exc:  # any library error on a garbled/truncated file must become a clear user error
         raise BagFormatError(
             f"{name}: cannot read the file as {_LABEL[fmt]} — it is truncated, corrupt or not a valid "
@@ -114,8 +112,7 @@ def _to_tensor(value: object, name: str, what: str) -> Tensor:
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "fiub":
             raise BagFormatError(
-                f"{name}: {what} have dtype {value.dtype}, which cannot be converted to numbers; "
-                "store them as float32",
+                f"{name}: {what} have dtype {value.dtype}, which cannot be converted to numbers; store them as float32",
                 file_name=name,
             )
         if not value.dtype.isnative:  # big-endian data: torch only takes native byte order

@@ -52,11 +52,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, display_name: str | None = 
     if kind == "pickle":
         return _convert_pth(path, name, timeout_s, memory_mb)
     suffix = path.suffix.lower() or Path(display_name or "").suffix.lower()
-    what = (
-        "not a valid safetensors file"
-        if suffix == ".safetensors"
-        else f"not a checkpoint (suffix {suffix!r})"
-    )
+    what = "not a valid safetensors file" if suffix == ".safetensors" else f"not a checkpoint (suffix {suffix!r})"
     raise CheckpointFormatError(
         f"{name}: {what}; supported are {', '.join(CHECKPOINT_SUFFIXES)} (safetensors, or a torch.save of "
         "{'model': state_dict})",

@@ -144,25 +144,16 @@ class CohortDir:
     def validate(self, expected_dim: int | None = None) -> CohortSummary:
         """Read every bag; raise one CohortError listing ALL problems found, else return the summary."""
         problems = self.split_problems()
-        problems += [
-            f"slide {sid!r} has several bag files: {', '.join(names)}" for sid, names in self.duplicates
-        ]
+        problems += [f"slide {sid!r} has several bag files: {', '.join(names)}" for sid, names in self.duplicates]
         counts, dims = self._scan_bags(expected_dim, problems)
         if len(dims) > 1:
             shown = ", ".join(f"D = {d} ({n} slides)" for d, n in dims.most_common())
-            problems.append(
-                f"the bags do not share one feature size: {shown}; use one encoder for every slide"
-            )
+            problems.append(f"the bags do not share one feature size: {shown}; use one encoder for every slide")
         if problems:
             head = "; ".join(f"{i + 1}) {p}" for i, p in enumerate(problems[:MAX_PROBLEMS_SHOWN]))
-            more = (
-                f"; and {len(problems) - MAX_PROBLEMS_SHOWN} more"
-                if len(problems) > MAX_PROBLEMS_SHOWN
-                else ""
-            )
+            more = f"; and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
             raise CohortError(
-                f"{self.name}: {len(problems)} problem(s) found: {head}{more}. "
-                "Fix them and upload the cohort again",
+                f"{self.name}: {len(problems)} problem(s) found: {head}{more}. Fix them and upload the cohort again",
                 file_name=self.name,
             )
         return self._summary(counts, dims)
@@ -227,9 +218,7 @@ class CohortDir:
             referenced = {s for p in self.labels for s in p.slide_ids}
             unused = [k for k in getattr(self, "lmdb_keys", []) if k not in referenced]
         if unused:
-            warnings.append(
-                f"{len(unused)} bag(s) are not referenced by {LABELS_FILE}, e.g. {unused[0]!r}"
-            )
+            warnings.append(f"{len(unused)} bag(s) are not referenced by {LABELS_FILE}, e.g. {unused[0]!r}")
         patches = {"min": min(values), "median": float(statistics.median(values)), "max": max(values),
                    "total": sum(values)} if values else {}  # fmt: skip
         return CohortSummary(
@@ -297,9 +286,7 @@ def open_cohort(directory: str | os.PathLike[str], *, display_name: str | None =
         raise CohortError(f"{name}: cohort directory not found; upload the cohort again", file_name=name)
     if not (root / LABELS_FILE).is_file():
         raise CohortError(
-            f"{name}: no {LABELS_FILE}; a cohort needs {LABELS_FILE} (patient_id, pathology_id, t, e) "
-            "next to "
-            "its bags",
+            f"{name}: no {LABELS_FILE}; a cohort needs {LABELS_FILE} (patient_id, pathology_id, t, e) next to its bags",
             file_name=name,
         )
     labels = read_labels(root / LABELS_FILE)

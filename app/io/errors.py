@@ -31,9 +31,7 @@ def safe_name(name: str) -> str:
     return name
 
 
-def scrub_paths(
-    text: str, path: str | os.PathLike[str] | None = None, name: str = "", limit: int = 300
-) -> str:
+def scrub_paths(text: str, path: str | os.PathLike[str] | None = None, name: str = "", limit: int = 300) -> str:
     """`text` (e.g. a library's error message) with `path` replaced by `name` and every other absolute path
     reduced to its base name, cut to `limit` characters — safe to show to API users."""
     if path is not None:

@@ -40,14 +40,10 @@ def _read_rows(path: Path, name: str, what: str) -> tuple[list[str], list[tuple[
         with open(path, newline="", encoding="utf-8-sig") as fh:
             lines = list(csv.reader(fh))
     except UnicodeDecodeError:
-        raise LabelError(
-            f"{name}: not a UTF-8 text file; save the {what} as CSV (UTF-8)", file_name=name
-        ) from None
+        raise LabelError(f"{name}: not a UTF-8 text file; save the {what} as CSV (UTF-8)", file_name=name) from None
     except csv.Error as exc:
         raise LabelError(f"{name}: not a valid CSV ({exc}); save the {what} as CSV", file_name=name) from None
-    rows = [
-        (i + 1, [c.strip() for c in cells]) for i, cells in enumerate(lines) if any(c.strip() for c in cells)
-    ]
+    rows = [(i + 1, [c.strip() for c in cells]) for i, cells in enumerate(lines) if any(c.strip() for c in cells)]
     if not rows:
         raise LabelError(f"{name}: the file is empty; it must start with a header line", file_name=name)
     (_, header), body = rows[0], rows[1:]
@@ -130,8 +126,7 @@ def _event(raw: str, name: str, line: int) -> int:
         value = math.nan
     if value not in (0.0, 1.0):
         raise LabelError(
-            f"{name}: line {line}, column 'e': {raw!r} is not 0 or 1; e = 1 if the event was observed, "
-            "0 if censored",
+            f"{name}: line {line}, column 'e': {raw!r} is not 0 or 1; e = 1 if the event was observed, 0 if censored",
             file_name=name,
         )
     return int(value)
@@ -149,14 +144,12 @@ def read_splits(path: str | os.PathLike[str], *, display_name: str | None = None
     unknown = [h for h in named.values() if h not in SPLIT_NAMES]
     if unknown:
         raise LabelError(
-            f"{name}: unknown split column {unknown[0]!r}; the columns must be train, test "
-            "and optionally val",
+            f"{name}: unknown split column {unknown[0]!r}; the columns must be train, test and optionally val",
             file_name=name,
         )
     if "train" not in named.values():
         raise LabelError(
-            f"{name}: no 'train' column (found: {', '.join(header) or 'none'}); the splits need columns "
-            "train and test",
+            f"{name}: no 'train' column (found: {', '.join(header) or 'none'}); the splits need columns train and test",
             file_name=name,
         )
     splits: dict[str, list[str]] = {h: [] for h in named.values()}

@@ -32,9 +32,7 @@ class LmdbBags:
         self.path = Path(path)
         self.name = display_name_of(self.path, display_name)
         if not self.path.exists():
-            raise BagFormatError(
-                f"{self.name}: LMDB not found; upload it or fix the path", file_name=self.name
-            )
+            raise BagFormatError(f"{self.name}: LMDB not found; upload it or fix the path", file_name=self.name)
         try:
             self.env = lmdb.open(str(self.path), readonly=True, lock=False, subdir=self.path.is_dir(),
                                  readahead=False, max_readers=64)  # fmt: skip
@@ -83,9 +81,7 @@ class LmdbBags:
             raise BagFormatError(f"{self.name}: '__keys__' must be a list of slide ids", file_name=self.name)
         return [i.decode("utf-8") if isinstance(i, bytes) else i for i in ids]
 
-    def get(
-        self, slide_id: str, *, expected_dim: int | None = None, max_patches: int | None = None
-    ) -> Tensor:
+    def get(self, slide_id: str, *, expected_dim: int | None = None, max_patches: int | None = None) -> Tensor:
         """The bag of `slide_id` as float32 [N, D] (a stored [1, N, D] is squeezed)."""
         with self.env.begin() as txn:
             raw = txn.get(slide_id.encode("utf-8"))
@@ -96,9 +92,7 @@ class LmdbBags:
             )
         value = self._decode(raw, f"slide {slide_id!r}")
         try:
-            return validate_raw_bag(
-                RawBag(value, None), f"{self.name}[{slide_id}]", expected_dim, max_patches
-            ).features
+            return validate_raw_bag(RawBag(value, None), f"{self.name}[{slide_id}]", expected_dim, max_patches).features
         except BagFormatError as exc:
             raise BagFormatError(str(exc), file_name=self.name) from None
 

@@ -127,9 +127,7 @@ def write_cohort(cohort: CancerCohort, cohort_dir: Path) -> Path:
         writer.writerow(["patient_id", "pathology_id", "project", "t", "e"])
         for patient in cohort.patients:
             for slide_id, bag in zip(patient.slide_ids, patient.bags, strict=True):
-                writer.writerow(
-                    [patient.patient_id, slide_id, cohort.name, f"{patient.time:.2f}", patient.event]
-                )
+                writer.writerow([patient.patient_id, slide_id, cohort.name, f"{patient.time:.2f}", patient.event])
                 write_h5_bag(bags_dir / f"{slide_id}.h5", bag)
     write_splits(cohort_dir / "splits.csv", cohort.splits)
     return cohort_dir

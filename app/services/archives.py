@@ -33,8 +33,7 @@ class _Budget:
         self.files += 1
         if self.files > self.max_files:
             raise PayloadTooLarge(
-                f"the archive holds more than {self.max_files} files; split the cohort or raise "
-                "STEPH_MAX_ARCHIVE_FILES"
+                f"the archive holds more than {self.max_files} files; split the cohort or raise STEPH_MAX_ARCHIVE_FILES"
             )
 
     def expect(self, n: int) -> None:
@@ -61,9 +60,7 @@ def safe_member_path(name: str) -> PurePosixPath | None:
         )
     path = PurePosixPath(name)
     if path.is_absolute():
-        raise UnsafeArchive(
-            f"archive member {shown!r} is an absolute path; archive the cohort with relative paths"
-        )
+        raise UnsafeArchive(f"archive member {shown!r} is an absolute path; archive the cohort with relative paths")
     if ".." in path.parts:
         raise UnsafeArchive(f"archive member {shown!r} climbs out of the archive with '..'; remove it")
     parts = [p for p in path.parts if p not in ("", ".")]
@@ -85,8 +82,7 @@ def _zip_members(zf: zipfile.ZipFile) -> Iterator[tuple[zipfile.ZipInfo, bool]]:
         kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the creator recorded no Unix file type
         if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
             raise UnsafeArchive(
-                f"archive member {info.filename[:200]!r} is a link or special file; "
-                "archive only regular files"
+                f"archive member {info.filename[:200]!r} is a link or special file; archive only regular files"
             )
         yield info, info.is_dir()
 

@@ -90,8 +90,6 @@ def bootstrap_admin_key(ctx: ServiceContext) -> str | None:
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
     os.chmod(path, 0o600)
-    print(
-        f"STEPH: created the first admin API key (shown once; also saved to {path}):\n{key}", file=sys.stderr
-    )
+    print(f"STEPH: created the first admin API key (shown once; also saved to {path}):\n{key}", file=sys.stderr)
     log.info("created the bootstrap admin key %s… (saved to STEPH_HOME/admin.key)", key[:PREFIX_CHARS])
     return key

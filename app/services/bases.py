@@ -75,8 +75,7 @@ def check_base_state(state: StateDict, name: str) -> FamilyDims:
     for key, shape in expected.items():
         if tuple(state[key].shape) != shape:
             raise CheckpointFormatError(
-                f"{name}: key {key!r} has shape {list(state[key].shape)}, expected "
-                f"{list(shape)} for D = {dims.in_dim}",
+                f"{name}: key {key!r} has shape {list(state[key].shape)}, expected {list(shape)} for D = {dims.in_dim}",
                 file_name=name,
             )
         if not state[key].is_floating_point():

@@ -132,8 +132,7 @@ def delete_checkpoint(ctx: ServiceContext, *, checkpoint_id: str) -> None:
         if users:
             shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
             raise Conflict(
-                f"checkpoint {checkpoint_id!r} is used by {shown}; cancel the jobs or delete the models "
-                "first",
+                f"checkpoint {checkpoint_id!r} is used by {shown}; cancel the jobs or delete the models first",
                 details={"used_by": users},
             )
         keys = (row.artifact_key, row.task_vector_key)

@@ -22,9 +22,7 @@ from app.services.errors import Forbidden, InvalidInput, not_found
 from app.services.uploads import SavedUpload
 
 
-def validate_cohort_dir(
-    directory: Path, expected_dim: int, display_name: str | None = None
-) -> dict[str, Any]:
+def validate_cohort_dir(directory: Path, expected_dim: int, display_name: str | None = None) -> dict[str, Any]:
     """open_cohort(directory).validate(D).to_dict(); raises app.io.errors.InputFileError listing the
     problems."""
     from app.io.cohort import open_cohort
@@ -32,9 +30,7 @@ def validate_cohort_dir(
     return open_cohort(directory, display_name=display_name).validate(expected_dim).to_dict()
 
 
-def register_cohort_upload(
-    ctx: ServiceContext, *, upload: SavedUpload, suffix: str, name: str, base_id: str
-) -> Cohort:
+def register_cohort_upload(ctx: ServiceContext, *, upload: SavedUpload, suffix: str, name: str, base_id: str) -> Cohort:
     """Extract the archive to a temp dir, validate against the base's D, then move it to cohorts/<id>."""
     if suffix not in ARCHIVE_SUFFIXES:
         raise InvalidInput(f"unsupported archive type {suffix!r}; use one of {', '.join(ARCHIVE_SUFFIXES)}")
@@ -85,8 +81,7 @@ def resolve_data_path(data_root: Path | None, path: str) -> Path:
     resolved = (candidate if candidate.is_absolute() else data_root / candidate).resolve()
     if not resolved.is_relative_to(data_root):
         raise Forbidden(
-            "the given path lies outside the server's data root (STEPH_DATA_ROOT); cohorts must be "
-            "placed under it"
+            "the given path lies outside the server's data root (STEPH_DATA_ROOT); cohorts must be placed under it"
         )
     if not resolved.is_dir():
         raise InvalidInput(

@@ -37,14 +37,10 @@ def load_job(ctx: Any, job_id: str) -> dict[str, Any]:
         cohort = s.get(m.Cohort, job.cohort_id)
         sources = [s.get(m.Checkpoint, cid) for cid in job.source_checkpoint_ids]
         missing = [
-            name
-            for name, row in [("base", base), ("target checkpoint", target), ("cohort", cohort)]
-            if row is None
+            name for name, row in [("base", base), ("target checkpoint", target), ("cohort", cohort)] if row is None
         ]
         missing += [
-            f"source checkpoint {cid}"
-            for cid, r in zip(job.source_checkpoint_ids, sources, strict=True)
-            if r is None
+            f"source checkpoint {cid}" for cid, r in zip(job.source_checkpoint_ids, sources, strict=True) if r is None
         ]
         if missing:
             raise ValueError(f"inputs deleted after submission: {', '.join(missing)}; submit the job again")

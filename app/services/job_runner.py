@@ -63,11 +63,7 @@ def _claim(ctx: Any, job_id: str, me: str) -> int | str:
         if job.status in TERMINAL:
             return DONE
         hb = aware(job.heartbeat_at or job.started_at)
-        if (
-            job.status == "running"
-            and hb is not None
-            and (now - hb).total_seconds() < job_lease_s(ctx.settings)
-        ):
+        if job.status == "running" and hb is not None and (now - hb).total_seconds() < job_lease_s(ctx.settings):
             return BUSY
         where = [
             m.MergeJob.id == job_id,
@@ -173,9 +169,7 @@ def _progress_dict(p: Any) -> dict[str, Any]:
 def _finish(ctx: Any, hb: Heartbeat, status: str, **values: Any) -> bool:
     m = orm()
     with ctx.session_factory() as s, s.begin():
-        res = s.execute(
-            update(m.MergeJob).where(*hb.owned()).values(status=status, finished_at=utcnow(), **values)
-        )
+        res = s.execute(update(m.MergeJob).where(*hb.owned()).values(status=status, finished_at=utcnow(), **values))
         return res.rowcount == 1
 
 
@@ -230,9 +224,7 @@ def _failure_message(exc: BaseException) -> str:
     if isinstance(exc, InputFileError | ValueError | KeyError | OSError):
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         return scrub(f"{type(exc).__name__}: {msg}")
-    return scrub(
-        f"internal error ({type(exc).__name__}): {exc}. See the worker log; submit the job again once fixed"
-    )
+    return scrub(f"internal error ({type(exc).__name__}): {exc}. See the worker log; submit the job again once fixed")
 
 
 def run_merge_job(*, ctx: Any, job_id: str) -> str:
@@ -280,9 +272,7 @@ def _observe(method: str, status: str, seconds: float) -> None:
     if callable(fn):
         fn(method=method, status=status, seconds=seconds)
         return
-    hist = getattr(observability, "JOB_DURATION", None) or getattr(
-        observability, "JOB_DURATION_SECONDS", None
-    )
+    hist = getattr(observability, "JOB_DURATION", None) or getattr(observability, "JOB_DURATION_SECONDS", None)
     if hist is not None:
         try:
             hist.labels(method=method, status=status).observe(seconds)

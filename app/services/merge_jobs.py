@@ -89,17 +89,14 @@ def _resolve_sources(s: Any, base_id: str, target_id: str, requested: list[str] 
             raise UnprocessableInput(f"source_checkpoint_ids lists {dupes[0]!r} more than once")
         if target_id in ids:
             raise UnprocessableInput(
-                f"the target checkpoint {target_id!r} is also listed as a source; "
-                "remove it from source_checkpoint_ids"
+                f"the target checkpoint {target_id!r} is also listed as a source; remove it from source_checkpoint_ids"
             )
         for cid in ids:
             row = get_checkpoint(s, checkpoint_id=cid)
             if row is None:
                 raise not_found("source checkpoint", cid, hint="list them with GET /checkpoints")
             if row.base_id != base_id:
-                raise UnprocessableInput(
-                    f"source checkpoint {cid!r} belongs to base {row.base_id!r}, not {base_id!r}"
-                )
+                raise UnprocessableInput(f"source checkpoint {cid!r} belongs to base {row.base_id!r}, not {base_id!r}")
     if not ids:
         raise UnprocessableInput(
             f"no source checkpoints: base {base_id!r} has no checkpoint besides the target; "
@@ -116,9 +113,7 @@ def _validate_refs(s: Any, req: dict[str, Any]) -> list[str]:
     if target is None:
         raise not_found("target checkpoint", target_id, hint="list them with GET /checkpoints")
     if target.base_id != base_id:
-        raise UnprocessableInput(
-            f"target checkpoint {target_id!r} belongs to base {target.base_id!r}, not {base_id!r}"
-        )
+        raise UnprocessableInput(f"target checkpoint {target_id!r} belongs to base {target.base_id!r}, not {base_id!r}")
     cohort = get_cohort(s, cohort_id=req["cohort_id"])
     if cohort is None:
         raise not_found("cohort", req["cohort_id"], hint="list them with GET /cohorts")
@@ -144,9 +139,7 @@ def _replay(s: Any, key: str, req: dict[str, Any]) -> MergeJob | None:
     return job
 
 
-def submit_merge_job(
-    *, ctx: Any, request: dict[str, Any], idempotency_key: str | None = None
-) -> tuple[dict, bool]:
+def submit_merge_job(*, ctx: Any, request: dict[str, Any], idempotency_key: str | None = None) -> tuple[dict, bool]:
     """Validate, commit a queued job row, then enqueue its id. Returns (job dict, created).
 
     request: {method, base_id, target_checkpoint_id, source_checkpoint_ids (None → every other checkpoint
@@ -260,16 +253,10 @@ def recover_interrupted_jobs(ctx: Any) -> list[str]:
     """
     with ctx.session() as s:
         s.execute(
-            update(MergeJob)
-            .where(MergeJob.status == "running")
-            .values(status="queued", worker=None, heartbeat_at=None)
+            update(MergeJob).where(MergeJob.status == "running").values(status="queued", worker=None, heartbeat_at=None)
         )
         ids = list(
-            s.scalars(
-                select(MergeJob.id)
-                .where(MergeJob.status == "queued")
-                .order_by(MergeJob.created_at, MergeJob.id)
-            )
+            s.scalars(select(MergeJob.id).where(MergeJob.status == "queued").order_by(MergeJob.created_at, MergeJob.id))
         )
     for job_id in ids:
         ctx.queue.enqueue(job_id)

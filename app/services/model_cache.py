@@ -52,9 +52,7 @@ class ModelCache:
 
         path = Path(self.store.path(sha256))
         if not path.is_file():
-            raise StoreError(
-                f"model artifact {sha256[:12]}… is missing from the store; restore it from a backup"
-            )
+            raise StoreError(f"model artifact {sha256[:12]}… is missing from the store; restore it from a backup")
         # hashes the file once and refuses a mismatch (ArtifactError: "modified or corrupted")
         loaded = load_model_file(path, expected_sha256=sha256, display_name=f"model-{sha256[:12]}")
         loaded.model.eval()

@@ -176,8 +176,7 @@ def predict(
     groups = group_patients([f.name for f in files], patient_ids)
     model = get_model_cache(ctx).get(sha).model
     results = [
-        score_patient(model, pid, [files[i] for i in idx], ctx.settings, top_patches)
-        for pid, idx in groups.items()
+        score_patient(model, pid, [files[i] for i in idx], ctx.settings, top_patches) for pid, idx in groups.items()
     ]
     return {"model_id": model_id, "model_sha256": sha, "method": method, "results": results}
 

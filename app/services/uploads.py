@@ -22,9 +22,7 @@ def mib(n_bytes: float) -> str:
     return f"{round(n_bytes / 2**20, 3):g}"
 
 
-def too_large(
-    limit_bytes: int, setting: str = "STEPH_MAX_UPLOAD_MB", what: str = "upload"
-) -> PayloadTooLarge:
+def too_large(limit_bytes: int, setting: str = "STEPH_MAX_UPLOAD_MB", what: str = "upload") -> PayloadTooLarge:
     """The 413 error naming the cap and the setting that raises it."""
     return PayloadTooLarge(
         f"the {what} is larger than the {mib(limit_bytes)} MiB limit; send a smaller file or raise {setting}"

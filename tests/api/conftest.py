@@ -69,9 +69,7 @@ def snapshot(ctx) -> tuple[dict[str, int], int, int]:
     return rows, ctx.store.count_objects(), ctx.store.count_cohorts()
 
 
-def assert_error(
-    response, status: int, code: str | None = None, *, contains: str | tuple[str, ...] = ()
-) -> dict:
+def assert_error(response, status: int, code: str | None = None, *, contains: str | tuple[str, ...] = ()) -> dict:
     """The one error shape: {"error": {"code", "message"}}; no server paths in the message."""
     assert response.status_code == status, response.text
     body = response.json()
@@ -88,9 +86,7 @@ def assert_error(
 @pytest.fixture
 def family(client: TestClient, admin: dict, world: TinyWorld) -> dict:
     """A registered base and the three checkpoints: {"base": {...}, "checkpoints": {cancer: {...}}}."""
-    r = client.post(
-        "/bases", headers=admin, files=upload(world.base), data={"name": "tiny", "encoder": "test-16"}
-    )
+    r = client.post("/bases", headers=admin, files=upload(world.base), data={"name": "tiny", "encoder": "test-16"})
     assert r.status_code == 201, r.text
     base = r.json()
     ckpts = {}

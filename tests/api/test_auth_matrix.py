@@ -34,9 +34,7 @@ def all_routes() -> list[tuple[str, str, str | None]]:
     for router in ROUTERS:
         for route in router.routes:
             if isinstance(route, APIRoute):
-                out += [
-                    (m, route.path, _scope(route.dependant)) for m in sorted(route.methods) if m != "HEAD"
-                ]
+                out += [(m, route.path, _scope(route.dependant)) for m in sorted(route.methods) if m != "HEAD"]
     return out
 
 

@@ -13,9 +13,7 @@ from tests.fixtures import DIMS, base_state, write_pth, write_safetensors
 
 
 def test_register_base_reads_dims_and_default_edges(client, admin, world):
-    r = client.post(
-        "/bases", headers=admin, files=upload(world.base), data={"name": "tiny", "encoder": "uni2-h"}
-    )
+    r = client.post("/bases", headers=admin, files=upload(world.base), data={"name": "tiny", "encoder": "uni2-h"})
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["id"].startswith("base_")
@@ -64,9 +62,7 @@ def test_base_with_nan_refused(client, admin, tmp_path, ctx):
     path = write_safetensors(tmp_path / "nan.safetensors", state)
     before = snapshot(ctx)
     r = client.post("/bases", headers=admin, files=upload(path), data={"name": "x", "encoder": "e"})
-    assert_error(
-        r, 422, "incompatible_checkpoint", contains=("attention_net.attention_c.weight", "non-finite")
-    )
+    assert_error(r, 422, "incompatible_checkpoint", contains=("attention_net.attention_c.weight", "non-finite"))
     assert snapshot(ctx) == before
 
 

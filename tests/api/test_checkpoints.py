@@ -96,9 +96,7 @@ def test_list_filters_by_base_and_cancer(client, admin, family):
         ),
     ],
 )
-def test_incompatible_checkpoint_refused_and_nothing_stored(
-    client, admin, family, tmp_path, ctx, mutate, contains
-):
+def test_incompatible_checkpoint_refused_and_nothing_stored(client, admin, family, tmp_path, ctx, mutate, contains):
     state = checkpoint_state(base_state(), seed=11)
     mutate(state)
     path = write_safetensors(tmp_path / "bad.safetensors", state)
@@ -159,9 +157,7 @@ def test_delete_removes_row_and_objects(client, admin, family, ctx):
 
 def _add_job(ctx, family, *, status, target, sources):
     with ctx.session() as s:
-        cohort = repo.add_cohort(
-            s, base_id=family["base"]["id"], name="c", source="path", location="/x", summary={}
-        )
+        cohort = repo.add_cohort(s, base_id=family["base"]["id"], name="c", source="path", location="/x", summary={})
         job = MergeJob(
             id=repo.new_id("job"),
             method="steph",

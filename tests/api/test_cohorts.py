@@ -34,9 +34,7 @@ def test_upload_archive_registers_summary(client, admin, family, world, ctx, arc
 
 def test_server_path_under_data_root(client, admin, family, settings, ctx):
     write_cohort(settings.data_root / "brca", n_patients=8)
-    r = client.post(
-        "/cohorts", headers=admin, json={"name": "brca", "base_id": family["base"]["id"], "path": "brca"}
-    )
+    r = client.post("/cohorts", headers=admin, json={"name": "brca", "base_id": family["base"]["id"], "path": "brca"})
     assert r.status_code == 201, r.text
     assert r.json()["source"] == "path" and r.json()["summary"]["patients"] == 8
     assert ctx.store.count_cohorts() == 0  # used in place, not copied
@@ -53,9 +51,7 @@ def test_server_path_outside_data_root_is_403(client, admin, family, settings, t
     (settings.data_root / "link").symlink_to(outside)
     before = snapshot(ctx)
     for path in (str(outside), "../elsewhere", "link"):
-        r = client.post(
-            "/cohorts", headers=admin, json={"name": "x", "base_id": family["base"]["id"], "path": path}
-        )
+        r = client.post("/cohorts", headers=admin, json={"name": "x", "base_id": family["base"]["id"], "path": path})
         assert_error(r, 403, "forbidden", contains=("outside", "STEPH_DATA_ROOT"))
     assert snapshot(ctx) == before
 
@@ -72,17 +68,13 @@ def test_server_path_disabled_without_data_root(tmp_path, world):
         r = c.post("/cohorts", headers=admin, json={"name": "x", "base_id": "base_x", "path": "/data"})
         # the base is checked first: an unknown base is 404 before the path is looked at
         assert_error(r, 404, "not_found")
-        base = c.post(
-            "/bases", headers=admin, files=upload(world.base), data={"name": "b", "encoder": "e"}
-        ).json()
+        base = c.post("/bases", headers=admin, files=upload(world.base), data={"name": "b", "encoder": "e"}).json()
         r = c.post("/cohorts", headers=admin, json={"name": "x", "base_id": base["id"], "path": "/data"})
         assert_error(r, 403, "forbidden", contains="STEPH_DATA_ROOT")
 
 
 def test_path_not_a_directory_is_400(client, admin, family, settings):
-    r = client.post(
-        "/cohorts", headers=admin, json={"name": "x", "base_id": family["base"]["id"], "path": "nope"}
-    )
+    r = client.post("/cohorts", headers=admin, json={"name": "x", "base_id": family["base"]["id"], "path": "nope"})
     assert_error(r, 400, "invalid_input", contains="not a directory")
 
 
@@ -169,9 +161,7 @@ def test_zip_bomb_capped_by_uncompressed_size(tmp_path, world):
             zf.writestr(f"cohort/f{i}.txt", "x")
     with TestClient(create_app(settings)) as c:
         admin = {"Authorization": f"Bearer {settings.admin_key_path.read_text().strip()}"}
-        base = c.post(
-            "/bases", headers=admin, files=upload(world.base), data={"name": "b", "encoder": "e"}
-        ).json()
+        base = c.post("/bases", headers=admin, files=upload(world.base), data={"name": "b", "encoder": "e"}).json()
         ctx = c.app.state.ctx
         before = snapshot(ctx)
         assert_error(
@@ -196,9 +186,7 @@ def test_bad_requests(client, admin, family, world, tmp_path):
     assert_error(r, 400, "invalid_input", contains="multipart/form-data")
     r = client.post("/cohorts", headers=admin, json={"name": "x", "base_id": base_id})
     assert_error(r, 400, "invalid_input", contains="path")
-    r = client.post(
-        "/cohorts", headers=admin, data={"name": "x", "base_id": base_id}, files={"other": ("a.txt", b"x")}
-    )
+    r = client.post("/cohorts", headers=admin, data={"name": "x", "base_id": base_id}, files={"other": ("a.txt", b"x")})
     assert_error(r, 400, "invalid_input", contains="'file'")
     copy = tmp_path / "cohort.rar"
     shutil.copy(world.cohort_zip, copy)

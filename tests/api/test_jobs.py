@@ -30,9 +30,7 @@ def test_submit_runs_on_the_embedded_runner_to_a_model(client, admin, family, co
     listed = client.get("/merge-jobs", headers=admin, params={"status": "succeeded"}).json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == job["id"]
     assert client.get("/merge-jobs", headers=admin, params={"method": "ties"}).json()["total"] == 0
-    assert_error(
-        client.post(f"/merge-jobs/{job['id']}/cancel", headers=admin), 409, contains="already succeeded"
-    )
+    assert_error(client.post(f"/merge-jobs/{job['id']}/cancel", headers=admin), 409, contains="already succeeded")
 
 
 @pytest.mark.parametrize(
@@ -47,9 +45,7 @@ def test_submit_runs_on_the_embedded_runner_to_a_model(client, admin, family, co
         ({"source_checkpoint_ids": []}, 422, "no source checkpoints"),
     ],
 )
-def test_bad_submissions_are_refused_and_store_nothing(
-    client, admin, family, cohort, change, status, needle
-) -> None:
+def test_bad_submissions_are_refused_and_store_nothing(client, admin, family, cohort, change, status, needle) -> None:
     before = snapshot(client.app.state.ctx)
     r = client.post("/merge-jobs", headers=admin, json={**job_body(family, cohort["id"]), **change})
     assert_error(r, status, contains=needle)
@@ -59,14 +55,10 @@ def test_bad_submissions_are_refused_and_store_nothing(
 def test_target_among_sources_and_missing_fields(client, admin, family, cohort) -> None:
     target = family["checkpoints"]["brca"]["id"]
     body = job_body(family, cohort["id"], sources=[target, family["checkpoints"]["luad"]["id"]])
-    assert_error(
-        client.post("/merge-jobs", headers=admin, json=body), 422, contains="also listed as a source"
-    )
+    assert_error(client.post("/merge-jobs", headers=admin, json=body), 422, contains="also listed as a source")
     body = job_body(family, cohort["id"])
     del body["cohort_id"]
-    assert_error(
-        client.post("/merge-jobs", headers=admin, json=body), 422, "validation_error", contains="cohort_id"
-    )
+    assert_error(client.post("/merge-jobs", headers=admin, json=body), 422, "validation_error", contains="cohort_id")
 
 
 def test_idempotency_key_replays_and_conflicts(client, admin, family, cohort) -> None:
@@ -126,9 +118,7 @@ def test_restart_of_the_embedded_runner_picks_up_queued_and_interrupted_jobs(set
         ctx = c1.app.state.ctx
         ctx.queue.close()
         ctx.queue = RecordingQueue()  # the "process" dies before running anything
-        base = c1.post(
-            "/bases", headers=admin, files=upload(world.base), data={"name": "t", "encoder": "e"}
-        ).json()
+        base = c1.post("/bases", headers=admin, files=upload(world.base), data={"name": "t", "encoder": "e"}).json()
         ckpts = {
             cancer: c1.post(
                 "/checkpoints",
@@ -140,10 +130,7 @@ def test_restart_of_the_embedded_runner_picks_up_queued_and_interrupted_jobs(set
         }
         family = {"base": base, "checkpoints": ckpts}
         cohort = register_cohort(c1, admin, world, base["id"])
-        ids = [
-            c1.post("/merge-jobs", headers=admin, json=job_body(family, cohort["id"])).json()["id"]
-            for _ in "ab"
-        ]
+        ids = [c1.post("/merge-jobs", headers=admin, json=job_body(family, cohort["id"])).json()["id"] for _ in "ab"]
         with ctx.session() as s:  # the second one was interrupted mid-run
             s.execute(update(MergeJob).where(MergeJob.id == ids[1]).values(status="running", attempts=1))
     with TestClient(create_app(settings)) as c2:

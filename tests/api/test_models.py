@@ -35,9 +35,7 @@ def test_model_detail_list_and_artifact(client, admin, predict, family, model) -
     assert hashlib.sha256(r.content).hexdigest() == model["artifact_sha256"]
     assert r.headers["etag"] == f'"{model["artifact_sha256"]}"'
     assert f"model-{model['id']}.safetensors" in r.headers["content-disposition"]
-    cached = client.get(
-        f"/models/{model['id']}/artifact", headers={**predict, "If-None-Match": r.headers["etag"]}
-    )
+    cached = client.get(f"/models/{model['id']}/artifact", headers={**predict, "If-None-Match": r.headers["etag"]})
     assert cached.status_code == 304 and cached.content == b""
 
 

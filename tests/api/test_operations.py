@@ -46,10 +46,7 @@ def test_metrics_count_requests_by_route_template_and_jobs_by_status(client, adm
     assert _sample(text, "steph_http_requests_total", route="/bases/{base_id}", status="200") == 3
     assert _sample(text, "steph_http_requests_total", route="/bases/{base_id}", status="404") == 1
     assert _sample(text, "steph_http_requests_total", route="/checkpoints", method="POST", status="201") == 3
-    assert (
-        _sample(text, "steph_http_request_duration_seconds_count", route="/bases/{base_id}", status="200")
-        == 3
-    )
+    assert _sample(text, "steph_http_request_duration_seconds_count", route="/bases/{base_id}", status="200") == 3
     assert _sample(text, "steph_merge_jobs", status="queued") == 0
     assert 'steph_merge_jobs{status="succeeded"} 0.0' in text
     assert "steph_merge_job_duration_seconds" in text
@@ -66,10 +63,7 @@ def test_job_duration_histogram_is_shared(client, admin):
     )
     observe_job(method="unit-test", status="succeeded", seconds=2.0)
     text = client.get("/metrics", headers=admin).text
-    assert (
-        _sample(text, "steph_merge_job_duration_seconds_count", method="unit-test", status="succeeded")
-        == before + 1
-    )
+    assert _sample(text, "steph_merge_job_duration_seconds_count", method="unit-test", status="succeeded") == before + 1
 
 
 def test_methods_lists_the_registry(client, predict):
@@ -83,9 +77,7 @@ def test_methods_lists_the_registry(client, predict):
 
 
 def test_oversize_upload_is_413_before_and_while_copying(tmp_path, world):
-    settings = Settings(
-        home=tmp_path / "h", max_upload_mb=0.001
-    )  # ~1 KiB; the tiny base file (~1.8 KiB) is larger
+    settings = Settings(home=tmp_path / "h", max_upload_mb=0.001)  # ~1 KiB; the tiny base file (~1.8 KiB) is larger
     assert world.base.stat().st_size > settings.max_upload_bytes
     big = tmp_path / "big.safetensors"
     big.write_bytes(b"\0" * (settings.max_upload_bytes + (2 << 20)))  # past the body cap (file cap + 1 MiB)
@@ -143,9 +135,7 @@ def test_empty_upload_is_400(client, admin, tmp_path):
 def test_unknown_route_and_method_use_the_error_shape(client, admin):
     assert_error(client.get("/nope", headers=admin), 404, "not_found", contains="/docs")
     assert_error(client.put("/bases", headers=admin), 405, "method_not_allowed")
-    assert_error(
-        client.get("/bases", headers=admin, params={"limit": 0}), 422, "validation_error", contains="limit"
-    )
+    assert_error(client.get("/bases", headers=admin, params={"limit": 0}), 422, "validation_error", contains="limit")
 
 
 def test_unexpected_errors_are_generic_500(tmp_path):

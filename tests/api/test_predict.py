@@ -96,9 +96,7 @@ def test_predict_each_file_and_one_patient(client, predict, model_id, bags, tmp_
         ("slide.txt", "text", 422, ("slide.txt",)),
     ],
 )
-def test_bad_bags_get_4xx_naming_the_file(
-    client, predict, model_id, bags, name, kind, status, needles
-) -> None:
+def test_bad_bags_get_4xx_naming_the_file(client, predict, model_id, bags, name, kind, status, needles) -> None:
     data = {
         "wide": bags["wide"].read_bytes(),
         "nan": bags["nan"].read_bytes(),
@@ -139,9 +137,7 @@ def test_limits_unknown_model_and_auth(client, admin, predict, model_id, bags) -
         assert_error(r, 413, contains="16 patches")
     finally:
         ctx.settings.max_patches = 500_000
-    r = client.post(
-        "/predict", headers=predict, data={"model_id": "model_nope"}, files=files(("caseA.h5", a))
-    )
+    r = client.post("/predict", headers=predict, data={"model_id": "model_nope"}, files=files(("caseA.h5", a)))
     assert_error(r, 404, contains="model_nope")
     r = client.post(
         "/predict",
@@ -152,9 +148,7 @@ def test_limits_unknown_model_and_auth(client, admin, predict, model_id, bags) -
     assert_error(r, 422, contains="patient_ids")
     assert_error(client.post("/predict", data={"model_id": model_id}, files=files(("caseA.h5", a))), 401)
     assert (
-        client.post(
-            "/predict", headers=admin, data={"model_id": model_id}, files=files(("caseA.h5", a))
-        ).status_code
+        client.post("/predict", headers=admin, data={"model_id": model_id}, files=files(("caseA.h5", a))).status_code
         == 200
     )
     assert tmp_entries(client) == []

@@ -82,17 +82,13 @@ def test_merge_steph_and_average_summaries(merged_models, tiny_world):
 
 def test_evaluate_matches_the_merge_comparison(merged_models, tiny_world, capsys):
     doc = merged_models["steph"]
-    res = run_cli(
-        capsys, "evaluate", "--model", doc["artifact"]["path"], "--cohort", tiny_world.cohort("BLCA")
-    )
+    res = run_cli(capsys, "evaluate", "--model", doc["artifact"]["path"], "--cohort", tiny_world.cohort("BLCA"))
     assert res.code == 0, res.err
     ev = res.json()
     assert ev["patients"] == doc["comparison"]["patients"] and ev["pairs"] > 0
     assert 0.0 <= ev["c_index"] <= 1.0
     assert ev["c_index"] in [v for v in doc["comparison"].values() if isinstance(v, float)]
-    ref = run_cli(
-        capsys, "evaluate", "--model", tiny_world.ckpt("BLCA"), "--cohort", tiny_world.cohort("BLCA")
-    )
+    ref = run_cli(capsys, "evaluate", "--model", tiny_world.ckpt("BLCA"), "--cohort", tiny_world.cohort("BLCA"))
     assert ref.code == 0, ref.err
     assert ref.json()["c_index"] in [v for v in doc["comparison"].values() if isinstance(v, float)]
 
@@ -135,9 +131,7 @@ def test_reference_pth_target_works(tiny_world, tmp_path, capsys):
     doc = res.json()
     assert doc["target"] == "BLCA_ref" and doc["sources"] == ["BRCA"] and out.is_file()
     ev = run_cli(capsys, "evaluate", "--model", str(pth), "--cohort", tiny_world.cohort("BLCA"))
-    direct = run_cli(
-        capsys, "evaluate", "--model", tiny_world.ckpt("BLCA"), "--cohort", tiny_world.cohort("BLCA")
-    )
+    direct = run_cli(capsys, "evaluate", "--model", tiny_world.ckpt("BLCA"), "--cohort", tiny_world.cohort("BLCA"))
     assert ev.code == 0 and ev.json() == direct.json()
 
 
@@ -198,9 +192,7 @@ def test_topk_all_keeps_every_source_and_bad_topk_is_a_usage_error(tiny_world, t
     bag = sorted((Path(tiny_world.cohort("BLCA")) / "bags").glob("*.h5"))[0]
     pred = run_cli(capsys, "predict", "--model", str(out), str(bag)).lines()[0]
     assert sorted(s["name"] for s in pred["sources"]) == ["BRCA", "CESC"]
-    assert [s["weight"] for s in pred["sources"]] == sorted(
-        (s["weight"] for s in pred["sources"]), reverse=True
-    )
+    assert [s["weight"] for s in pred["sources"]] == sorted((s["weight"] for s in pred["sources"]), reverse=True)
     with pytest.raises(SystemExit) as exc:
         run_cli(capsys, *common, "--topk", "x")
     assert exc.value.code == 2 and "integer or 'all'" in capsys.readouterr().err

@@ -98,9 +98,7 @@ def _register_and_merge(url: str, admin_key: str, world: Path) -> dict:
     with Client(url, admin_key, timeout=60) as client:
         base = client.register_base(world / "base.safetensors", name="tiny", encoder="synthetic-16")
         ckpts = {
-            c: client.register_checkpoint(
-                world / "checkpoints" / f"{c}.safetensors", cancer=c, base_id=base.id
-            )
+            c: client.register_checkpoint(world / "checkpoints" / f"{c}.safetensors", cancer=c, base_id=base.id)
             for c in (TARGET, *SOURCES)
         }
         cohort = client.register_cohort(world / "cohorts" / TARGET, name="blca", base_id=base.id)

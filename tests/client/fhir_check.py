@@ -176,10 +176,6 @@ def validate_observation(obs: Any) -> list[str]:
     for i, comp in enumerate(obs.get("component", [])):
         _concept(comp.get("code"), f"component[{i}].code", out)
         _value(comp, f"component[{i}]", out, required=True)
-    if (
-        not any(k.startswith("value") for k in obs)
-        and not obs.get("component")
-        and "dataAbsentReason" not in obs
-    ):
+    if not any(k.startswith("value") for k in obs) and not obs.get("component") and "dataAbsentReason" not in obs:
         out.append("obs-6/obs-7: needs value[x], component or dataAbsentReason")
     return out

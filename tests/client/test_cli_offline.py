@@ -41,9 +41,7 @@ def test_missing_configuration_is_exit_2_with_advice(tmp_path, capsys):
 
 def test_rejected_key_is_exit_2_and_never_printed(tmp_path, capsys):
     with ScriptedServer([(401, {}, {"detail": f"unknown API key {KEY[:6]}…"})]) as srv:
-        code = main(
-            ["models", "--url", srv.url], env={"STEPH_API_KEY": KEY, "XDG_CONFIG_HOME": str(tmp_path)}
-        )
+        code = main(["models", "--url", srv.url], env={"STEPH_API_KEY": KEY, "XDG_CONFIG_HOME": str(tmp_path)})
     out = capsys.readouterr()
     assert code == 2 and "401" in out.err
     assert KEY not in out.out + out.err

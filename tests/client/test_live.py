@@ -29,9 +29,7 @@ def client_cmd(*args: str) -> list[str]:
 
 def run_client(live, *args: str, key: str | None = None, url: str | None = None, timeout: float = 60):
     env = live.env(key, **({"STEPH_URL": url} if url else {}))
-    return subprocess.run(
-        client_cmd(*args), env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run(client_cmd(*args), env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -68,9 +66,7 @@ def test_score_folder_end_to_end_then_nothing_new(live, bag_folder, tmp_path):
         risk, s1, s3, s5 = (float(r[k]) for k in ("risk", "surv_1y", "surv_3y", "surv_5y"))
         assert math.isfinite(risk) and 1.0 >= s1 >= s3 >= s5 >= 0.0
         assert r["model_id"] == live.model_id and r["model_sha256"] == sha and len(sha) == 64
-        assert r["top_sources"] and all(
-            p.split(":")[0] in ("BRCA", "CESC") for p in r["top_sources"].split(";")
-        )
+        assert r["top_sources"] and all(p.split(":")[0] in ("BRCA", "CESC") for p in r["top_sources"].split(";"))
     assert f"scored {len(rows)}, skipped 0" in first.stderr
     before = out.read_bytes()
     second = run_client(live, *args)
@@ -190,9 +186,7 @@ def test_fhir_output_is_valid_observations(live, bag_folder, tmp_path):
         assert validate_observation(obs) == []
         assert obs["method"]["coding"][0]["code"] == live.model_id
         assert math.isfinite(obs["valueQuantity"]["value"])
-    assert sorted(o["subject"]["identifier"]["value"] for o in resources) == sorted(
-        b.stem for b in live.score_bags
-    )
+    assert sorted(o["subject"]["identifier"]["value"] for o in resources) == sorted(b.stem for b in live.score_bags)
 
 
 def test_manifest_with_two_slides_per_patient(live, tmp_path):
@@ -200,9 +194,7 @@ def test_manifest_with_two_slides_per_patient(live, tmp_path):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(f"patient_id,path\nPX,{a}\nPX,{b}\nPY,{c}\n")
     out = tmp_path / "m.csv"
-    result = run_client(
-        live, "score", "--model", live.model_id, "--input", str(manifest), "--output", str(out)
-    )
+    result = run_client(live, "score", "--model", live.model_id, "--input", str(manifest), "--output", str(out))
     assert result.returncode == 0, result.stderr
     rows = {r["patient_id"]: r for r in read_rows(out)}
     assert set(rows) == {"PX", "PY"}
@@ -242,9 +234,7 @@ def test_registration_is_deduplicated_and_merge_resubmit_is_idempotent(live, tmp
 
 
 def test_predict_key_cannot_register_and_exit_code_is_2(live):
-    result = run_client(
-        live, "register-base", str(live.world / "base.safetensors"), "--name", "x", "--encoder", "y"
-    )
+    result = run_client(live, "register-base", str(live.world / "base.safetensors"), "--name", "x", "--encoder", "y")
     assert result.returncode == 2 and "403" in result.stderr
     assert_no_key(live, result.stdout, result.stderr)
 

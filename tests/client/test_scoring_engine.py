@@ -58,11 +58,7 @@ def test_scores_every_patient_once_with_many_workers(tmp_path, patients):
     assert (s.scored, s.skipped, s.failed, s.aborted) == (12, 0, 0, None)
     assert sorted(r["patient_id"] for r in rows) == [p.patient_id for p in patients]
     r7 = next(r for r in rows if r["patient_id"] == "P07")
-    assert (
-        float(r7["risk"]) == -7.0
-        and float(r7["surv_1y"]) == pytest.approx(0.57)
-        and float(r7["surv_3y"]) == 0.25
-    )
+    assert float(r7["risk"]) == -7.0 and float(r7["surv_1y"]) == pytest.approx(0.57) and float(r7["surv_3y"]) == 0.25
     assert r7["model_sha256"] == "abc" and r7["top_sources"] == "BRCA:0.75" and r7["scored_at"].endswith("Z")
     again = run_scoring(
         patients=patients,
@@ -147,18 +143,12 @@ def test_auth_error_aborts_and_other_models_output_is_refused(tmp_path, patients
     def revoked(patient):
         raise AuthError(401, "invalid API key")
 
-    s = run_scoring(
-        patients=patients, predict=revoked, output=out, fmt="csv", model_id="m1", workers=2, progress=False
-    )
+    s = run_scoring(patients=patients, predict=revoked, output=out, fmt="csv", model_id="m1", workers=2, progress=False)
     assert s.aborted == "HTTP 401: invalid API key" and s.abort_status == 401 and s.scored == 0
     assert not (tmp_path / "scores.errors.csv").exists()
-    run_scoring(
-        patients=patients[:2], predict=fake_predict, output=out, fmt="csv", model_id="m1", progress=False
-    )
+    run_scoring(patients=patients[:2], predict=fake_predict, output=out, fmt="csv", model_id="m1", progress=False)
     with pytest.raises(OutputError, match="model"):
-        run_scoring(
-            patients=patients, predict=fake_predict, output=out, fmt="csv", model_id="m2", progress=False
-        )
+        run_scoring(patients=patients, predict=fake_predict, output=out, fmt="csv", model_id="m2", progress=False)
 
 
 def test_a_500_is_one_patients_error_but_a_persistent_503_stops_the_run(tmp_path, patients):

@@ -20,9 +20,7 @@ def _client(url, sleeps, retries=3, backoff=0.5):
 def test_503_then_success_honours_retry_after_and_sends_bearer():
     sleeps = []
     ok = {"status": "ok", "checks": {"database": "ok"}}
-    with ScriptedServer(
-        [(503, {"Retry-After": "0"}, {}), (429, {"Retry-After": "2"}, {}), (200, {}, ok)]
-    ) as srv:
+    with ScriptedServer([(503, {"Retry-After": "0"}, {}), (429, {"Retry-After": "2"}, {}), (200, {}, ok)]) as srv:
         health = _client(srv.url, sleeps).health()
     assert health.ok and health.checks == {"database": "ok"}
     assert sleeps == [0.0, 2.0]
@@ -101,9 +99,7 @@ def test_download_checks_sha256(tmp_path):
 
     data = b"artifact-bytes" * 100
     good = hashlib.sha256(data).hexdigest()
-    with ScriptedServer(
-        [(200, {"X-Content-SHA256": good}, data), (200, {"ETag": '"' + "0" * 64 + '"'}, data)]
-    ) as s:
+    with ScriptedServer([(200, {"X-Content-SHA256": good}, data), (200, {"ETag": '"' + "0" * 64 + '"'}, data)]) as s:
         c = _client(s.url, [])
         path = c.download_artifact("m1", tmp_path)
         assert path.name == "m1.safetensors" and path.read_bytes() == data

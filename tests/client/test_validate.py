@@ -23,8 +23,9 @@ from app.domain.metrics import harrell_c_index
 def _data(n: int, seed: int) -> tuple[dict[str, float], dict[str, tuple[float, int]]]:
     rng = random.Random(seed)
     scores = {f"P{i}": float(rng.choice([0.1, 0.2, 0.3, rng.random()])) for i in range(n)}  # ties in risk
-    outcomes = {f"P{i}": (float(rng.choice([100, 200, 300, rng.randint(1, 999)])), rng.randint(0, 1))
-                for i in range(n)}  # fmt: skip  ties in time, events and censorings at the same time
+    outcomes = {
+        f"P{i}": (float(rng.choice([100, 200, 300, rng.randint(1, 999)])), rng.randint(0, 1)) for i in range(n)
+    }  # fmt: skip  ties in time, events and censorings at the same time
     return scores, outcomes
 
 

@@ -78,9 +78,7 @@ def test_compare_ci_contains_the_difference(samples):
     assert comp.ci_low <= comp.difference <= comp.ci_high and comp.ci_low < comp.ci_high
     assert comp.n_boot == 300 and comp.patients == len(samples) and comp.pairs > 0
     d = comp.to_dict()
-    assert (
-        d["merged_c_index"] == comp.merged_c_index and d["ci_low"] == comp.ci_low and d["pairs"] == comp.pairs
-    )
+    assert d["merged_c_index"] == comp.merged_c_index and d["ci_low"] == comp.ci_low and d["pairs"] == comp.pairs
     expected = "better" if comp.ci_low > 0 else "worse" if comp.ci_high < 0 else "inconclusive"
     assert d["verdict"] == comp.verdict == expected
     again = compare(model, other, samples, n_boot=300, seed=1)

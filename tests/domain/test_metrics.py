@@ -30,9 +30,7 @@ def sksurv_harrell(time, event, risk):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = concordance_index_censored(
-                np.array(event, bool), np.array(time, float), np.array(risk, float)
-            )
+            res = concordance_index_censored(np.array(event, bool), np.array(time, float), np.array(risk, float))
     except ValueError:
         return None
     return None if math.isnan(res[0]) else res
@@ -54,9 +52,7 @@ def test_harrell_matches_sksurv_with_ties(data, noise):
         with pytest.raises(ValueError):
             harrell_c_index(torch.tensor(time, dtype=torch.float64), torch.tensor(event), torch.tensor(risk))
         return
-    assert_same(
-        harrell_c_index(torch.tensor(time, dtype=torch.float64), torch.tensor(event), torch.tensor(risk)), ref
-    )
+    assert_same(harrell_c_index(torch.tensor(time, dtype=torch.float64), torch.tensor(event), torch.tensor(risk)), ref)
 
 
 @settings(max_examples=200, deadline=None)

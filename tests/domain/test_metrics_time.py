@@ -35,6 +35,8 @@ def draw_grid(data, time) -> list[float]:
     inside = [k / 2 for k in range(2 * min(time), 2 * max(time))]
     pool = inside if inside and data.draw(st.integers(0, 3)) > 0 else [float(k) for k in range(1, 7)]
     return sorted(data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4, unique=True)))
+
+
 # survival probabilities on a coarse lattice, so that predictions tie too
 prob = st.integers(0, 4).map(lambda k: k / 4)
 

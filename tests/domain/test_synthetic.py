@@ -61,9 +61,7 @@ def test_layout_sizes_splits_and_bags(world):
         assert not train & test and train | test == set(ids) and len(test) == 18
         for p in cohort.patients:
             assert len(p.slide_ids) == len(p.bags) in (1, 2)
-            assert all(
-                b.dtype == torch.float32 and b.shape[1] == 16 and 4 <= b.shape[0] <= 32 for b in p.bags
-            )
+            assert all(b.dtype == torch.float32 and b.shape[1] == 16 and 4 <= b.shape[0] <= 32 for b in p.bags)
             assert p.time >= 1.0 and p.event in (0, 1)
         assert any(len(p.bags) == 2 for p in cohort.patients)
         sample = cohort.samples("test")[0]
@@ -103,9 +101,7 @@ def test_shared_fraction_sets_the_prognostic_overlap():
 
 
 def test_target_patients_and_range():
-    world = make_world(
-        WorldConfig(cancers=3, dim=4, patients=30, target="CESC", target_patients=10, patches=(1, 1))
-    )
+    world = make_world(WorldConfig(cancers=3, dim=4, patients=30, target="CESC", target_patients=10, patches=(1, 1)))
     assert [len(c.patients) for c in world.cancers.values()] == [30, 30, 10]
     assert world.target == "CESC"
     ranged = make_world(WorldConfig(cancers=5, dim=4, patients_range=(6, 9), patches=(1, 1)))

@@ -22,9 +22,7 @@ def test_round_trip(base_state):
     tuned = perturbed(base_state, 11)
     tv = compute_task_vector(tuned, base_state)
     assert set(tv) == set(base_state)
-    assert torch.allclose(
-        tv["feat_proj.0.weight"], tuned["feat_proj.0.weight"] - base_state["feat_proj.0.weight"]
-    )
+    assert torch.allclose(tv["feat_proj.0.weight"], tuned["feat_proj.0.weight"] - base_state["feat_proj.0.weight"])
     back = apply_task_vector(base_state, tv)
     assert all(torch.allclose(back[k], tuned[k], atol=1e-6) for k in tuned)
     half = apply_task_vector(base_state, tv, scale=0.5)

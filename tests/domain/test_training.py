@@ -122,9 +122,7 @@ def test_same_seed_same_weights_other_seed_other_weights_rng_restored():
     cfg = dict(epochs=2, lr=1e-2, accum=3, max_patches=8)
     rng = torch.random.get_rng_state()
     runs = [
-        train_cancer_specific(
-            learnable_base(), samples, TrainConfig(seed=s, **cfg), dims=DIMS, bin_edges=EDGES
-        )
+        train_cancer_specific(learnable_base(), samples, TrainConfig(seed=s, **cfg), dims=DIMS, bin_edges=EDGES)
         for s in (1, 1, 2)
     ]
     assert torch.equal(torch.random.get_rng_state(), rng)
@@ -200,9 +198,7 @@ def test_grad_clip_shrinks_the_updates(samples):
         base = learnable_base()
         model = StaticModel(base, DIMS, EDGES)
         train(model, samples[:8], TrainConfig(epochs=1, accum=8, lr=1e-2, grad_clip=clip))
-        deltas.append(
-            float((model.artifact_tensors()["pred_head.weight"] - base["pred_head.weight"]).abs().max())
-        )
+        deltas.append(float((model.artifact_tensors()["pred_head.weight"] - base["pred_head.weight"]).abs().max()))
     assert deltas[1] < deltas[0] / 100
 
 
@@ -241,6 +237,4 @@ def test_cuda_training_matches_cpu_without_dropout():
     assert next(runs["cuda"].parameters()).is_cuda
     a, b = runs["cpu"].artifact_tensors(), runs["cuda"].artifact_tensors()
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
-    assert evaluate(runs["cuda"], samples).c_index == pytest.approx(
-        evaluate(runs["cpu"], samples).c_index, abs=0.02
-    )
+    assert evaluate(runs["cuda"], samples).c_index == pytest.approx(evaluate(runs["cpu"], samples).c_index, abs=0.02)

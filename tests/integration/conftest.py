@@ -101,8 +101,7 @@ class Workers:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(self.log_dir.glob("worker*.log"))
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(self.log_dir.glob("worker*.log"))
         )
 
     def stop_all(self) -> None:
@@ -162,9 +161,7 @@ def api(celery_env: dict[str, str]):
     from app.services.auth import create_api_key
     from app.settings import Settings
 
-    settings = Settings(
-        **{k[len("STEPH_") :].lower(): v for k, v in celery_env.items() if k.startswith("STEPH_")}
-    )
+    settings = Settings(**{k[len("STEPH_") :].lower(): v for k, v in celery_env.items() if k.startswith("STEPH_")})
     with TestClient(create_app(settings)) as client:
         ctx = client.app.state.ctx
         with ctx.session() as s:

@@ -19,16 +19,12 @@ def register_family(client, admin, world) -> tuple[dict, dict]:
     def up(path):
         return {"file": (path.name, path.read_bytes(), "application/octet-stream")}
 
-    r = client.post(
-        "/bases", headers=admin, files=up(world.base), data={"name": "tiny", "encoder": "test-16"}
-    )
+    r = client.post("/bases", headers=admin, files=up(world.base), data={"name": "tiny", "encoder": "test-16"})
     assert r.status_code == 201, r.text
     base = r.json()
     ckpts = {}
     for cancer, path in world.checkpoints.items():
-        r = client.post(
-            "/checkpoints", headers=admin, files=up(path), data={"cancer": cancer, "base_id": base["id"]}
-        )
+        r = client.post("/checkpoints", headers=admin, files=up(path), data={"cancer": cancer, "base_id": base["id"]})
         assert r.status_code == 201, r.text
         ckpts[cancer] = r.json()
     family = {"base": base, "checkpoints": ckpts}
@@ -90,13 +86,9 @@ def test_a_job_whose_worker_is_killed_ends_exactly_once(api, workers, tmp_path) 
     assert running["attempts"] == 1
     workers.kill(first)
     time.sleep(0.5)
-    assert (
-        client.get(f"/merge-jobs/{job_id}", headers=admin).json()["status"] == "running"
-    )  # nobody finished it
+    assert client.get(f"/merge-jobs/{job_id}", headers=admin).json()["status"] == "running"  # nobody finished it
     workers.start()
-    final = poll(
-        client, admin, job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"), 50, workers
-    )
+    final = poll(client, admin, job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"), 50, workers)
     if final["status"] == "failed":
         assert "worker died" in final["error"], final
     else:

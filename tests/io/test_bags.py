@@ -214,9 +214,7 @@ def test_h5_data_outside_the_file_is_refused(tmp_path: Path) -> None:
     secret = tmp_path / "secret.bin"
     secret.write_bytes(make_features(4).tobytes())
     with h5py.File(tmp_path / "ext.h5", "w") as f:  # raw external storage pointing at a server file
-        f.create_dataset(
-            "features", shape=(4, D), dtype="f4", external=[(str(secret), 0, h5py.h5f.UNLIMITED)]
-        )
+        f.create_dataset("features", shape=(4, D), dtype="f4", external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
     with pytest.raises(BagFormatError) as ei:
         read_bag(tmp_path / "ext.h5")
     check_error(ei, "ext.h5", "outside the file")

@@ -83,9 +83,7 @@ def test_pth_non_tensor_value_names_the_key(tmp_path: Path) -> None:
 
 def test_pth_over_memory_limit(tmp_path: Path) -> None:
     torch.save({"model": {"w": torch.zeros(24 * 2**20)}}, tmp_path / "big.pth")  # 96 MiB of float32
-    with pytest.raises(
-        CheckpointFormatError, match=r"big\.pth: loading the checkpoint needs more than the 32 MB"
-    ):
+    with pytest.raises(CheckpointFormatError, match=r"big\.pth: loading the checkpoint needs more than the 32 MB"):
         read_checkpoint(tmp_path / "big.pth", memory_mb=32)
 
 

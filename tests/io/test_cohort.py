@@ -51,9 +51,7 @@ def test_without_splits_all_train_and_bags_in_root(tmp_path: Path) -> None:
     cohort = open_cohort(make_cohort(tmp_path / "flat", splits=None, bags=False))
     assert len(cohort.samples("train")) == 3 and len(cohort.samples("test")) == 0
     summary = cohort.validate(expected_dim=D).to_dict()
-    assert (
-        summary["patients"] == 3 and summary["events"] == 2 and summary["slides"] == 4 and summary["dim"] == D
-    )
+    assert summary["patients"] == 3 and summary["events"] == 2 and summary["slides"] == 4 and summary["dim"] == D
     assert summary["patches"] == {"min": 1, "median": 4.0, "max": 5, "total": 10}
     assert summary["splits"] == {"train": 3, "test": 0} and not summary["has_splits"]
     assert any("no splits.csv" in w for w in summary["warnings"])

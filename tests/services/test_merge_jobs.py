@@ -88,9 +88,7 @@ def test_idempotency_key_returns_the_same_job_and_refuses_another_body(ctx, fam)
     assert created1 and not created2 and again["id"] == first["id"]
     assert ctx.queue.ids == [first["id"]] and counts(ctx)["merge_jobs"] == 1
     with pytest.raises(Conflict, match="different request"):
-        mj.submit_merge_job(
-            ctx=ctx, request=job_request(fam, method="average", params={}), idempotency_key="k-1"
-        )
+        mj.submit_merge_job(ctx=ctx, request=job_request(fam, method="average", params={}), idempotency_key="k-1")
 
 
 def test_run_produces_one_model_and_a_second_run_does_nothing(ctx, fam) -> None:

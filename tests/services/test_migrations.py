@@ -19,9 +19,7 @@ def test_upgrade_from_empty_matches_models(tmp_path):
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            diffs = compare_metadata(
-                MigrationContext.configure(conn, opts={"compare_type": True}), OrmBase.metadata
-            )
+            diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), OrmBase.metadata)
             tables = set(inspect(conn).get_table_names())
     finally:
         engine.dispose()

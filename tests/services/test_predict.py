@@ -92,9 +92,7 @@ def test_several_slides_of_one_patient_are_concatenated(setup) -> None:
 
 def test_top_patches_are_the_highest_attention_rows_with_coords(setup) -> None:
     ctx, model_id, files = setup
-    out = predict(
-        ctx=ctx, model_id=model_id, files=[bf(files["a"]), bf(files["b"])], patient_ids=["P"], top_patches=25
-    )
+    out = predict(ctx=ctx, model_id=model_id, files=[bf(files["a"]), bf(files["b"])], patient_ids=["P"], top_patches=25)
     top = out["results"][0]["top_patches"]
     assert len(top) == 19  # capped at N
     att = [t["attention"] for t in top]

@@ -36,9 +36,7 @@ class RecordingQueue:
 
 
 def make_ctx(tmp_path: Path, queue: Any = None, **overrides: Any) -> ServiceContext:
-    settings = Settings(
-        home=tmp_path / "home", device="cpu", queue="embedded", bootstrap_admin_key=False, **overrides
-    )
+    settings = Settings(home=tmp_path / "home", device="cpu", queue="embedded", bootstrap_admin_key=False, **overrides)
     ctx = build_context(settings, queue=queue if queue is not None else RecordingQueue())
     OrmBase.metadata.create_all(ctx.engine)
     return ctx
@@ -56,9 +54,7 @@ def job_cohort(root: Path) -> tuple[Path, Path]:
     return directory, root / "job_cohort.zip"
 
 
-def register_family(
-    ctx: ServiceContext, world: TinyWorld, *, cohort_dir: Path | None = None
-) -> dict[str, Any]:
+def register_family(ctx: ServiceContext, world: TinyWorld, *, cohort_dir: Path | None = None) -> dict[str, Any]:
     """Base + one checkpoint per cancer + the cohort (by path):
     {"base_id", "ckpt": {cancer: id}, "cohort_id"}."""
     from safetensors.torch import save_file

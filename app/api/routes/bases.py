@@ -54,9 +54,7 @@ async def create_base(
 @router.get("", response_model=BaseList, summary="List bases")
 def list_bases(ctx: Ctx, _key: AdminKey, page: Page) -> BaseList:
     rows, total = svc.list_bases(ctx, limit=page.limit, offset=page.offset)
-    return BaseList(
-        items=[BaseOut.model_validate(r) for r in rows], total=total, limit=page.limit, offset=page.offset
-    )
+    return BaseList(items=[BaseOut.model_validate(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{base_id}", response_model=BaseOut, responses=error_responses(404), summary="One base")

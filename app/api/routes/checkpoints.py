@@ -53,9 +53,7 @@ async def create_checkpoint(
     finally:
         upload.path.unlink(missing_ok=True)
     body = CheckpointOut.model_validate(row).model_dump(mode="json")
-    return JSONResponse(
-        body, status_code=201 if created else 200, headers={"Location": f"/checkpoints/{row.id}"}
-    )
+    return JSONResponse(body, status_code=201 if created else 200, headers={"Location": f"/checkpoints/{row.id}"})
 
 
 @router.get("", response_model=CheckpointList, summary="List checkpoints (filter by base and cancer)")
@@ -66,9 +64,7 @@ def list_checkpoints(
     base_id: Annotated[str | None, Query(max_length=64)] = None,
     cancer: Annotated[str | None, Query(max_length=100)] = None,
 ) -> CheckpointList:
-    rows, total = svc.list_checkpoints(
-        ctx, base_id=base_id, cancer=cancer, limit=page.limit, offset=page.offset
-    )
+    rows, total = svc.list_checkpoints(ctx, base_id=base_id, cancer=cancer, limit=page.limit, offset=page.offset)
     return CheckpointList(
         items=[CheckpointOut.model_validate(r) for r in rows],
         total=total,
@@ -77,9 +73,7 @@ def list_checkpoints(
     )
 
 
-@router.get(
-    "/{checkpoint_id}", response_model=CheckpointOut, responses=error_responses(404), summary="One checkpoint"
-)
+@router.get("/{checkpoint_id}", response_model=CheckpointOut, responses=error_responses(404), summary="One checkpoint")
 def get_checkpoint(ctx: Ctx, _key: AdminKey, checkpoint_id: str) -> CheckpointOut:
     return CheckpointOut.model_validate(svc.get_checkpoint(ctx, checkpoint_id=checkpoint_id))
 

@@ -54,9 +54,7 @@ async def _from_form(ctx, request: Request) -> CohortOut:
         name = clean_label(raw_name if isinstance(raw_name, str) else None, "name", max_len=200)
         base_id = clean_label(raw_base_id if isinstance(raw_base_id, str) else None, "base_id")
         upload = await receive_upload(ctx, file, ARCHIVE_SUFFIXES, what="cohort archive")
-        suffix = next(
-            s for s in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True) if upload.path.name.endswith(s)
-        )
+        suffix = next(s for s in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True) if upload.path.name.endswith(s))
         try:
             row = await run_in_threadpool(
                 svc.register_cohort_upload, ctx, upload=upload, suffix=suffix, name=name, base_id=base_id
@@ -77,9 +75,7 @@ async def _from_json(ctx, request: Request) -> CohortOut:
         raise InvalidInput(
             f'invalid JSON body: {where}: {first.get("msg")}; send {{"name": …, "base_id": …, "path": …}}'
         ) from None
-    row = await run_in_threadpool(
-        svc.register_cohort_path, ctx, path=body.path, name=body.name, base_id=body.base_id
-    )
+    row = await run_in_threadpool(svc.register_cohort_path, ctx, path=body.path, name=body.name, base_id=body.base_id)
     return CohortOut.model_validate(row)
 
 
@@ -98,9 +94,7 @@ async def create_cohort(ctx: Ctx, _key: AdminKey, request: Request, response: Re
     elif content_type == "application/json":
         out = await _from_json(ctx, request)
     else:
-        raise InvalidInput(
-            "send multipart/form-data (file, name, base_id) or application/json ({name, base_id, path})"
-        )
+        raise InvalidInput("send multipart/form-data (file, name, base_id) or application/json ({name, base_id, path})")
     response.headers["Location"] = f"/cohorts/{out.id}"
     return out
 

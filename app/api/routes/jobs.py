@@ -36,14 +36,10 @@ async def submit_job(
         svc.submit_merge_job, ctx=ctx, request=body.model_dump(), idempotency_key=idempotency_key or None
     )
     out = MergeJobOut.model_validate(job).model_dump(mode="json")
-    return JSONResponse(
-        out, status_code=202 if created else 200, headers={"Location": f"/merge-jobs/{job['id']}"}
-    )
+    return JSONResponse(out, status_code=202 if created else 200, headers={"Location": f"/merge-jobs/{job['id']}"})
 
 
-@router.get(
-    "", response_model=MergeJobList, summary="List merge jobs, newest first (filter by status, method)"
-)
+@router.get("", response_model=MergeJobList, summary="List merge jobs, newest first (filter by status, method)")
 def list_jobs(
     ctx: Ctx,
     _key: AdminKey,

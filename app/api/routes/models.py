@@ -23,9 +23,7 @@ def list_models(
     method: Annotated[str | None, Query(max_length=64)] = None,
     base_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> ModelList:
-    items, total = svc.list_models(
-        ctx=ctx, method=method, base_id=base_id, limit=page.limit, offset=page.offset
-    )
+    items, total = svc.list_models(ctx=ctx, method=method, base_id=base_id, limit=page.limit, offset=page.offset)
     return ModelList(
         items=[ModelOut.model_validate(m) for m in items], total=total, limit=page.limit, offset=page.offset
     )

@@ -22,9 +22,7 @@ def _patient_ids(patient_id: list[str] | None, patient_ids: str | None) -> list[
         try:
             ids = json.loads(patient_ids)
         except json.JSONDecodeError:
-            raise UnprocessableInput(
-                'patient_ids must be a JSON list of strings, e.g. ["P1", "P1"]'
-            ) from None
+            raise UnprocessableInput('patient_ids must be a JSON list of strings, e.g. ["P1", "P1"]') from None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise UnprocessableInput('patient_ids must be a JSON list of strings, e.g. ["P1", "P1"]')
         return ids
@@ -60,9 +58,7 @@ async def predict(
     files: Annotated[list[UploadFile], File(description="one or more feature bags [N, D]")],
     patient_id: Annotated[list[str] | None, Form(description="one per file, or one for all files")] = None,
     patient_ids: Annotated[str | None, Form(description="alternative: a JSON list of patient ids")] = None,
-    top_patches: Annotated[
-        int, Form(ge=0, le=1000, description="return the k highest-attention patches")
-    ] = 0,
+    top_patches: Annotated[int, Form(ge=0, le=1000, description="return the k highest-attention patches")] = 0,
 ) -> PredictResponse:
     ids = _patient_ids(patient_id, patient_ids)
     result = await run_in_threadpool(_run, ctx, model_id, files, ids, top_patches)

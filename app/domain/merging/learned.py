@@ -86,4 +86,3 @@ class LearnedWeightsMethod(MixupMethod):
     )
     params_type = LearnedWeightsParams
     model_type = LearnedWeightsModel
-

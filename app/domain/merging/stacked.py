@@ -32,9 +32,7 @@ def validate_inputs(inputs: MergeInputs, *, min_sources: int = 1) -> None:
     Raises ValueError (too few sources, name count) or IncompatibleCheckpointError (naming the key).
     """
     if len(inputs.sources) < min_sources:
-        raise ValueError(
-            f"this merge needs at least {min_sources} source model(s); got {len(inputs.sources)}"
-        )
+        raise ValueError(f"this merge needs at least {min_sources} source model(s); got {len(inputs.sources)}")
     if len(inputs.source_names) != len(inputs.sources):
         raise ValueError(
             f"got {len(inputs.sources)} source models but {len(inputs.source_names)} source names; "
@@ -42,13 +40,10 @@ def validate_inputs(inputs: MergeInputs, *, min_sources: int = 1) -> None:
         )
     for key, shape in reference_shapes(inputs.dims).items():
         if key not in inputs.base:
-            raise IncompatibleCheckpointError(
-                f"base: missing key {key!r}; expected the reference ABMIL layout"
-            )
+            raise IncompatibleCheckpointError(f"base: missing key {key!r}; expected the reference ABMIL layout")
         if tuple(inputs.base[key].shape) != shape:
             raise IncompatibleCheckpointError(
-                f"base: key {key!r} has shape {list(inputs.base[key].shape)}, "
-                f"the family dims give {list(shape)}"
+                f"base: key {key!r} has shape {list(inputs.base[key].shape)}, the family dims give {list(shape)}"
             )
     check_compatible(inputs.base, inputs.target, name=f"target {inputs.target_name!r}")
     for name, source in zip(inputs.source_names, inputs.sources, strict=True):
@@ -140,9 +135,7 @@ def mix_coefficients(w: Tensor, lam: Tensor, selected: Tensor) -> Tensor:
     c_0 = Σ_{i∈S} w_i λ_i (on τ_t),  c_{1+i} = w_i (1 − λ_i) for i ∈ S, 0 otherwise, so that
     θ₀ + tensordot(c, T) = θ₀ + Σ_{i∈S} w_i (λ_i τ_t + (1 − λ_i) τ_{s_i}).
     """
-    assert w.dim() == 1 and lam.shape == w.shape, (
-        f"w and λ must both be [M]; got {tuple(w.shape)}, {tuple(lam.shape)}"
-    )
+    assert w.dim() == 1 and lam.shape == w.shape, f"w and λ must both be [M]; got {tuple(w.shape)}, {tuple(lam.shape)}"
     mask = torch.zeros_like(w).index_fill(0, selected, 1.0)
     wm = w * mask
     return torch.cat([(wm * lam).sum().reshape(1), wm * (1 - lam)])
@@ -159,9 +152,7 @@ def logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def sources_info(
-    names: list[str], selected: Tensor, weights: Tensor, lams: Tensor | None
-) -> list[dict[str, Any]]:
+def sources_info(names: list[str], selected: Tensor, weights: Tensor, lams: Tensor | None) -> list[dict[str, Any]]:
     """[{index, name, weight, lam}] for the selected entries, by weight (descending); lam None if absent."""
     idx = selected.tolist()
     w = weights.detach()[selected].tolist()
@@ -178,6 +169,4 @@ def load_exact(model: nn.Module, tensors: dict[str, Tensor], method: str) -> Non
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise ValueError(
-            f"{method} artifact: tensors do not match its config ({exc}); the file is damaged"
-        ) from None
+        raise ValueError(f"{method} artifact: tensors do not match its config ({exc}); the file is damaged") from None

@@ -90,9 +90,7 @@ def _static_model(method: str, inputs: MergeInputs, merged: StateDict, params: A
         "source_names": list(inputs.source_names),
         "target_name": inputs.target_name,
     }
-    return StaticModel(
-        state, inputs.dims, inputs.bin_edges, method=method, train_head_only=True, extra_config=config
-    )
+    return StaticModel(state, inputs.dims, inputs.bin_edges, method=method, train_head_only=True, extra_config=config)
 
 
 def load_static(tensors: dict[str, Tensor], config: dict[str, Any]) -> StaticModel:
@@ -135,9 +133,7 @@ class AverageMethod(StaticMethod):
 @dataclass
 class TaskArithmeticParams:
     scale: float = field(default=0.3, metadata={"help": "λ: θ = θ₀ + scale · Σ_j weight_j · τ_j"})
-    weights: list[float] | None = field(
-        default=None, metadata={"help": "one weight per source; null = all 1"}
-    )
+    weights: list[float] | None = field(default=None, metadata={"help": "one weight per source; null = all 1"})
     target_weight: float = field(default=1.0, metadata={"help": "weight of the target's task vector"})
     include_target: bool = field(default=True, metadata={"help": _INCLUDE_TARGET_HELP})
     retrain_head: bool = field(default=True, metadata={"help": _RETRAIN_HELP})
@@ -151,18 +147,14 @@ class TaskArithmeticParams:
 class TaskArithmeticMethod(StaticMethod):
     name = "task_arithmetic"
     paper = "https://arxiv.org/abs/2212.04089"
-    summary = (
-        "Task arithmetic: θ₀ + scale · Σ_j weight_j · τ_j over the target's and the sources' task vectors."
-    )
+    summary = "Task arithmetic: θ₀ + scale · Σ_j weight_j · τ_j over the target's and the sources' task vectors."
     params_type = TaskArithmeticParams
 
     def build(self, inputs: MergeInputs, params: TaskArithmeticParams, *, seed: int) -> SurvivalModel:
         validate_inputs(inputs, min_sources=0)
         weights = params.weights if params.weights is not None else [1.0] * len(inputs.sources)
         if len(weights) != len(inputs.sources):
-            raise ValueError(
-                f"weights has {len(weights)} entries but there are {len(inputs.sources)} sources"
-            )
+            raise ValueError(f"weights has {len(weights)} entries but there are {len(inputs.sources)} sources")
         members = _members(inputs, params.include_target)
         coefs = ([params.target_weight] if params.include_target else []) + list(weights)
         merged = {}
@@ -175,9 +167,7 @@ class TaskArithmeticMethod(StaticMethod):
 
 @dataclass
 class TiesParams:
-    density: float = field(
-        default=0.2, metadata={"help": "fraction of each task vector kept (largest magnitude)"}
-    )
+    density: float = field(default=0.2, metadata={"help": "fraction of each task vector kept (largest magnitude)"})
     trim: Literal["per_tensor", "global"] = field(
         default="per_tensor",
         metadata={"help": "trim each tensor separately or the whole task vector at once"},
@@ -198,9 +188,7 @@ class TiesParams:
 class TiesMethod(StaticMethod):
     name = "ties"
     paper = "https://arxiv.org/abs/2306.01708"
-    summary = (
-        "TIES-merging: trim each task vector to its largest entries, elect signs, average agreeing entries."
-    )
+    summary = "TIES-merging: trim each task vector to its largest entries, elect signs, average agreeing entries."
     params_type = TiesParams
 
     def build(self, inputs: MergeInputs, params: TiesParams, *, seed: int) -> SurvivalModel:
@@ -209,6 +197,4 @@ class TiesMethod(StaticMethod):
         base = {k: inputs.base[k].double() for k in keys}
         tvs = [{k: m[k].double() - base[k] for k in keys} for m in _members(inputs, params.include_target)]
         merged = ties_merge(tvs, params.density, params.trim)
-        return _static_model(
-            self.name, inputs, {k: base[k] + params.scale * merged[k] for k in keys}, params, seed
-        )
+        return _static_model(self.name, inputs, {k: base[k] + params.scale * merged[k] for k in keys}, params, seed)

@@ -54,9 +54,7 @@ class StephParams:
     hyper_dropout: float = field(default=0.25, metadata={"help": "dropout inside the hypernetwork MLPs"})
     lam_mode: Literal["hyper", "fixed", "global"] = field(
         default="hyper",
-        metadata={
-            "help": "λ from the r-hypernetwork ('hyper'), a constant ('fixed') or one trainable per source"
-        },
+        metadata={"help": "λ from the r-hypernetwork ('hyper'), a constant ('fixed') or one trainable per source"},
     )
     lam_value: float = field(
         default=0.5,
@@ -96,9 +94,7 @@ class StephParams:
         if not 0.0 <= self.lam_value <= 1.0:
             raise ValueError(f"lam_value must be in [0, 1]; got {self.lam_value}")
         if self.lam_init is not None and not 0.0 < self.lam_init <= 1.0:
-            raise ValueError(
-                f"lam_init must be in (0, 1] (λ = 1/(1 + r) with r ≥ 0), or null; got {self.lam_init}"
-            )
+            raise ValueError(f"lam_init must be in (0, 1] (λ = 1/(1 + r) with r ≥ 0), or null; got {self.lam_init}")
         if self.lam_init is not None and self.lam_mode != "hyper":
             raise ValueError(
                 f"lam_init only applies to lam_mode 'hyper' (use lam_value for '{self.lam_mode}'); "
@@ -126,9 +122,7 @@ class StephModel(MixupModel):
 
     method = "steph"
 
-    def __init__(
-        self, dims: FamilyDims, bin_edges: list[float], *, params: StephParams, seed: int, **kwargs: Any
-    ):
+    def __init__(self, dims: FamilyDims, bin_edges: list[float], *, params: StephParams, seed: int, **kwargs: Any):
         """kwargs: base_encoder, stack, source_names, target_name (see MixupModel)."""
         super().__init__(dims, bin_edges, params=params, seed=seed, **kwargs)
         width, m = params.hyper_hidden or dims.hidden_dim, self.n_sources
@@ -197,4 +191,3 @@ class StephMethod(MixupMethod):
     )
     params_type = StephParams
     model_type = StephModel
-

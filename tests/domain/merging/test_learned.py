@@ -24,9 +24,7 @@ def test_initial_merge_is_weighted_mixup(inputs):
     merged = build(inputs, init_weight=0.3, lam_value=0.25).merged_encoder_state()
     tau_t = encoder_tv(inputs.target, inputs.base)
     taus = [encoder_tv(s, inputs.base) for s in inputs.sources]
-    expected = {
-        k: inputs.base[k] + 3 * 0.3 * 0.25 * tau_t[k] + 0.3 * 0.75 * sum(t[k] for t in taus) for k in tau_t
-    }
+    expected = {k: inputs.base[k] + 3 * 0.3 * 0.25 * tau_t[k] + 0.3 * 0.75 * sum(t[k] for t in taus) for k in tau_t}
     assert_close(merged, expected)
 
 

@@ -34,9 +34,7 @@ def test_task_arithmetic_one_source_scale_one_gives_the_source_exactly(inputs_fa
     model = build(TaskArithmeticMethod(), inputs, scale=1.0, include_target=False, retrain_head=False)
     assert_close(model.artifact_tensors(), inputs.sources[0], **EXACT)
     assert model.extra_config["params"]["retrain_head"] is False
-    assert not TaskArithmeticMethod().needs_training(
-        TaskArithmeticMethod().parse_params({"retrain_head": False})
-    )
+    assert not TaskArithmeticMethod().needs_training(TaskArithmeticMethod().parse_params({"retrain_head": False}))
 
 
 def test_task_arithmetic_weighted_sum_and_fresh_head(inputs_factory):

@@ -70,9 +70,7 @@ def test_per_bag_merge_follows_the_hypernetworks_and_the_forward_uses_it(inputs,
         merged = model.merged_encoder_for(bag)
         assert_close(merged, naive_merge(inputs, mix.weights, mix.lam, mix.selected.tolist()))
         reference = ABMIL(DIMS).eval()
-        reference.load_state_dict(
-            {**merged, "pred_head.weight": model.head.weight, "pred_head.bias": model.head.bias}
-        )
+        reference.load_state_dict({**merged, "pred_head.weight": model.head.weight, "pred_head.bias": model.head.bias})
         out = model(bag)
         assert_close(out.logits, reference(bag))
         assert_close(out.attention, reference.encode(bag).attention)
@@ -143,9 +141,7 @@ def test_fixed_lam(inputs, bags, lam_value):
     assert model.mlp_r is None and model.lam_logit is None
     mix = model.hyper(bags[1])
     assert_close(mix.lam, torch.full((3,), lam_value))
-    assert_close(
-        model.merged_encoder_for(bags[1]), naive_merge(inputs, mix.weights, mix.lam, mix.selected.tolist())
-    )
+    assert_close(model.merged_encoder_for(bags[1]), naive_merge(inputs, mix.weights, mix.lam, mix.selected.tolist()))
     w = mix.weights
     assert_close(model(bags[1]).aux_loss, 0.1 * (torch.logsumexp(w, 0) ** 2 + w.sum() / 3))
 
@@ -166,9 +162,7 @@ def test_artifact_holds_base_stack_hypernetworks_and_head(inputs):
     assert stack.shape == (4, DIMS.hidden_dim, DIMS.in_dim)
     assert_close(stack[0], inputs.target["feat_proj.0.weight"] - inputs.base["feat_proj.0.weight"])
     assert_close(stack[3], inputs.sources[2]["feat_proj.0.weight"] - inputs.base["feat_proj.0.weight"])
-    assert_close(
-        tensors["base.attention_net__attention_c__bias"], inputs.base["attention_net.attention_c.bias"]
-    )
+    assert_close(tensors["base.attention_net__attention_c__bias"], inputs.base["attention_net.attention_c.bias"])
     assert_close(tensors["head.weight"], fresh_head_state(DIMS, 5)["pred_head.weight"])
     assert {"shared.weight", "mlp_w.0.weight", "mlp_r.3.bias"} <= set(tensors)
     config = model.artifact_config()

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from bench import report
 from bench.reproduction import BenchConfig, Prepared, c_index_of, log, machine_info, merged_model, prepare_world
 from bench.steph_diagnostics import merge_stats
 
@@ -145,13 +146,8 @@ def stats_table(rows: list[dict]) -> list[str]:
 def render(rows: list[dict], meta: dict) -> str:
     from bench.report import main_table, per_target_table
 
-    m = meta["machine"]
     out = [
-        f"Command: `{meta['command']}`  ",
-        (f"Wall time: {meta['wall_s'] / 60:.1f} min. " if meta["wall_s"] else "PARTIAL RUN. ")
-        + f"Machine: `{m['uname']}`, {m['cpus']} CPUs (shared), torch {m['torch']}, {m['threads']} torch "
-        f"thread(s). Seeds {meta['seeds']}; {len(meta['targets'])} targets. "
-        f"Raw rows: `results.jsonl` in {meta['out']}.",
+        *report.run_header(meta),
         "",
         *main_table(rows, METHODS),
         "",
@@ -167,31 +163,19 @@ def render(rows: list[dict], meta: dict) -> str:
 
 def combine(dirs: list[Path]) -> str:
     """One table of several runs (e.g. the shared and the control world run as parallel processes)."""
-    rows, metas = [], []
-    for d in dirs:
-        rows += [json.loads(x) for x in (d / "results.jsonl").read_text().splitlines() if x.strip()]
-        metas.append(json.loads((d / "meta.json").read_text()))
-    walls = [m["wall_s"] for m in metas]
-    meta = {
-        **metas[0],
-        "command": "` and `".join(m["command"] for m in metas),
-        "wall_s": max(walls) if all(walls) else None,
-        "out": ", ".join(m["out"] for m in metas),
-    }
-    return render(rows, meta)
+    rows, meta = report.combine(dirs)
+    return render(rows, {**meta, "command": "` and `".join(meta["commands"])})
 
 
 def main(argv: list[str] | None = None) -> int:
     from app.domain.synthetic import cancer_names
 
     p = argparse.ArgumentParser(prog="python -m bench.crossfit", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 seed, 3 targets (BLCA BRCA CESC), 20 epochs")
-    p.add_argument("--seeds", type=int, nargs="+", help="world seeds (default 0 1 2; quick: 0)")
-    p.add_argument("--targets", nargs="+", help="target cancers (default: all 13; quick: BLCA BRCA CESC)")
-    p.add_argument("--worlds", nargs="+", choices=["shared", "control"], default=["shared", "control"])
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--out", default="bench/out")
-    p.add_argument("--tag", help="run name (default crossfit-<quick|full>-<worlds>)")
+    report.add_run_args(
+        p,
+        quick_help="1 seed, 3 targets (BLCA BRCA CESC), 20 epochs",
+        tag_help="run name (default crossfit-<quick|full>-<worlds>)",
+    )
     p.add_argument(
         "--rows", nargs="+", choices=ROW_KEYS, default=["cs", "steph", "lam0", "crossfit"],
         help="rows to compute (default: cs steph lam0 crossfit; lam0_half_b is an extra diagnostic)",

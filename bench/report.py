@@ -142,6 +142,35 @@ def update_benchmarks(path: Path, table: str) -> None:
     path.write_text(text)
 
 
+def add_run_args(p: argparse.ArgumentParser, *, quick_help: str, tag_help: str) -> None:
+    """The options every world benchmark takes: --quick, --seeds, --targets, --worlds, --threads, --out, --tag."""
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--seeds", type=int, nargs="+", help="world seeds (default 0 1 2; quick: 0)")
+    p.add_argument("--targets", nargs="+", help="target cancers (default: all 13; quick: BLCA BRCA CESC)")
+    p.add_argument(
+        "--worlds",
+        nargs="+",
+        choices=["shared", "control"],
+        default=["shared", "control"],
+        help="world kinds to run (default both; run them as two processes to use two cores)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--out", default="bench/out", help="output folder (default bench/out)")
+    p.add_argument("--tag", help=tag_help)
+
+
+def run_header(meta: dict) -> list[str]:
+    """Command, wall time, machine, seeds and targets of a run (or of combined runs), as markdown lines."""
+    m = meta["machine"]
+    return [
+        f"Command: `{meta['command']}`  ",
+        (f"Wall time: {meta['wall_s'] / 60:.1f} min. " if meta["wall_s"] else "PARTIAL RUN. ")
+        + f"Machine: `{m['uname']}`, {m['cpus']} CPUs (shared), torch {m['torch']}, {m['threads']} torch "
+        f"thread(s). Seeds {meta['seeds']}; {len(meta['targets'])} targets. Raw rows: `results.jsonl` in "
+        f"{meta['out']}.",
+    ]
+
+
 def combine(dirs: list[Path]) -> tuple[list[dict], dict]:
     """Rows and one meta of several runs (e.g. the shared and the control world run as parallel processes)."""
     rows, metas = [], []

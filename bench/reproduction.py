@@ -207,22 +207,14 @@ def machine_info() -> dict[str, str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.reproduction", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 seed, 3 targets, 8 epochs: a few minutes")
-    p.add_argument("--seeds", type=int, nargs="+", help="world seeds (default 0 1 2; quick: 0)")
-    p.add_argument("--targets", nargs="+", help="target cancers (default: all 13; quick: BLCA BRCA CESC)")
-    p.add_argument(
-        "--worlds",
-        nargs="+",
-        choices=["shared", "control"],
-        default=["shared", "control"],
-        help="world kinds to run (default both; run them as two processes to use two cores)",
+    from bench.report import add_run_args
+
+    add_run_args(
+        p, quick_help="1 seed, 3 targets, 8 epochs: a few minutes", tag_help="run name (default: quick|full-<UTC time>)"
     )
     p.add_argument("--epochs", type=int, help="epochs for every training run (default 20; quick 8)")
     p.add_argument("--lr", type=float, help="learning rate for every training run (default 4e-3)")
     p.add_argument("--accum", type=int, help="bags per optimiser step for every run (default 8)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--out", default="bench/out", help="output folder (default bench/out)")
-    p.add_argument("--tag", help="run name (default: quick|full-<UTC time>)")
     p.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     p.add_argument("--benchmarks", default="BENCHMARKS.md", help="file whose section to update")
     return p.parse_args(argv)

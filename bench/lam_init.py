@@ -28,21 +28,17 @@ bench/out/<tag>/table.md; `--combine DIR DIR` prints one table of runs made as p
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
-import shlex
 import statistics
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bench import report
-from bench.reproduction import BenchConfig, Prepared, c_index_of, log, machine_info, merged_model, prepare_world
+from bench.reproduction import BenchConfig, Prepared, c_index_of, log, merged_model, prepare_world
 from bench.steph_diagnostics import merge_stats
 
 CS = "cancer_specific"
@@ -264,7 +260,6 @@ def combine(dirs: list[Path]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.domain.synthetic import cancer_names
 
     p = argparse.ArgumentParser(prog="python -m bench.lam_init", description=__doc__.split("\n")[0])
     report.add_run_args(
@@ -283,37 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.combine:
         print(combine([Path(d) for d in args.combine]))
         return 0
-    torch.set_num_threads(args.threads)
-    cfg = BenchConfig()
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    targets = args.targets or (["BLCA", "BRCA", "CESC"] if args.quick else cancer_names(13))
-    tag = args.tag or f"lam-init-{'quick' if args.quick else 'full'}-{'-'.join(args.worlds)}"
-    out_dir = Path(args.out) / tag
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    meta = {
-        "command": "python -m bench.lam_init " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "wall_s": None, "seeds": seeds, "targets": targets, "worlds": args.worlds, "config": asdict(cfg),
-        "machine": machine_info(), "out": str(out_dir), "inner_val_fraction": INNER_VAL_FRACTION,
-    }  # fmt: skip
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    start = time.perf_counter()
-    with open(out_dir / "results.jsonl", "w") as fh:
-
-        def sink(row: dict[str, Any]) -> None:
-            rows.append(row)
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-
-        for kind in args.worlds:
-            for seed in seeds:
-                run_world(cfg, seed, kind == "control", targets, sink, tuple(args.rows), args.retrain or args.quick)
-    meta["wall_s"] = round(time.perf_counter() - start, 1)
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    table = render(rows, meta)
-    (out_dir / "table.md").write_text(table)
-    print(table)
-    return 0
+    return report.run_worlds(
+        "lam_init", args, argv, lambda cfg, seed, control, targets, sink: run_world(
+            cfg, seed, control, targets, sink, tuple(args.rows), args.retrain or args.quick), render,
+        extra_meta={"inner_val_fraction": INNER_VAL_FRACTION},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

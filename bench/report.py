@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import statistics
 import sys
+import time
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import torch
 
 START = "<!-- reproduction-table:start (written by python -m bench.reproduction) -->"
 END = "<!-- reproduction-table:end -->"
@@ -157,6 +163,53 @@ def add_run_args(p: argparse.ArgumentParser, *, quick_help: str, tag_help: str) 
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--out", default="bench/out", help="output folder (default bench/out)")
     p.add_argument("--tag", help=tag_help)
+
+
+def run_worlds(
+    name: str,
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    run_world: Callable[[Any, int, bool, list[str], Callable[[dict], None]], None],
+    render: Callable[[list[dict], dict], str],
+    extra_meta: dict | None = None,
+) -> int:
+    """The common driver of the world benchmarks: for every world kind and seed call
+    run_world(cfg, seed, control, targets, sink); rows go to bench/out/<tag>/results.jsonl as they come,
+    meta.json holds the command, machine and wall time (None while running), table.md the rendered table."""
+    from app.domain.synthetic import cancer_names
+    from bench.reproduction import BenchConfig, machine_info
+
+    torch.set_num_threads(args.threads)
+    cfg = BenchConfig()
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    targets = args.targets or (["BLCA", "BRCA", "CESC"] if args.quick else cancer_names(13))
+    tag = args.tag or f"{name.replace('_', '-')}-{'quick' if args.quick else 'full'}-{'-'.join(args.worlds)}"
+    out_dir = Path(args.out) / tag
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    meta = {
+        "command": f"python -m bench.{name} " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "wall_s": None, "seeds": seeds, "targets": targets, "worlds": args.worlds, "config": asdict(cfg),
+        "machine": machine_info(), "out": str(out_dir), **(extra_meta or {}),
+    }  # fmt: skip
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    start = time.perf_counter()
+    with open(out_dir / "results.jsonl", "w") as fh:
+
+        def sink(row: dict) -> None:
+            rows.append(row)
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+
+        for kind in args.worlds:
+            for seed in seeds:
+                run_world(cfg, seed, kind == "control", targets, sink)
+    meta["wall_s"] = round(time.perf_counter() - start, 1)
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    table = render(rows, meta)
+    (out_dir / "table.md").write_text(table)
+    print(table)
+    return 0
 
 
 def run_header(meta: dict) -> list[str]:

@@ -22,11 +22,11 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any
 
-from app.domain.data import Sample, Samples, sample_labels
+from app.domain.data import LazySamples, Sample, Samples, sample_labels
 from app.domain.merging.base import MergeInputs, MergeMethod, SurvivalModel
 from app.domain.merging.stacked import encoder_shapes, task_vector_stack, validate_inputs
 from app.domain.training import Progress, TrainConfig, TrainingCancelled, TrainResult, train, train_cancer_specific
@@ -35,27 +35,19 @@ CROSSFIT_MODES = ("split", "split_plugin")
 MIN_PATIENTS = 4  # at least 2 patients in each half
 
 
-class SubsetSamples(Sequence[Sample]):
-    """The samples of `parent` at `indices`, without loading them (lazy parents stay lazy)."""
+class SubsetSamples(LazySamples):
+    """The samples of `parent` at `indices`, without loading them (lazy parents stay lazy); the parent's
+    `labels`, when it has them, are exposed for the subset too."""
 
     def __init__(self, parent: Samples, indices: list[int]) -> None:
-        self.parent, self.indices = parent, list(indices)
+        self.parent, self.items = parent, list(indices)
+        self.indices = self.items
+        parent_labels = getattr(parent, "labels", None)
+        if isinstance(parent_labels, list) and len(parent_labels) == len(parent):
+            self.labels = [parent_labels[i] for i in self.items]
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self.parent[i] for i in self.indices[index]]
-        return self.parent[self.indices[index]]
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in self.indices:
-            yield self.parent[i]
+    def _load(self, item: int) -> Sample:
+        return self.parent[item]
 
 
 def sample_events(samples: Samples) -> list[int]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, overload
 
 from torch import Tensor
 
@@ -20,6 +21,34 @@ class Sample:
 
 # Anything indexable that yields Samples (a list, or a lazy reader that loads bags from disk on access).
 Samples = Sequence[Sample]
+
+
+class LazySamples(Sequence[Sample]):
+    """A Sequence[Sample] over `items` that builds item i's Sample (reading its bag) only when it is accessed.
+
+    Subclasses set `items` and implement `_load(item)`. A subclass whose items carry the labels can expose them as
+    `labels` (objects with `.time` and `.event`), so that sample_labels reads them without loading any bag."""
+
+    items: Sequence[Any]
+
+    def _load(self, item: Any) -> Sample:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [self._load(item) for item in self.items[index]]
+        return self._load(self.items[index])
+
+    def __iter__(self) -> Iterator[Sample]:
+        for item in self.items:
+            yield self._load(item)
 
 
 def sample_labels(samples: Samples) -> tuple[list[float], list[int]]:

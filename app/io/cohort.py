@@ -15,14 +15,13 @@ from __future__ import annotations
 import os
 import statistics
 from collections import Counter
-from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import torch
 
-from app.domain.data import Sample
+from app.domain.data import LazySamples, Sample
 from app.io.bags import SUPPORTED_BAG_SUFFIXES, Bag, read_bag, read_patient_bag
 from app.io.errors import CohortError, InputFileError, display_name_of
 from app.io.labels import PatientLabel, read_labels, read_splits
@@ -229,16 +228,14 @@ class CohortDir:
         )  # fmt: skip
 
 
-class CohortSamples(Sequence[Sample]):
-    """Lazy Sequence[Sample]: patient i's slides are read (and concatenated) on every __getitem__."""
+class CohortSamples(LazySamples):
+    """Lazy Sequence[Sample]: patient i's slides are read (and concatenated) on every access."""
 
     def __init__(self, cohort: CohortDir, patients: list[PatientLabel], expected_dim: int | None,
                  max_patches: int | None) -> None:  # fmt: skip
         self.cohort, self.labels = cohort, patients
+        self.items = self.labels
         self.expected_dim, self.max_patches = expected_dim, max_patches
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
     @property
     def patient_ids(self) -> list[str]:
@@ -247,19 +244,6 @@ class CohortSamples(Sequence[Sample]):
     def _load(self, label: PatientLabel) -> Sample:
         bag = self.cohort.read_patient(label, self.expected_dim, self.max_patches)
         return Sample(label.patient_id, bag.features, label.time, label.event)
-
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self._load(p) for p in self.labels[index]]
-        return self._load(self.labels[index])
-
-    def __iter__(self) -> Iterator[Sample]:
-        for label in self.labels:
-            yield self._load(label)
 
 
 def _index_bags(bags_dir: Path) -> tuple[dict[str, Path], list[tuple[str, list[str]]]]:

@@ -77,6 +77,7 @@ def test_sample_events_and_subset_do_not_load_lazy_samples():
     assert sample_events(lazy) == [s.event for s in samples] and Lazy.loads == 0
     sub = SubsetSamples(lazy, [1, 4, 6])
     assert len(sub) == 3 and Lazy.loads == 0
+    assert sample_events(sub) == [samples[i].event for i in (1, 4, 6)] and Lazy.loads == 0  # labels pass through
     assert [s.patient_id for s in sub] == ["p001", "p004", "p006"] and sub[1].patient_id == "p004"
     assert sample_events(samples) == [s.event for s in samples]
 

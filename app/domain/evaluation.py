@@ -75,18 +75,41 @@ def predict_outputs(model: SurvivalModel, samples: Samples) -> list[ModelOutput]
 
 def risks(model: SurvivalModel, samples: Samples) -> Tensor:
     """risk [n] = −Σ_j S_j per patient (higher = worse prognosis), float64."""
-    return _labels_and_risks([model], samples)[2][0]
+    return score_split([model], samples).risks[0]
 
 
-def _labels_and_risks(models: list[SurvivalModel], samples: Samples) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """Times [n] (float64), events [n] and each model's risks [n] (float64)."""
-    times, events, values = [], [], []
+@dataclass(frozen=True)
+class ScoredSplit:
+    """Labels and every model's outputs on one split, from a single pass over the bags: times [n] (float64),
+    events [n], and per model its risks [n] (float64) and survival curves [n, n_bins] (float64)."""
+
+    times: Tensor
+    events: Tensor
+    risks: list[Tensor]
+    curves: list[Tensor]
+
+
+def score_split(models: list[SurvivalModel], samples: Samples) -> ScoredSplit:
+    """Load each bag once and score it with every model (see _outputs)."""
+    times: list[float] = []
+    events: list[int] = []
+    risks: list[list[float]] = [[] for _ in models]
+    curves: list[list[Tensor]] = [[] for _ in models]
     for outs, t, e in _outputs(models, samples):
         times.append(t)
         events.append(e)
-        values.append([float(risk_score(o.logits)) for o in outs])
-    per_model = torch.tensor(values, dtype=torch.float64).reshape(len(times), len(models)).T
-    return torch.tensor(times, dtype=torch.float64), torch.tensor(events), list(per_model)
+        for k, out in enumerate(outs):
+            risks[k].append(float(risk_score(out.logits)))
+            curves[k].append(survival_curve(out.logits.reshape(-1)).double())
+    return ScoredSplit(
+        times=torch.tensor(times, dtype=torch.float64),
+        events=torch.tensor(events, dtype=torch.long),
+        risks=[torch.tensor(r, dtype=torch.float64) for r in risks],
+        curves=[
+            torch.stack(c) if c else torch.zeros(0, len(m.bin_edges) - 1, dtype=torch.float64)
+            for c, m in zip(curves, models, strict=True)
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -103,9 +126,9 @@ class EvalResult:
 
 def evaluate(model: SurvivalModel, samples: Samples) -> EvalResult:
     """Harrell's C-index of the model's risks on `samples` (ValueError when there is no comparable pair)."""
-    times, events, (risk,) = _labels_and_risks([model], samples)
-    res = harrell_c_index(times, events, risk)
-    return EvalResult(c_index=res.c_index, pairs=res.pairs, patients=len(times))
+    scored = score_split([model], samples)
+    res = harrell_c_index(scored.times, scored.events, scored.risks[0])
+    return EvalResult(c_index=res.c_index, pairs=res.pairs, patients=len(scored.times))
 
 
 DAYS_PER_YEAR = 365.0
@@ -183,22 +206,6 @@ class MetricsReport:
         }
 
 
-def _labels_risks_and_curves(model: SurvivalModel, samples: Samples) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Times [n], events [n], risks [n] (exactly as _labels_and_risks) and survival curves [n, n_bins] (float64)."""
-    times, events, values, curves = [], [], [], []
-    for (out,), t, e in _outputs([model], samples):
-        times.append(t)
-        events.append(e)
-        values.append(float(risk_score(out.logits)))
-        curves.append(survival_curve(out.logits.reshape(-1)).double())
-    return (
-        torch.tensor(times, dtype=torch.float64),
-        torch.tensor(events),
-        torch.tensor(values, dtype=torch.float64),
-        torch.stack(curves) if curves else torch.zeros(0, len(model.bin_edges) - 1, dtype=torch.float64),
-    )
-
-
 def evaluate_metrics(
     model: SurvivalModel,
     samples: Samples,
@@ -215,7 +222,20 @@ def evaluate_metrics(
     undefined (no reference events, times outside the follow-up, fewer than two times for the IBS, …) is None
     with the reason in `skipped`. A malformed `times` raises ValueError.
     """
-    t, e, risk, curves = _labels_risks_and_curves(model, samples)
+    scored = score_split([model], samples)
+    return metrics_report(scored, 0, model.bin_edges, reference_time, reference_event, times)
+
+
+def metrics_report(
+    scored: ScoredSplit,
+    k: int,
+    bin_edges: Sequence[float],
+    reference_time: Sequence[float] | Tensor,
+    reference_event: Sequence[int] | Tensor,
+    times: Sequence[float] | None = None,
+) -> MetricsReport:
+    """evaluate_metrics for model `k` of an already scored split (no bag is read again)."""
+    t, e, risk, curves = scored.times, scored.events, scored.risks[k], scored.curves[k]
     harrell = harrell_c_index(t, e, risk)
     ref_t = torch.as_tensor(reference_time, dtype=torch.float64).reshape(-1)
     ref_e = torch.as_tensor(reference_event).reshape(-1)
@@ -248,7 +268,7 @@ def evaluate_metrics(
             if len(grid) < 2:
                 skipped["ibs"] = f"the integrated Brier score needs at least two times; only {grid} fit the data"
             else:
-                surv = survival_at_times(curves, model.bin_edges, grid)
+                surv = survival_at_times(curves, bin_edges, grid)
                 try:
                     ibs = integrated_brier_score(ref_t, ref_e, t, e, surv, grid)
                 except NoComparablePairs as exc:
@@ -333,7 +353,14 @@ def compare(
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be ≥ 1; got {n_boot}")
-    times, events, (risk_m, risk_r) = _labels_and_risks([model, reference], samples)
+    return comparison_of(score_split([model, reference], samples), n_boot=n_boot, seed=seed)
+
+
+def comparison_of(scored: ScoredSplit, *, n_boot: int = 1000, seed: int = 0) -> Comparison:
+    """compare() for a split already scored by [model, reference] (no bag is read again)."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be ≥ 1; got {n_boot}")
+    times, events, (risk_m, risk_r) = scored.times, scored.events, scored.risks[:2]
     merged = harrell_c_index(times, events, risk_m)
     ref = harrell_c_index(times, events, risk_r)
     t, e, _ = check_survival_inputs(times, events, risk_m)
@@ -352,3 +379,24 @@ def compare(
         patients=len(times),
         pairs=merged.pairs,
     )
+
+
+def compare_with_metrics(
+    model: SurvivalModel,
+    reference: SurvivalModel,
+    samples: Samples,
+    reference_time: Sequence[float] | Tensor,
+    reference_event: Sequence[int] | Tensor,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[Comparison, dict[str, dict]]:
+    """compare() and both models' evaluate_metrics() from one pass over the bags:
+    (comparison, {"merged": MetricsReport dict, "reference": MetricsReport dict})."""
+    scored = score_split([model, reference], samples)
+    comparison = comparison_of(scored, n_boot=n_boot, seed=seed)
+    reports = {
+        name: metrics_report(scored, k, m.bin_edges, reference_time, reference_event).to_dict()
+        for k, (name, m) in enumerate((("merged", model), ("reference", reference)))
+    }
+    return comparison, reports

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.domain.data import Samples, sample_labels
-from app.domain.evaluation import Comparison, compare
+from app.domain.evaluation import Comparison, compare_with_metrics
 from app.domain.merging.base import MergeInputs, MergeParamsError, SurvivalModel
 from app.domain.metrics import NoComparablePairs
 from app.domain.training import Progress, TrainConfig, TrainingCancelled, TrainResult, train
@@ -51,7 +51,7 @@ class MergeRun:
     comparison_skipped: str | None = None  # why there is no comparison (empty test split, no comparable pair)
     notes: dict[str, Any] = field(default_factory=dict)  # JSON-able extras, e.g. "crossfit" (halves, phases)
     # Harrell/Uno C, time-dependent AUC and IBS of the merged and the reference model on the test split
-    # (censoring distribution from the train split): {"merged": {...}, "reference": {...}}, or {"skipped": why}
+    # (censoring distribution from the train split): {"merged": {...}, "reference": {...}}; None with no comparison
     test_metrics: dict[str, Any] | None = None
 
 
@@ -105,31 +105,16 @@ def run_merge(
             result = train(model, train_samples, train_config, progress=progress, should_cancel=should_cancel)
     model.eval()
     comparison: Comparison | None = None
+    test_metrics: dict[str, Any] | None = None
     skipped: str | None = "the test split is empty"
     if len(test_samples) > 0:
         _check_cancel(should_cancel, "before the evaluation on the test split")
+        ref_time, ref_event = sample_labels(train_samples)  # censoring distribution of the IPCW metrics
         try:
-            comparison = compare(model, reference, test_samples, n_boot=n_boot, seed=train_config.seed)
+            comparison, test_metrics = compare_with_metrics(
+                model, reference, test_samples, ref_time, ref_event, n_boot=n_boot, seed=train_config.seed
+            )
             skipped = None
         except NoComparablePairs as exc:
             skipped = f"no comparison on the test split: {exc}"
-    test_metrics = None
-    if comparison is not None:
-        test_metrics = _test_metrics(model, reference, train_samples, test_samples)
     return MergeRun(model, dataclasses.asdict(parsed), result, comparison, skipped, notes, test_metrics=test_metrics)
-
-
-def _test_metrics(
-    model: SurvivalModel, reference: SurvivalModel, train_samples: Samples, test_samples: Samples
-) -> dict[str, Any]:
-    """Every SPEC §3 metric of both models on the test split; metrics the data leave undefined are skipped."""
-    from app.domain.evaluation import evaluate_metrics
-
-    ref_time, ref_event = sample_labels(train_samples)
-    out: dict[str, Any] = {}
-    for name, m in (("merged", model), ("reference", reference)):
-        try:
-            out[name] = evaluate_metrics(m, test_samples, ref_time, ref_event).to_dict()
-        except ValueError as exc:  # NoComparablePairs included: Harrell's C is undefined here
-            return {"skipped": str(exc)}
-    return out

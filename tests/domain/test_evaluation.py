@@ -131,3 +131,28 @@ def test_compare_loads_each_bag_once(samples):
     counting = CountingSamples(samples[:10])
     compare(static(0), static(1), counting, n_boot=10)
     assert counting.loads == 10
+
+
+def test_compare_with_metrics_reads_each_bag_once_and_equals_the_separate_calls(samples):
+    from app.domain.data import LazySamples
+    from app.domain.evaluation import compare_with_metrics, evaluate_metrics
+
+    class Counting(LazySamples):
+        loads = 0
+
+        def __init__(self, items):
+            self.items = list(items)
+
+        def _load(self, item):
+            Counting.loads += 1
+            return item
+
+    model, other = static(1), static(2)
+    ref_t, ref_e = [s.time for s in samples[:10]], [s.event for s in samples[:10]]
+    lazy = Counting(samples)
+    comp, reports = compare_with_metrics(model, other, lazy, ref_t, ref_e, n_boot=50, seed=1)
+    assert Counting.loads == len(samples)  # one pass over the bags for both models and every metric
+    assert comp == compare(model, other, samples, n_boot=50, seed=1)
+    assert reports["merged"] == evaluate_metrics(model, samples, ref_t, ref_e).to_dict()
+    assert reports["reference"] == evaluate_metrics(other, samples, ref_t, ref_e).to_dict()
+    assert reports["merged"]["c_index"] == comp.merged_c_index != comp.reference_c_index

@@ -61,10 +61,20 @@ class CohortDir:
         self.splits = splits if splits is not None else {"train": [p.patient_id for p in labels], "test": []}
         self.by_id = {p.patient_id: p for p in labels}
         self.lmdb_path = lmdb_path
+        self._lmdb_db: Any = None  # opened on first read (see _lmdb)
         if lmdb_path is None:
             self.index, self.duplicates = _index_bags(bags_dir)
         else:
             self.index, self.duplicates = {}, []
+
+    def _lmdb(self) -> Any:
+        """The cohort's LMDB, opened read-only once and reused: training reads every patient every epoch."""
+        from app.io.lmdb_bags import LmdbBags
+
+        if self._lmdb_db is None:
+            assert self.lmdb_path is not None
+            self._lmdb_db = LmdbBags(self.lmdb_path, display_name=f"{self.name}/{self.lmdb_path.name}")
+        return self._lmdb_db
 
     def read_patient(self, label: PatientLabel, expected_dim: int | None = None,
                      max_patches: int | None = None) -> Bag:  # fmt: skip
@@ -73,10 +83,8 @@ class CohortDir:
             paths = [self.bag_path(s) for s in label.slide_ids]
             return read_patient_bag(paths, expected_dim=expected_dim, max_patches=max_patches,
                                     display_names=[p.name for p in paths])  # fmt: skip
-        from app.io.lmdb_bags import LmdbBags
-
-        with LmdbBags(self.lmdb_path, display_name=f"{self.name}/{self.lmdb_path.name}") as db:
-            parts = [db.get(s, expected_dim=expected_dim, max_patches=max_patches) for s in label.slide_ids]
+        db = self._lmdb()
+        parts = [db.get(s, expected_dim=expected_dim, max_patches=max_patches) for s in label.slide_ids]
         dims = {int(p.shape[1]) for p in parts}
         if len(dims) > 1:
             raise CohortError(
@@ -159,7 +167,7 @@ class CohortDir:
 
     def _scan_bags(self, expected_dim: int | None, problems: list[str]) -> tuple[dict[str, int], Counter]:
         if self.lmdb_path is not None:
-            return self._scan_lmdb(self.lmdb_path, expected_dim, problems)
+            return self._scan_lmdb(expected_dim, problems)
         counts: dict[str, int] = {}
         dims: Counter = Counter()
         for label in self.labels:
@@ -175,26 +183,23 @@ class CohortDir:
             counts[label.patient_id] = total
         return counts, dims
 
-    def _scan_lmdb(
-        self, lmdb_path: Path, expected_dim: int | None, problems: list[str]
-    ) -> tuple[dict[str, int], Counter]:
-        from app.io.lmdb_bags import LmdbBags
+    def _scan_lmdb(self, expected_dim: int | None, problems: list[str]) -> tuple[dict[str, int], Counter]:
 
         counts: dict[str, int] = {}
         dims: Counter = Counter()
-        with LmdbBags(lmdb_path, display_name=f"{self.name}/{lmdb_path.name}") as db:
-            self.lmdb_keys = db.keys()
-            for label in self.labels:
-                total = 0
-                for sid in label.slide_ids:
-                    try:
-                        features = db.get(sid, expected_dim=expected_dim)
-                    except InputFileError as exc:
-                        problems.append(str(exc).removeprefix(f"{self.name}/"))
-                        continue
-                    dims[int(features.shape[1])] += 1
-                    total += int(features.shape[0])
-                counts[label.patient_id] = total
+        db = self._lmdb()
+        self.lmdb_keys = db.keys()
+        for label in self.labels:
+            total = 0
+            for sid in label.slide_ids:
+                try:
+                    features = db.get(sid, expected_dim=expected_dim)
+                except InputFileError as exc:
+                    problems.append(str(exc).removeprefix(f"{self.name}/"))
+                    continue
+                dims[int(features.shape[1])] += 1
+                total += int(features.shape[0])
+            counts[label.patient_id] = total
         return counts, dims
 
     def _summary(self, counts: dict[str, int], dims: Counter) -> CohortSummary:

@@ -71,3 +71,22 @@ def test_lmdb_cohort_unreferenced_slides_give_a_warning(tmp_path: Path) -> None:
     values = {s: pickle.dumps(torch.randn(2, D)) for s in ("S1", "S2", "S3", "S4", "S9")}
     summary = open_cohort(lmdb_cohort(tmp_path / "c", values=values)).validate(expected_dim=D)
     assert any("not referenced" in w and "S9" in w for w in summary.warnings)
+
+
+def test_the_lmdb_is_opened_once_for_validation_and_every_epoch(tmp_path: Path, monkeypatch) -> None:
+    import app.io.lmdb_bags as lmdb_bags
+
+    opened = []
+    original = lmdb_bags.LmdbBags.__init__
+
+    def counting_init(self, *args, **kwargs):
+        opened.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(lmdb_bags.LmdbBags, "__init__", counting_init)
+    cohort = open_cohort(lmdb_cohort(tmp_path / "c"))
+    cohort.validate(expected_dim=D)
+    train = cohort.samples("train", expected_dim=D)
+    for _ in range(3):  # three "epochs"
+        assert [s.bag.shape[0] for s in train] == [5, 1]
+    assert len(opened) == 1

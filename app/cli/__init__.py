@@ -31,28 +31,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [CliError, ValueError, OSError, KeyError]
-    try:
-        from app.io.errors import InputFileError
+    from app.io.errors import InputFileError
 
-        errors.insert(0, InputFileError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (InputFileError, CliError, ValueError, OSError, KeyError)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, except for a command whose parser sets `passthrough=NAME` (e.g. `steph worker`): every
+    argument after the command goes, in order and unparsed, to args.NAME (`-h` still shows the command's help)."""
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if at is not None and "-h" not in argv[at + 1 :]:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        command = sub.choices.get(argv[at])
+        target = command.get_default("passthrough") if command is not None else None
+        if target and argv[at + 1 :]:
+            args = parser.parse_args(argv[: at + 1])
+            setattr(args, target, argv[at + 1 :])
+            return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `steph` console script; returns the exit status."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `steph worker ARGS...` hands every argument after `worker` to `celery worker`, in order.
-    worker_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
-    rest = argv[worker_at + 1 :] if worker_at is not None else []
-    if worker_at is not None and argv[worker_at] == "worker" and rest and "-h" not in rest:
-        args = parser.parse_args(argv[: worker_at + 1])
-        args.celery_args = rest
-    else:
-        args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     func: Callable[[argparse.Namespace], int | None] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)

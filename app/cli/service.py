@@ -116,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="extra arguments for `celery worker`, e.g. --hostname gpu1@%%h --loglevel DEBUG "
         "(`steph worker --help` lists them)",
     )
-    p.set_defaults(func=cmd_worker)
+    p.set_defaults(func=cmd_worker, passthrough="celery_args")
 
     p = subparsers.add_parser("migrate", help="apply database migrations (STEPH_DATABASE_URL)")
     p.add_argument("--revision", default="head", help="target revision (default head)")

@@ -158,3 +158,12 @@ def fresh_pg_database() -> str:
     with psycopg.connect(os.environ["STEPH_TEST_PG"] + "/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return os.environ["STEPH_TEST_PG"].replace("postgresql://", "postgresql+psycopg://") + "/" + name
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

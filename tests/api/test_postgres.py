@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -21,6 +20,7 @@ import pytest
 
 from app.settings import Settings
 from tests.api.conftest import upload
+from tests.fixtures import free_port
 from tests.workers.api_helpers import job_body, register_cohort, wait_job
 
 pytestmark = pytest.mark.integration
@@ -32,12 +32,6 @@ def _pg_bin() -> Path | None:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +48,7 @@ def pg_server() -> Iterator[str]:
         root.chmod(0o755)
         shutil.chown(data, user="nobody")
         run_as = ["runuser", "-u", "nobody", "--"]
-    port = _free_port()
+    port = free_port()
 
     def pg(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*run_as, *args], capture_output=True, text=True, timeout=120, cwd=root)

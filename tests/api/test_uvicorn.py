@@ -4,7 +4,6 @@ an authenticated GET, and a 401 without the key."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,18 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_real_uvicorn_process(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "STEPH_HOME": str(tmp_path / "home"), "STEPH_LOG_LEVEL": "WARNING"}
     env.pop("STEPH_DATABASE_URL", None)
     env.pop("STEPH_STORE_ROOT", None)

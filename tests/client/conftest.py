@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.fixtures import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH_OPTS = [
@@ -55,12 +56,6 @@ class LiveService:
         )
         env.update(extra)
         return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _steph(*args: str, env: dict[str, str], timeout: float = 120) -> str:
@@ -127,7 +122,7 @@ def _register_and_merge(url: str, admin_key: str, world: Path) -> dict:
 @contextlib.contextmanager
 def _serve(env: dict[str, str], cwd: Path, log: Path):
     """`steph serve` on a free port; yields (url, process); stops it afterwards."""
-    port = _free_port()
+    port = free_port()
     with log.open("wb") as fh:
         cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)

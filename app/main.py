@@ -17,11 +17,17 @@ import app as app_package
 from app.api.errors import install_error_handlers
 from app.api.metrics import AppMetrics
 from app.api.metrics import router as metrics_router
-from app.api.middleware import BodySizeLimit, RequestMetrics
+from app.api.middleware import AuthBeforeBody, BodySizeLimit, RequestMetrics
+from app.api.openapi import install_openapi
 from app.api.routes import bases, checkpoints, cohorts, health, jobs, meta, models, predict
+from app.api.routes import lifecycle as lifecycle_routes  # issue 9
+from app.api.routes import registry as registry_routes  # issue 9
+from app.api.routes import reports as report_routes  # issue 10
+from app.api.routes import ui as ui_routes  # issue 10
 from app.services.auth import bootstrap_admin_key
 from app.services.context import ServiceContext, build_context, start_queue
 from app.services.merge_jobs import recover_interrupted_jobs
+from app.services.reaper import start_reaper, stop_reaper
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,10 @@ ROUTERS = (
     jobs.router,
     models.router,
     predict.router,
+    registry_routes.router,
+    lifecycle_routes.router,
+    report_routes.router,  # issue 10
+    ui_routes.router,  # issue 10
     metrics_router,
 )
 
@@ -65,6 +75,7 @@ def start_context(settings: Settings) -> ServiceContext:
     start_queue(ctx)
     if settings.queue == "embedded":
         recover_jobs(ctx)
+    start_reaper(ctx)  # issue 8: stale running / lost queued jobs are re-enqueued (docs/jobs-guarantees.md)
     bootstrap_admin_key(ctx)
     return ctx
 
@@ -82,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.ctx = None
+            stop_reaper(ctx)
             ctx.close()
 
     app = FastAPI(
@@ -96,8 +108,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ctx = None
     app.state.metrics = AppMetrics(lambda: app.state.ctx)
     include_routers(app)
+    install_openapi(app)  # issue 9: auth + error responses documented on every operation
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(AuthBeforeBody)  # issue 8: outside BodySizeLimit: 401 before any body byte or size check
     app.add_middleware(RequestMetrics, requests=app.state.metrics.requests, latency=app.state.metrics.latency)
     return app
 

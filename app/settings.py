@@ -55,6 +55,64 @@ class Settings(BaseSettings):
     celery_visibility_timeout_s: float = Field(default=3600.0, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model_cache_size: int = Field(default=8, ge=1)
+    # issue 8: the job reaper (app/services/reaper.py; bound in docs/jobs-guarantees.md)
+    reaper_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="seconds between passes of the job reaper that re-enqueues jobs whose worker died (stale "
+        "heartbeat older than job_lease_s) or whose queue message was lost; runs in every API and worker "
+        "process; 0 turns it off (jobs can then stay stuck)",
+    )
+    # issue 8: service hardening (docs/security-service.md)
+    pth_concurrency: int = Field(
+        default=2, ge=1, le=64, description="most .pth conversions (child processes) running at once per process"
+    )
+    pth_wait_s: float = Field(
+        default=10.0, ge=0, description="how long a .pth upload waits for a conversion slot before a 503"
+    )
+    # issue 11: artifact store adapter (docs/production.md): the local directory, or an S3-compatible bucket with
+    # STEPH_STORE_ROOT as this process's scratch cache; credentials from the standard AWS_* variables
+    store: Literal["local", "s3"] = "local"
+    s3_bucket: str = ""
+    s3_prefix: str = Field(default="", description="key prefix inside the bucket, e.g. 'steph/prod'")
+    s3_endpoint_url: str | None = Field(default=None, description="MinIO / Ceph URL; unset for AWS S3")
+    s3_region: str | None = None
+    s3_part_mb: int = Field(default=16, ge=5, le=5120, description="multipart upload part size (MiB)")
+    store_cache_mb: float = Field(default=20480.0, gt=0, description="local cache of S3 objects (MiB, LRU)")
+    # issue 7: bounded serving and reduced-precision inference (README "Serving under load")
+    predict_concurrency: int = Field(
+        default=0, ge=0, le=64, description="model forwards at once per process; 0 = auto (CPU: 1 up to 8 cores)"
+    )
+    predict_queue: int = Field(
+        default=16, ge=0, description="predictions waiting for a forward slot; past it POST /predict answers 503"
+    )
+    inference_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="dtype of the two N×D matmuls at prediction; auto = bfloat16 on CPUs with native bf16 "
+        "(avx512_bf16 / AMX), float16 on CUDA, else float32",
+    )
+    # issue 9: lifecycle (job expiry, garbage collection) and job-completion webhooks
+    job_retention_days: float | None = Field(
+        default=None, gt=0, description="finished jobs without a model expire this long after finishing (gc)"
+    )
+    gc_grace_s: float = Field(default=3600.0, ge=0, description="gc spares unreferenced objects younger than this")
+    webhook_secret: str | None = Field(default=None, description="HMAC-SHA256 key of the X-STEPH-Signature header")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="seconds per webhook delivery attempt")
+    webhook_max_attempts: int = Field(default=5, ge=1, description="webhook deliveries tried before giving up")
+    webhook_backoff_s: float = Field(default=1.0, ge=0, description="first retry delay; doubles on each retry")
+    # issue 8: untrusted files — memory limits of the bag readers (docs/security-files.md)
+    request_memory_mb: int = Field(
+        default=4096, gt=0, description="most memory the bags of one request (one patient) may take while read"
+    )
+    process_memory_mb: int = Field(
+        default=0, ge=0, description="most memory all bags being read at once may take; 0 = half the machine's RAM"
+    )
+    lmdb_timeout_s: float = Field(default=120.0, gt=0, description="time limit for reading one LMDB value")
+    # issue 12: the promotion gate run inside every merge job unless its params say otherwise ("gate": off | fast
+    # | full; fast = 3-fold inner CV on the train split, full = 5-fold; each fold refits the target model and
+    # retrains the merge, so fast costs ≈ 3 × (target + merge) training on 2/3 of the patients)
+    merge_gate: Literal["off", "fast", "full"] = "fast"
+    merge_gate_margin: float = 0.0
     log_level: str = "INFO"
 
     @model_validator(mode="after")

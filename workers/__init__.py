@@ -1,6 +1,7 @@
 """Job queues: `build_queue(settings, ctx)` picks the embedded thread runner or Celery from `settings.queue`.
 
-Both implement `app.services.queue.JobQueue`: `enqueue(job_id)`, `ping() -> bool`, `close()`.
+Both implement `app.services.queue.JobQueue`: `enqueue(job_id)`, `ping() -> bool`, `close()`, and
+`known_job_ids()` (what the job reaper, app/services/reaper.py, asks before re-sending a queued job).
 """
 
 from __future__ import annotations
@@ -34,6 +35,22 @@ class CeleryQueue:
                 client.close()
         except (redis.RedisError, OSError, ValueError):
             return False
+
+    def known_job_ids(self) -> set[str] | None:
+        """Job ids the broker still holds (queued or delivered, not acknowledged); None when Redis is unreachable."""
+        import redis
+
+        from workers.broker import held_job_ids
+        from workers.celery_app import QUEUE_NAME, TASK_NAME
+
+        try:
+            client = redis.Redis.from_url(self._url, socket_timeout=5.0, socket_connect_timeout=1.0)
+            try:
+                return held_job_ids(client, QUEUE_NAME, TASK_NAME)
+            finally:
+                client.close()
+        except (redis.RedisError, OSError, ValueError):
+            return None
 
     def close(self) -> None:
         self._app.close()

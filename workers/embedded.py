@@ -40,6 +40,7 @@ class EmbeddedQueue:
         self._closed = False
         self._idle = threading.Condition()
         self._busy = 0
+        self._running: set[str] = set()
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(workers)]
         for t in self._threads:
             t.start()
@@ -53,6 +54,13 @@ class EmbeddedQueue:
 
     def ping(self) -> bool:
         return not self._closed and all(t.is_alive() for t in self._threads)
+
+    def known_job_ids(self) -> set[str]:
+        """Ids waiting in this process's queue or running in its threads (the job reaper's question)."""
+        with self._queue.mutex:
+            waiting = {item for item in self._queue.queue if isinstance(item, str)}
+        with self._idle:
+            return waiting | self._running
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every enqueued job has been processed; True when idle (for tests and shutdown)."""
@@ -82,6 +90,8 @@ class EmbeddedQueue:
             item = self._queue.get()
             if item is _STOP:
                 return
+            with self._idle:
+                self._running.add(item)
             try:
                 if not self._closed:
                     self._job_fn()(ctx=self._get_ctx(), job_id=item)
@@ -89,5 +99,6 @@ class EmbeddedQueue:
                 log.exception("merge job %s raised in the embedded runner", item)
             finally:
                 with self._idle:
+                    self._running.discard(item)
                     self._busy -= 1
                     self._idle.notify_all()

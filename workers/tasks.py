@@ -1,9 +1,12 @@
-"""Celery tasks: thin wrappers that take a job id and call the service (no logic here)."""
+"""Celery tasks: thin wrappers that take a job id and call the service (no logic here); plus the job reaper
+thread of each worker process (started when the worker is ready, stopped at shut-down)."""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
 
 from workers.celery_app import TASK_NAME, get_celery_app
 
@@ -12,11 +15,14 @@ celery_app = get_celery_app()
 
 @functools.cache
 def worker_context() -> Any:
-    """The worker process's ServiceContext (DB session factory, artifact store), built once per process."""
+    """The worker process's ServiceContext (DB session factory, artifact store, and a Celery queue for the
+    reaper's re-sends), built once per process."""
     from app.services.context import build_context
     from app.settings import get_settings
+    from workers import CeleryQueue
 
-    return build_context(get_settings())
+    settings = get_settings()
+    return build_context(settings, queue=CeleryQueue(settings))
 
 
 @celery_app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
@@ -28,3 +34,19 @@ def run_merge_job_task(self: Any, job_id: str) -> None:
     outcome = run_merge_job(ctx=ctx, job_id=str(job_id))
     if outcome == BUSY:
         raise self.retry(countdown=job_lease_s(ctx.settings))
+
+
+@worker_ready.connect
+def start_worker_reaper(**_: Any) -> None:
+    """Every worker also runs the job reaper (app/services/reaper.py): jobs are recovered while any worker or
+    API process is up."""
+    from app.services.reaper import start_reaper
+
+    start_reaper(worker_context())
+
+
+@worker_shutdown.connect
+def stop_worker_reaper(**_: Any) -> None:
+    from app.services.reaper import stop_reaper
+
+    stop_reaper(worker_context())

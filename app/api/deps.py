@@ -3,7 +3,7 @@
 Ctx         Annotated[ServiceContext, Depends(get_ctx)]   the app's context (app.state.ctx)
 AdminKey    Annotated[ApiKey, Depends(require_admin)]     401 without a valid key, 403 for a predict key
 PredictKey  Annotated[ApiKey, Depends(require_predict)]   any valid key (admin ⊃ predict)
-Page        Annotated[Pagination, Depends(pagination)]    ?limit=1..500 (default 100) &offset>=0
+Page        Annotated[Pagination, Depends(pagination)]    ?limit=1..500 (default 100) &offset=0..MAX_OFFSET
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ PredictKey = Annotated[ApiKey, Depends(require_predict)]
 AUTH_DEPENDENCIES = {require_admin: "admin", require_predict: "predict"}
 
 
+MAX_OFFSET = 1_000_000_000  # past it a 422 (an offset ≥ 2^63 overflowed the database driver: a 500)
+
+
 @dataclass
 class Pagination:
     limit: int = 100
@@ -64,7 +67,7 @@ class Pagination:
 
 def pagination(
     limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 100,
-    offset: Annotated[int, Query(ge=0, description="rows to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")] = 0,
 ) -> Pagination:
     return Pagination(limit=limit, offset=offset)
 

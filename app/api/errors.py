@@ -10,7 +10,9 @@ response: unexpected exceptions become a generic 500 whose error id is logged wi
 from __future__ import annotations
 
 import logging
+import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.domain.task_vectors import IncompatibleCheckpointError
 from app.services import errors as se
-from app.storage.store import StoreError
+from app.storage.errors import StoreError, StoreFull, StoreReadOnly, StoreUnavailable, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,9 @@ def error_table() -> list[tuple[type[Exception], int, str]]:
         (_optional("app.io.errors", "InputFileError"), 422, "bad_file"),
         (_optional("app.domain.merging.registry", "UnknownMethodError"), 422, "unknown_method"),
         (_optional("app.domain.merging.base", "MergeParamsError"), 422, "invalid_params"),
+        (StoreFull, 507, "insufficient_storage"),  # issue 11: a full / read-only store is not a 500
+        (StoreReadOnly, 503, "store_read_only"),
+        (StoreUnavailable, 503, "store_unavailable"),
         (StoreError, 500, "store_error"),
         (se.ServiceError, 400, "error"),
     ]
@@ -99,6 +104,9 @@ async def _known_error(request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    retry_after = getattr(exc, "retry_after_s", None)  # issue 7: 503 server_busy (app.services.admission)
+    if retry_after is not None:
+        headers = {"Retry-After": str(max(1, int(retry_after)))}
     message = str(exc) or type(exc).__name__
     return JSONResponse(error_body(code, message, getattr(exc, "details", None)), status, headers=headers)
 
@@ -126,6 +134,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("validation_error", message, problems), 422)
 
 
+async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    """A disk-full / read-only OSError (e.g. while an upload streams into the store) → 507 / 503; others → 500.
+    EACCES / EPERM count as "store not writable" only for a file inside the store's root."""
+    root = getattr(getattr(getattr(request.app.state, "ctx", None), "store", None), "root", None)
+    name = getattr(exc, "filename", None)
+    in_store = root is not None and isinstance(name, str | bytes) and Path(os.fsdecode(name)).is_relative_to(root)
+    mapped = storage_error(exc, permissions=in_store)
+    return await (_known_error(request, mapped) if mapped is not None else _unexpected(request, exc))
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     error_id = uuid.uuid4().hex[:12]
     log.error("unhandled error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
@@ -137,6 +155,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers: table classes, HTTPException, validation errors, and a catch-all 500."""
     for cls, _, _ in error_table():
         app.add_exception_handler(cls, _known_error)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

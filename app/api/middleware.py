@@ -1,11 +1,14 @@
-"""ASGI middleware: a request-body cap (413 before the multipart parser spools an oversize upload to disk) and
-Prometheus request metrics labelled by route template."""
+"""ASGI middleware: a request-body cap (413 before the multipart parser spools an oversize upload to disk),
+authentication before the body is read (AuthBeforeBody), and Prometheus request metrics labelled by route
+template (unknown methods and paths collapse to one label value each, so the label sets stay bounded)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+import anyio
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,8 +55,6 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _reject(self, send: Send) -> None:
-        import json
-
         body = json.dumps(error_body("payload_too_large", _too_large_message(self.file_limit))).encode()
         await send(
             {
@@ -67,6 +68,99 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def metric_labels(scope: Scope, status: int) -> dict[str, str]:
+    """Bounded labels: a known HTTP method or OTHER, the matched route template or <unmatched>, the status."""
+    method = scope.get("method", "")
+    route = getattr(scope.get("route"), "path", None)
+    return {
+        "method": method if method in KNOWN_METHODS else OTHER_METHOD,
+        "route": route if isinstance(route, str) and route else UNMATCHED_ROUTE,
+        "status": str(status) if 100 <= status <= 599 else "other",
+    }
+
+
+def _may_have_body(scope: Scope) -> bool:
+    headers = dict(scope.get("headers") or [])
+    length = headers.get(b"content-length", b"").strip()
+    return b"transfer-encoding" in headers or (length not in (b"", b"0"))
+
+
+def required_scope(route: Any) -> str | None:
+    """The API-key scope a route needs ('admin' / 'predict'), from its dependency tree; None when public."""
+    from app.api.deps import AUTH_DEPENDENCIES
+
+    stack = list(getattr(getattr(route, "dependant", None), "dependencies", ()))
+    while stack:
+        dep = stack.pop()
+        if dep.call in AUTH_DEPENDENCIES:
+            return AUTH_DEPENDENCIES[dep.call]
+        stack.extend(dep.dependencies)
+    return None
+
+
+def _bearer_key(scope: Scope) -> str | None:
+    raw = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1").strip()
+    scheme, _, credentials = raw.partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _check_key(ctx: Any, key: str | None, needed: str) -> Exception | None:
+    from app.services import auth
+    from app.services.errors import ServiceError
+
+    try:
+        with ctx.session() as s:
+            auth.authenticate(s, key=key, required_scope=needed)
+    except ServiceError as exc:
+        return exc
+    return None
+
+
+class AuthBeforeBody:
+    """Check the API key and its scope BEFORE any byte of the request body is received, on every route that
+    needs a key: the app's first `receive()` (routing is done by then, so `scope["route"]` names the route and
+    its auth dependency) authenticates first and raises a 401/403 HTTPException instead of pulling the body.
+    An unauthenticated 1 GiB upload is answered at once and none of its bytes are read; the route's own
+    dependency checks the key again. Requests without a body are left to that dependency alone."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = getattr(getattr(scope.get("app"), "state", None), "ctx", None)
+        if scope["type"] != "http" or ctx is None or not _may_have_body(scope):
+            await self.app(scope, receive, send)
+            return
+        checked = False
+
+        async def guarded_receive() -> Message:
+            nonlocal checked
+            if not checked:
+                checked = True
+                needed = required_scope(scope.get("route"))
+                if needed is not None:
+                    error = await anyio.to_thread.run_sync(_check_key, ctx, _bearer_key(scope), needed)
+                    if error is not None:
+                        raise _as_http_error(error)
+            return await receive()
+
+        await self.app(scope, guarded_receive, send)
+
+
+def _as_http_error(exc: Exception) -> HTTPException:
+    """401/403 as an HTTPException: FastAPI re-raises those from body parsing (other errors become a 400)."""
+    from app.api.errors import classify
+
+    status, _ = classify(exc) or (401, "unauthorized")
+    headers = {"WWW-Authenticate": "Bearer", "Connection": "close"} if status == 401 else {"Connection": "close"}
+    return HTTPException(status, str(exc), headers=headers)
 
 
 class RequestMetrics:
@@ -92,8 +186,6 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, capture)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
-            labels = {"method": scope.get("method", ""), "route": template, "status": str(status["code"])}
+            labels = metric_labels(scope, status["code"])
             self.requests.labels(**labels).inc()
             self.latency.labels(**labels).observe(time.perf_counter() - started)

@@ -24,9 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in ADD_COMMANDS:
         add(sub)
-    from app.cli import service
+    from app.cli import lifecycle, service
 
     service.register(sub)
+    from app.cli import report  # issue 10: `steph report`
+
+    report.register(sub)
+    lifecycle.register(sub)
     return parser
 
 

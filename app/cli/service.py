@@ -9,17 +9,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API with uvicorn on the settings from the environment (embedded default: SQLite + in-process
-    jobs)."""
+    jobs). `--workers N` (N > 1) runs N API processes, each with its own model cache and forward slots; the
+    one-time start-up (migrations, first admin key) runs here first, so the workers do not race for it."""
     import uvicorn
 
+    settings = get_settings()
+    if args.workers > 1:
+        return _serve_workers(args, settings)
     from app.main import create_app
 
-    settings = get_settings()
     uvicorn.run(
         create_app(settings),
         host=args.host,
@@ -28,6 +31,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
     )
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """N uvicorn worker processes serving app.main:create_app (issue 7; README "Serving under load")."""
+    import uvicorn
+
+    if settings.queue == "embedded":
+        print(
+            "steph serve: --workers > 1 needs STEPH_QUEUE=celery: the embedded job runner lives inside one API "
+            "process (each worker would run and recover merge jobs on its own). Use --workers 1, or set "
+            "STEPH_QUEUE=celery and run merge jobs with `steph worker`.",
+            file=sys.stderr,
+        )
+        return 2
+    from app.services.auth import bootstrap_admin_key
+
+    if settings.migrate_on_start:
+        from app.db.migrate import upgrade
+
+        upgrade(settings.database_url)
+    ctx = _context_for(settings)
+    try:
+        bootstrap_admin_key(ctx)
+    finally:
+        ctx.close()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _context_for(settings: Settings):  # noqa: ANN202 - ServiceContext is imported lazily
+    from app.services.context import build_context
+
+    return build_context(settings)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -102,11 +146,25 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add serve, worker, migrate and keys to the `steph` parser."""
     p = subparsers.add_parser("serve", help="run the REST API (embedded default: SQLite + in-process job runner)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="API processes (default 1; > 1 needs STEPH_QUEUE=celery). Each has its own model cache and "
+        "STEPH_PREDICT_CONCURRENCY forward slots: see README 'Serving under load'",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = subparsers.add_parser("worker", help="run a Celery worker for merge jobs (STEPH_QUEUE=celery)")

@@ -23,6 +23,8 @@ from app.client.outputs import FORMATS, OutputError
 from app.client.sdk import Client
 from app.client.transport import AuthError, ClientError, ConnectionFailed
 
+MODEL_HELP = "model id, name@alias (e.g. brca@champion), name/VERSION or name/latest"
+
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -45,15 +47,15 @@ def _add(sub, name: str, func: Callable, help_text: str, common) -> argparse.Arg
 
 def _add_score(sub, common) -> None:
     p = _add(sub, "score", c.cmd_score, "score a folder of bags or a manifest into CSV/JSONL/FHIR", common)
-    p.add_argument("--model", required=True, help="model id (see `steph-client models`)")
+    p.add_argument("--model", required=True, help=MODEL_HELP + " (resolved once, at the start)")
     p.add_argument("--input", required=True, help="bag folder (recursive) or manifest CSV patient_id,path")
     p.add_argument("--output", required=True, help="output file; rows already there are skipped (resume)")
     p.add_argument("--format", choices=FORMATS, help="csv, jsonl, or fhir (NDJSON of FHIR R4 Observations)")
     p.add_argument("--workers", type=int, default=None, help="parallel requests (default 4 or the config's)")
     p.add_argument("--errors", help="errors CSV (default <output stem>.errors.csv)")
     p = _add(sub, "predict", c.cmd_predict, "score a few bag files, print JSON", common)
-    p.add_argument("model")
-    p.add_argument("files", nargs="+")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("files", nargs="+", help="bag files (.h5/.pt/.npy/.safetensors), one patient per file")
     p.add_argument("--patient-id", help="treat all files as one patient's slides")
 
 

@@ -229,7 +229,29 @@ class Client:
         return [from_json(Model, m) for m in self._list("/models")]
 
     def get_model(self, model_id: str) -> Model:
-        return from_json(Model, self._json("GET", f"/models/{model_id}"))
+        """A model by id, or by reference: `name@alias`, `name/<version>`, `name/latest`, a registered name."""
+        if model_id.startswith("model_") and "@" not in model_id and "/" not in model_id:
+            return from_json(Model, self._json("GET", f"/models/{model_id}"))
+        return self.resolve_model(model_id)
+
+    def resolve_model(self, ref: str) -> Model:
+        """The model a reference names now (GET /model-refs/resolve): pin it once for a batch."""
+        return from_json(Model, self._json("GET", "/model-refs/resolve", params={"ref": ref}))
+
+    def list_registered_models(self) -> list[dict[str, Any]]:
+        """Registered names with their versions and aliases."""
+        return self._list("/registered-models")
+
+    def register_model_version(
+        self, name: str, model_id: str, *, aliases: Sequence[str] = (), description: str | None = None
+    ) -> dict[str, Any]:
+        """Register `model_id` (id or reference) as the next version of `name` (admin key)."""
+        body = {"model_id": model_id, "aliases": list(aliases), "description": description}
+        return self._json("POST", f"/registered-models/{name}/versions", json=body)
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Point `name@alias` at `version` (admin key); the answer names the previous version."""
+        return self._json("PUT", f"/registered-models/{name}/aliases/{alias}", json={"version": version})
 
     def download_artifact(self, model_id: str, dest: PathLike) -> Path:
         """Stream `GET /models/{id}/artifact` to `dest` (file, or dir → `<id>.safetensors`), atomically."""

@@ -1,7 +1,10 @@
 """HTTP transport with retries: exponential backoff + jitter on connection errors, 429 and 5xx.
 
 delay_n = min(max_backoff, backoff · 2ⁿ) · U(0.5, 1.0)   (n = 0, 1, …), unless the server sends `Retry-After`
-(seconds or an HTTP date), which is honoured instead (capped at `max_backoff` · 4). Other 4xx are never
+(seconds or an HTTP date), which is honoured instead (capped at `max_backoff` · 4). A `503 server_busy` (the
+server's prediction slots and wait queue are full) is retried up to `busy_retries` times (default 30, on top of
+nothing else: it says "come back later", not "failed"), each after Retry-After · U(1, 1.5) so that clients told the
+same delay do not all return at once. Other 4xx are never
 retried: they raise `ClientError(status, message)` with the server's own message. The API key is only ever
 placed in the `Authorization` header; every message raised from here is scrubbed of it.
 """
@@ -97,6 +100,18 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def is_server_busy(response: httpx.Response) -> bool:
+    """A 503 whose body says `server_busy` (all prediction slots and the wait queue are full)."""
+    if response.status_code != 503:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    err = body.get("error") if isinstance(body, dict) else None
+    return isinstance(err, dict) and err.get("code") == "server_busy"
+
+
 class Transport:
     """An httpx.Client plus the retry policy. `request` returns a successful (2xx/3xx) response or raises."""
 
@@ -110,6 +125,7 @@ class Transport:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        busy_retries: int = 30,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = api_key or ""
@@ -121,6 +137,7 @@ class Transport:
         self.backoff = max(0.0, float(backoff))
         self.max_backoff = max_backoff
         self._sleep = sleep
+        self.busy_retries = max(0, int(busy_retries))
 
     def __repr__(self) -> str:
         return f"Transport(base_url={self.base_url!r}, retries={self.retries})"
@@ -137,6 +154,11 @@ class Transport:
         if retry_after is not None:
             return min(retry_after, self.max_backoff * 4)
         return min(self.max_backoff, self.backoff * (2**attempt)) * random.uniform(0.5, 1.0)
+
+    def busy_delay(self, retry_after: float | None) -> float:
+        """Wait after a 503 server_busy: Retry-After (default 1 s) · U(1, 1.5), never shorter than asked."""
+        base = 1.0 if retry_after is None else retry_after
+        return min(base * random.uniform(1.0, 1.5), self.max_backoff * 4)
 
     def request(
         self,
@@ -162,9 +184,12 @@ class Transport:
             else:
                 if response.status_code < 400:
                     return response
-                if not should_retry(response.status_code) or attempt >= self.retries:
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                busy = is_server_busy(response)
+                limit = max(self.retries, self.busy_retries) if busy else self.retries
+                if not should_retry(response.status_code) or attempt >= limit:
                     raise self._error(response)
-                wait = self.delay(attempt, retry_after_seconds(response.headers.get("Retry-After")))
+                wait = self.busy_delay(retry_after) if busy else self.delay(attempt, retry_after)
                 log.warning(
                     "%s %s answered %d; retry %d in %.1fs",
                     method,

@@ -65,6 +65,7 @@ class ModelBase(OrmBase):
     """A model family: the shared initial weights θ₀ plus its settings (dims, bin edges, encoder name)."""
 
     __tablename__ = "bases"
+    __table_args__ = (UniqueConstraint("family_key", name="uq_bases_family_key"),)  # issue 8
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -74,6 +75,9 @@ class ModelBase(OrmBase):
     sha256: Mapped[str] = mapped_column(String(64))
     artifact_key: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # issue 8: sha256 of (file sha256, encoder, bin edges) — a family's identity, unique in the database so that
+    # concurrent identical registrations make one row (NULL only for duplicates that predate migration 0002)
+    family_key: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Checkpoint(OrmBase):
@@ -133,6 +137,12 @@ class MergeJob(OrmBase):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    # issue 9: completion webhook (URL per job) and its delivery record; why a comparison was skipped
+    webhook_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    webhook: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    comparison_skipped: Mapped[str | None] = mapped_column(Text, default=None)
+    # issue 12: the promotion gate's outcome for the model it produced ({status, reason, collapsed})
+    promotion: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
 class Model(OrmBase):
@@ -152,7 +162,71 @@ class Model(OrmBase):
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     artifact_key: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # issue 12: the promotion gate — promoted | not_promoted | unchecked, and its evidence (estimate, reason)
+    promotion_status: Mapped[str] = mapped_column(String(16), default="unchecked", server_default="unchecked")
+    promotion: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+
+
+# issue 9: the model registry (names, numbered versions, movable aliases and their history)
+class RegisteredModel(OrmBase):
+    """A registered model name (e.g. `brca-survival`) whose numbered versions each point at a models row."""
+
+    __tablename__ = "registered_models"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    tags: Mapped[dict[str, Any]]
+    next_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(OrmBase):
+    """Version `version` of a registered model: one models row (a model may be registered under many names)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("registered_model_id", "version", name="uq_model_versions_version"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    registered_model_id: Mapped[str] = mapped_column(ForeignKey("registered_models.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    tags: Mapped[dict[str, Any]]
+    created_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(OrmBase):
+    """An alias (`champion`, `candidate` …) of a registered model: points at one of its versions."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("registered_model_id", "alias", name="uq_model_aliases_alias"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    registered_model_id: Mapped[str] = mapped_column(ForeignKey("registered_models.id"), index=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    updated_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AliasEvent(OrmBase):
+    """One change of an alias: who (API key id and name), when, from which version to which (None = unset)."""
+
+    __tablename__ = "alias_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    registered_model_id: Mapped[str] = mapped_column(ForeignKey("registered_models.id"), index=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    to_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    actor_key_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    actor: Mapped[str | None] = mapped_column(String(200), default=None)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 MergedModel = Model  # alias: "models" rows are merged models
 ALL_TABLES = ("api_keys", "bases", "checkpoints", "cohorts", "merge_jobs", "models")
+ALL_TABLES += ("registered_models", "model_versions", "model_aliases", "alias_events")  # issue 9

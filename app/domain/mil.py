@@ -10,10 +10,12 @@ pred_head   = Linear(hidden, n_bins);  hazards = sigmoid(pred_head(z))
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 ENCODER_PREFIXES = ("feat_proj.", "attention_net.")
@@ -110,6 +112,50 @@ def as_bag(bag: Tensor) -> Tensor:
     return bag
 
 
+REDUCED_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def project(bag: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """ReLU(bag @ weightᵀ + bias): bag [N, D], weight [H, D], bias [H] -> [N, H] float32.
+
+    The one N×D×H matmul of an encoder (and of STEPH's hypernetwork input layer). It runs in the bag's dtype
+    when that is bfloat16 or float16 (weight and bias are cast to it, the result back to float32: reduced
+    precision for the big matmul only); any other bag dtype is computed in float32.
+    """
+    if bag.dtype in REDUCED_DTYPES:
+        out = F.linear(bag, weight.to(bag.dtype), bias.to(bag.dtype))
+        return torch.relu(out).float()
+    return torch.relu(F.linear(bag if bag.dtype == torch.float32 else bag.float(), weight, bias))
+
+
+def encode_with(
+    params: Mapping[str, Tensor], bag: Tensor, *, dropout_p: float = 0.0, training: bool = False
+) -> Encoded:
+    """The ABMIL encoder as a pure function of its parameters (reference keys, prefix-free of pred_head):
+
+        h = ReLU(x Wᶠᵀ + bᶠ)  [N, hidden];  g = Dropout(tanh(h Wᵃᵀ + bᵃ)) ⊙ Dropout(σ(h Wᵇᵀ + bᵇ))  [N, attn]
+        a = softmax_n(g Wᶜᵀ + bᶜ)  [N];  z = Σ_n a_n h_n  [hidden]
+
+    `params` holds the eight encoder keys (feat_proj.0.*, attention_net.attention_{a,b,c}.*); nothing is
+    mutated, so any number of threads may call it at once with shared or per-call parameters. Dropout (p =
+    `dropout_p`, only when `training`) draws from the global RNG exactly as nn.Dropout does (a, then b).
+    A bfloat16/float16 bag runs the N×D×hidden matmul in that dtype (see `project`); the rest is float32.
+    """
+    bag = as_bag(bag)
+    in_dim = params["feat_proj.0.weight"].shape[-1]
+    if bag.shape[1] != in_dim:
+        raise ValueError(f"bag has D = {bag.shape[1]}, the model expects D = {in_dim}")
+    h = project(bag, params["feat_proj.0.weight"], params["feat_proj.0.bias"])
+    pre = "attention_net.attention_"
+    gate_a = torch.tanh(F.linear(h, params[pre + "a.0.weight"], params[pre + "a.0.bias"]))
+    gate_a = F.dropout(gate_a, dropout_p, training)
+    gate_b = torch.sigmoid(F.linear(h, params[pre + "b.0.weight"], params[pre + "b.0.bias"]))
+    gate_b = F.dropout(gate_b, dropout_p, training)
+    logits = F.linear(gate_a * gate_b, params[pre + "c.weight"], params[pre + "c.bias"]).squeeze(-1)
+    attention = torch.softmax(logits, dim=0)
+    return Encoded(attention @ h, attention)
+
+
 class ABMIL(nn.Module):
     """ABMIL survival model. forward(bag [N, D]) -> hazard logits [n_bins]."""
 
@@ -125,9 +171,9 @@ class ABMIL(nn.Module):
         bag = as_bag(bag)
         if bag.shape[1] != self.dims.in_dim:
             raise ValueError(f"bag has D = {bag.shape[1]}, the model expects D = {self.dims.in_dim}")
-        h = self.feat_proj(bag)
-        attention = torch.softmax(self.attention_net(h), dim=0)
-        return Encoded(attention @ h, attention)
+        params = dict(self.feat_proj.named_parameters(prefix="feat_proj"))
+        params.update(self.attention_net.named_parameters(prefix="attention_net"))
+        return encode_with(params, bag, dropout_p=self.dims.dropout, training=self.training)
 
     def forward(self, bag: Tensor) -> Tensor:
         return self.pred_head(self.encode(bag).slide_feature)

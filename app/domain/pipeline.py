@@ -7,17 +7,20 @@ method's own parameters; split_params separates and validates them.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.domain.data import Samples, sample_labels
 from app.domain.evaluation import Comparison, compare_with_metrics
-from app.domain.merging.base import MergeInputs, MergeParamsError, SurvivalModel
+from app.domain.merging.base import MergeInputs, MergeMethod, MergeParamsError, SurvivalModel
 from app.domain.metrics import NoComparablePairs
+from app.domain.promotion import GATE_KEYS, TARGET, Candidate, GateConfig, cross_validate, decide, paired_estimate
 from app.domain.training import Progress, TrainConfig, TrainingCancelled, TrainResult, train
 
 TRAIN_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+AUTO = "auto"
 
 
 def split_params(raw: dict[str, Any] | None) -> tuple[TrainConfig, dict[str, Any]]:
@@ -25,14 +28,15 @@ def split_params(raw: dict[str, Any] | None) -> tuple[TrainConfig, dict[str, Any
 
     TrainConfig fields missing from `raw` keep their defaults. A training value of the wrong type or out of
     range raises MergeParamsError (a ValueError) naming the key. Method params are not validated here
-    (MergeMethod.parse_params does that).
+    (MergeMethod.parse_params does that). The promotion-gate keys (GATE_KEYS) are dropped: read them with
+    app.domain.promotion.split_gate.
     """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise MergeParamsError(f"parameters must be an object (a dict), got {type(raw).__name__}")
     train_raw = {k: raw[k] for k in TRAIN_KEYS if k in raw}
-    method_params = {k: v for k, v in raw.items() if k not in TRAIN_KEYS}
+    method_params = {k: v for k, v in raw.items() if k not in TRAIN_KEYS and k not in GATE_KEYS}
     try:
         config = TrainConfig(**train_raw)
     except ValueError as exc:
@@ -53,11 +57,51 @@ class MergeRun:
     # Harrell/Uno C, time-dependent AUC and IBS of the merged and the reference model on the test split
     # (censoring distribution from the train split): {"merged": {...}, "reference": {...}}; None with no comparison
     test_metrics: dict[str, Any] | None = None
+    # promotion gate: {"status": promoted | not_promoted | unchecked, "reason", "estimate"?, "gate"}
+    promotion: dict[str, Any] | None = None
+    # STEPH only: mix_stats.merge_statistics on the train bags ("train", "collapsed") and the test bags ("test")
+    merge_stats: dict[str, Any] | None = None
 
 
 def _check_cancel(should_cancel: Callable[[], bool] | None, stage: str) -> None:
     if should_cancel is not None and should_cancel():
         raise TrainingCancelled(f"merge cancelled {stage}")
+
+
+def fit_parsed(
+    impl: MergeMethod,
+    parsed: Any,
+    inputs: MergeInputs,
+    config: TrainConfig,
+    samples: Samples,
+    *,
+    progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> tuple[SurvivalModel, TrainResult | None, dict[str, Any]]:
+    """Build `impl` with parsed params (seed = config.seed) and train it on `samples` when it needs training
+    (STEPH crossfit runs its two phases). Returns (model in eval mode, train result or None, notes)."""
+    notes: dict[str, Any] = {}
+    if getattr(parsed, "crossfit", "off") != "off":
+        from app.domain.crossfit import run_crossfit
+
+        fitted = run_crossfit(impl, inputs, parsed, config, samples, progress=progress, should_cancel=should_cancel)
+        model, result, notes["crossfit"] = fitted.model, fitted.train_result, fitted.info
+    else:
+        model = impl.build(inputs, parsed, seed=config.seed)
+        result = None
+        if impl.needs_training(parsed):
+            result = train(model, samples, config, progress=progress, should_cancel=should_cancel)
+    return model.eval(), result, notes
+
+
+def fit_merge(
+    method: str, inputs: MergeInputs, params: dict[str, Any], config: TrainConfig, samples: Samples, **hooks: Any
+) -> SurvivalModel:
+    """The registered `method` with raw `params`, built and trained on `samples` (fit_parsed)."""
+    from app.domain.merging.registry import get_method
+
+    impl = get_method(method)
+    return fit_parsed(impl, impl.parse_params(params), inputs, config, samples, **hooks)[0]
 
 
 def run_merge(
@@ -72,6 +116,7 @@ def run_merge(
     progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     n_boot: int = 1000,
+    gate: GateConfig | None = None,
 ) -> MergeRun:
     """Build `method` on `inputs` (seed = train_config.seed), train it on train_samples when the method needs
     training (learned methods, retrain_head), then compare it with `reference` (usually the target's
@@ -84,37 +129,80 @@ def run_merge(
     STEPH with crossfit 'split' / 'split_plugin' trains in two phases (app.domain.crossfit): a target model
     on half A of train_samples, then the merge on half B; train_result is the merge phase, progress covers
     both phases, and notes["crossfit"] describes the halves.
+
+    gate (None = off): the promotion gate (app.domain.promotion) on the train split only; run.promotion holds
+    its status, reason and estimate. method "auto" (app.domain.merging.auto) picks among candidates by the
+    same inner validation. STEPH models get run.merge_stats (Σw, λ, top-k membership; collapse on train bags).
     """
     from app.domain.merging.registry import get_method  # the registry imports every method
 
     impl = get_method(method)
     parsed = impl.parse_params(params)
+    gate = gate or GateConfig(mode="off")
     _check_cancel(should_cancel, "before building the model")
-    notes: dict[str, Any] = {}
-    if getattr(parsed, "crossfit", "off") != "off":
-        from app.domain.crossfit import run_crossfit
+    hooks = {"progress": progress, "should_cancel": should_cancel}
+    if method == AUTO:
+        from app.domain.merging.auto import run_auto
 
-        fitted = run_crossfit(
-            impl, inputs, parsed, train_config, train_samples, progress=progress, should_cancel=should_cancel
-        )
-        model, result, notes["crossfit"] = fitted.model, fitted.train_result, fitted.info
+        auto = run_auto(inputs, parsed, train_config, train_samples, gate=gate, should_cancel=should_cancel)
+        model, result, notes, promotion = auto.model, auto.train_result, {"auto": auto.evidence}, auto.promotion
     else:
-        model = impl.build(inputs, parsed, seed=train_config.seed)
-        result = None
-        if impl.needs_training(parsed):
-            result = train(model, train_samples, train_config, progress=progress, should_cancel=should_cancel)
-    model.eval()
-    comparison: Comparison | None = None
-    test_metrics: dict[str, Any] | None = None
-    skipped: str | None = "the test split is empty"
+        model, result, notes = fit_parsed(impl, parsed, inputs, train_config, train_samples, **hooks)
+        promotion = gate_model(method, params, inputs, train_config, train_samples, gate, should_cancel)
+    stats = steph_stats(model, train_samples, test_samples)
     if len(test_samples) > 0:
         _check_cancel(should_cancel, "before the evaluation on the test split")
-        ref_time, ref_event = sample_labels(train_samples)  # censoring distribution of the IPCW metrics
-        try:
-            comparison, test_metrics = compare_with_metrics(
-                model, reference, test_samples, ref_time, ref_event, n_boot=n_boot, seed=train_config.seed
-            )
-            skipped = None
-        except NoComparablePairs as exc:
-            skipped = f"no comparison on the test split: {exc}"
-    return MergeRun(model, dataclasses.asdict(parsed), result, comparison, skipped, notes, test_metrics=test_metrics)
+    comparison, test_metrics, skipped = _compare(model, reference, train_samples, test_samples, n_boot, train_config)
+    return MergeRun(
+        model, dataclasses.asdict(parsed), result, comparison, skipped, notes,
+        test_metrics=test_metrics, promotion=promotion, merge_stats=stats,
+    )  # fmt: skip
+
+
+def _compare(model, reference, train_samples, test_samples, n_boot, config) -> tuple[Any, Any, str | None]:
+    if len(test_samples) == 0:
+        return None, None, "the test split is empty"
+    ref_time, ref_event = sample_labels(train_samples)  # censoring distribution of the IPCW metrics
+    try:
+        comparison, test_metrics = compare_with_metrics(
+            model, reference, test_samples, ref_time, ref_event, n_boot=n_boot, seed=config.seed
+        )
+    except NoComparablePairs as exc:
+        return None, None, f"no comparison on the test split: {exc}"
+    return comparison, test_metrics, None
+
+
+def gate_model(
+    method: str, params: dict[str, Any], inputs: MergeInputs, config: TrainConfig, samples: Samples,
+    gate: GateConfig, should_cancel: Callable[[], bool] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The promotion gate for one method: inner CV of [the target's own model (refitted), the method]."""
+    if gate.mode == "off":
+        return {**decide(None, gate.margin), "gate": dataclasses.asdict(gate)}
+    cand = Candidate(method, method, dict(params))
+    t0 = time.perf_counter()
+    try:
+        cv = cross_validate([TARGET, cand], inputs, samples, config, folds=gate.n_folds, should_cancel=should_cancel)
+        estimate = paired_estimate(cv, cand.label, TARGET.label, seed=config.seed)
+    except ValueError as exc:  # too few patients / no comparable pair: say so, do not fail the merge
+        return {**decide(None, gate.margin, reason_if_none=f"gate not estimable: {exc}"), "gate": _gate_dict(gate)}
+    out = {**decide(estimate, gate.margin), "estimate": estimate, "gate": _gate_dict(gate)}
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def _gate_dict(gate: GateConfig) -> dict[str, Any]:
+    return {**dataclasses.asdict(gate), "folds": gate.n_folds}
+
+
+def steph_stats(model: SurvivalModel, train_samples: Samples, test_samples: Samples) -> dict[str, Any] | None:
+    """merge_statistics on the train bags (collapse check) and on the held-out bags; None for other models."""
+    from app.domain.merging.mix_stats import merge_statistics, supports_mix_stats
+
+    if not supports_mix_stats(model):
+        return None
+    train_stats = merge_statistics(model, train_samples)
+    out: dict[str, Any] = {"train": train_stats, "collapsed": train_stats["collapsed"]}
+    if len(test_samples) > 0:
+        out["test"] = merge_statistics(model, test_samples)
+    return out

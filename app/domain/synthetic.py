@@ -51,8 +51,10 @@ CANCER_NAMES = (
 class WorldConfig:
     """Settings of a synthetic world.
 
-    Sizes: `patients` per cancer (or uniform in `patients_range`); the target cancer gets `target_patients`
-    (when set); `test_fraction` of each cancer's patients form its test split.
+    Sizes: `patients` per cancer (or uniform in `patients_range`, or `sizes` listed per cancer); the target
+    cancer gets `target_patients` (when set); `test_fraction` of each cancer's patients form its test split,
+    except that with `target_test_patients` the target's train split is its `target_patients` and its test
+    split holds `target_test_patients` more patients (a scarce target measured on a large test split).
     """
 
     cancers: int = 13
@@ -62,6 +64,8 @@ class WorldConfig:
     patients_range: tuple[int, int] | None = None
     target: str | None = None  # default: the first cancer
     target_patients: int | None = None
+    target_test_patients: int | None = None  # set: the target gets this many EXTRA patients, all in its test split
+    sizes: tuple[int, ...] | None = None  # set: the size of every cohort, in cancer order (overrides patients*)
     patches: tuple[int, int] = (16, 64)
     shared_fraction: float = 0.8
     shift_scale: float = 0.5
@@ -82,6 +86,9 @@ class WorldConfig:
             (self.dim >= 1 and self.prototypes >= 2, "dim must be >= 1 and prototypes >= 2"),
             (self.patients >= 4, "patients must be >= 4 (each split needs patients)"),
             (self.target_patients is None or self.target_patients >= 4, "target_patients must be >= 4"),
+            (self.target_test_patients is None or self.target_test_patients >= 2, "target_test_patients must be >= 2"),
+            (self.sizes is None or (len(self.sizes) == self.cancers and min(self.sizes) >= 4),
+             "sizes must give one size >= 4 per cancer"),
             (1 <= self.patches[0] <= self.patches[1], "patches must be (min, max) with 1 <= min <= max"),
             (0.0 <= self.shared_fraction <= 1.0, "shared_fraction must lie in [0, 1]"),
             (0.0 <= self.censoring < 1.0, "censoring must lie in [0, 1)"),
@@ -168,13 +175,17 @@ def make_world(config: WorldConfig) -> World:
 
 def _cohort_sizes(config: WorldConfig) -> list[int]:
     names = cancer_names(config.cancers)
-    if config.patients_range is None:
+    if config.sizes is not None:
+        sizes = list(config.sizes)
+    elif config.patients_range is None:
         sizes = [config.patients] * len(names)
     else:
         lo, hi = config.patients_range
         sizes = torch.randint(lo, hi + 1, (len(names),)).tolist()
     if config.target_patients is not None:
         sizes[names.index(config.target_name)] = config.target_patients
+    if config.target_test_patients is not None:
+        sizes[names.index(config.target_name)] += config.target_test_patients
     return sizes
 
 
@@ -200,6 +211,8 @@ def _make_cancer(config: WorldConfig, name: str, n: int, prototypes: Tensor, sha
     ]
     order = torch.randperm(n).tolist()
     n_test = max(2, min(n - 2, round(config.test_fraction * n)))
+    if name == config.target_name and config.target_test_patients is not None:
+        n_test = config.target_test_patients
     ids = [p.patient_id for p in patients]
     splits = {"train": sorted(ids[i] for i in order[n_test:]), "test": sorted(ids[i] for i in order[:n_test])}
     return CancerCohort(name, patients, splits, beta, pi, shift)

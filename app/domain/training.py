@@ -9,10 +9,14 @@
 Deterministic for `TrainConfig.seed`: the shuffle and the patch subsampling use their own torch.Generator,
 dropout uses the global RNG seeded inside `torch.random.fork_rng` (the caller's RNG state is restored).
 Bags are processed one at a time (gradients accumulate over the step's bags), so memory holds one bag.
+`compute_dtype` "bfloat16" (or "auto" on a CPU with native bf16) runs the two N×D×hidden matmuls of every
+forward and backward (feat_proj, STEPH's hypernetwork input layer) in bf16; everything else, every parameter and
+every gradient stay float32 (app.domain.mil.project). "float32" (the default) is the exact reference.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -24,10 +28,14 @@ from torch import Tensor, nn
 from app.domain.data import Sample, Samples
 from app.domain.merging.base import StaticModel, SurvivalModel
 from app.domain.mil import FamilyDims
+from app.domain.precision import resolve_inference_dtype
 from app.domain.survival import nll_loss, time_to_bin
 from app.domain.task_vectors import StateDict
 
 ALPHA = 0.5  # weight of the uncensored term in the NLL (SPEC §3)
+# issue 8: upper bounds of the training parameters, checked at submission (a 422 naming the key and range)
+MAX_EPOCHS, MAX_ACCUM, MAX_PATCHES, MAX_SEED = 10_000, 4096, 10_000_000, 2**63
+MAX_LR, MAX_WEIGHT_DECAY = 10.0, 10.0
 
 
 @dataclass
@@ -43,6 +51,7 @@ class TrainConfig:
     max_patches: int | None = None
     grad_clip: float | None = None
     device: str = "cpu"
+    compute_dtype: str = "float32"  # dtype of the two N×D matmuls (app.domain.precision); "auto": bf16 if native
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -50,15 +59,18 @@ class TrainConfig:
         for key in ("lr", "weight_decay", "warmup_epochs", "grad_clip"):
             if getattr(self, key) is not None:
                 setattr(self, key, float(getattr(self, key)))
-        checks = [
-            ("epochs", self.epochs >= 1, "must be ≥ 1"),
-            ("lr", math.isfinite(self.lr) and self.lr > 0, "must be a finite number > 0"),
-            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "must be ≥ 0"),
-            ("accum", self.accum >= 1, "must be ≥ 1 (bags per optimiser step)"),
-            ("warmup_epochs", math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0, "must be ≥ 0"),
-            ("max_patches", self.max_patches is None or self.max_patches >= 1, "must be ≥ 1 or null"),
-            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "must be > 0 or null"),
-        ]
+        checks = [  # issue 8: documented ranges (TRAIN_RANGES), NaN fails every comparison
+            ("epochs", 1 <= self.epochs <= MAX_EPOCHS, f"must be in [1, {MAX_EPOCHS}]"),
+            ("lr", 0 < self.lr <= MAX_LR, f"must be a number in (0, {MAX_LR:g}]"),
+            ("weight_decay", 0 <= self.weight_decay <= MAX_WEIGHT_DECAY, f"must be in [0, {MAX_WEIGHT_DECAY:g}]"),
+            ("accum", 1 <= self.accum <= MAX_ACCUM, f"must be in [1, {MAX_ACCUM}] (bags per optimiser step)"),
+            ("warmup_epochs", 0 <= self.warmup_epochs <= MAX_EPOCHS, f"must be in [0, {MAX_EPOCHS}]"),
+            ("seed", 0 <= self.seed < MAX_SEED, "must be in [0, 2**63)"),
+            ("max_patches", self.max_patches is None or 1 <= self.max_patches <= MAX_PATCHES,
+             f"must be in [1, {MAX_PATCHES}] or null"),
+            ("grad_clip", self.grad_clip is None or 0 < self.grad_clip <= 1e6, "must be in (0, 1e6] or null"),
+            ("compute_dtype", self.compute_dtype in COMPUTE_DTYPES, f"must be one of {', '.join(COMPUTE_DTYPES)}"),
+        ]  # fmt: skip
         for key, ok, why in checks:
             if not ok:
                 raise ValueError(f"training parameter {key!r} {why}; got {getattr(self, key)!r}")
@@ -76,7 +88,9 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "max_patches": ((int, type(None)), "an integer or null"),
     "grad_clip": ((int, float, type(None)), "a number or null"),
     "device": ((str,), "a string"),
+    "compute_dtype": ((str,), "a string"),
 }
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16", "auto")  # issue 7
 
 
 def check_type(key: str, value: object) -> None:
@@ -105,11 +119,13 @@ class TrainingCancelled(Exception):
 
 @dataclass
 class TrainResult:
-    """steps run; history = mean loss per epoch (over its bags); final_loss = history[-1]."""
+    """steps run; history = mean loss per epoch (over its bags); final_loss = history[-1];
+    step_losses = the loss of every optimiser step, in order (for training curves)."""
 
     steps: int
     final_loss: float
     history: list[float] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -152,7 +168,7 @@ def _bag_for_training(sample: Sample, config: TrainConfig, gen: torch.Generator,
         bag = bag[0]
     if config.max_patches is not None and bag.shape[0] > config.max_patches:
         bag = bag[torch.randperm(bag.shape[0], generator=gen)[: config.max_patches]]
-    return bag.to(device=device, dtype=torch.float32)
+    return bag.to(device=device, dtype=resolve_inference_dtype(config.compute_dtype, device))
 
 
 def _bag_loss(model: SurvivalModel, bag: Tensor, sample: Sample, device: torch.device) -> Tensor:
@@ -163,6 +179,12 @@ def _bag_loss(model: SurvivalModel, bag: Tensor, sample: Sample, device: torch.d
     return nll_loss(out.logits.unsqueeze(0), bins, events, alpha=ALPHA) + out.aux_loss
 
 
+def patient_ref(patient_id: str) -> str:
+    """A patient as errors and logs name it: 'id-hash <12 hex of sha256(id)>', never the id itself (issue 8).
+    An operator with the labels can find the patient: sha256 of each id, first 12 hex digits."""
+    return "id-hash " + hashlib.sha256(str(patient_id).encode("utf-8")).hexdigest()[:12]
+
+
 def _run_step(model, optimizer, params, group: list[Sample], config, gen, device) -> float:
     """One optimiser step over `group`; returns the step loss (mean over its bags)."""
     optimizer.zero_grad(set_to_none=True)
@@ -171,7 +193,8 @@ def _run_step(model, optimizer, params, group: list[Sample], config, gen, device
         loss = _bag_loss(model, _bag_for_training(sample, config, gen, device), sample, device) / len(group)
         if not bool(torch.isfinite(loss.detach())):
             raise FloatingPointError(
-                f"training diverged: the loss of patient {sample.patient_id!r} is {float(loss.detach())}; "
+                f"training diverged: the loss of patient {patient_ref(sample.patient_id)} is "
+                f"{float(loss.detach())}; "
                 "lower lr or set grad_clip"
             )
         loss.backward()
@@ -226,6 +249,7 @@ def _loop(model, samples, config, params, device, progress, should_cancel) -> Tr
     shuffle_gen = torch.Generator().manual_seed(config.seed)
     patch_gen = torch.Generator().manual_seed(config.seed + 1)
     history: list[float] = []
+    step_losses: list[float] = []
     step, start = 0, time.monotonic()
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(n, generator=shuffle_gen).tolist()
@@ -238,13 +262,14 @@ def _loop(model, samples, config, params, device, progress, should_cancel) -> Tr
             group = [samples[i] for i in order[first : first + config.accum]]
             loss = _run_step(model, optimizer, params, group, config, patch_gen, device)
             epoch_sum += loss * len(group)
+            step_losses.append(loss)
             step += 1
             if progress is not None:
                 elapsed = time.monotonic() - start
                 eta = elapsed / step * (total_steps - step)
                 progress(Progress(epoch, config.epochs, step, total_steps, loss, elapsed, eta))
         history.append(epoch_sum / n)
-    return TrainResult(steps=step, final_loss=history[-1], history=history)
+    return TrainResult(steps=step, final_loss=history[-1], history=history, step_losses=step_losses)
 
 
 def train_cancer_specific(

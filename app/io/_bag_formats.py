@@ -1,25 +1,81 @@
-"""Per-format bag readers used by app.io.bags (internal).
+"""Shared pieces of the bag readers (internal): format detection, BagHeader and its checks, error texts.
 
-Each reader returns a RawBag of unvalidated arrays/tensors; app.io.bags converts and validates them.
-Before reading data, every reader checks the declared shape (rank, D, N, bytes) and, where the format
-declares sizes, that the file actually holds that many bytes.
+A reader first *peeks* a file (app.io._bag_readers): it reads only the header and returns a BagHeader with the
+declared features shape and dtype, the coords shape and `load_bytes` (what reading the file will allocate).
+`check_header` validates all of that (rank, D, N, dtype, coords rows) before any data is read.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from app.io.errors import BagFormatError, scrub_paths
 
 SUFFIX_FORMAT = {".h5": "h5", ".hdf5": "h5", ".pt": "pt", ".npy": "npy", ".safetensors": "safetensors"}
+
+
+@dataclass(frozen=True)
+class BagHeader:
+    """What a bag file declares, read without its data. shape: features as stored ([N, D] or [1, N, D])."""
+
+    fmt: str
+    shape: tuple[int, ...]
+    kind: str  # numpy dtype kind of the features: f, i, u, b (anything else is refused)
+    dtype: str  # torch dtype name as stored: float32, float16, bfloat16, int64, ...
+    coords_shape: tuple[int, ...] | None
+    load_bytes: int  # bytes the reader allocates to read the file as stored
+    extra: Any = None  # format-specific (the .pt tensor headers)
+
+    @property
+    def n(self) -> int:
+        return int(self.shape[-2]) if len(self.shape) >= 2 else 0
+
+    @property
+    def d(self) -> int:
+        return int(self.shape[-1]) if self.shape else 0
+
+    @property
+    def itemsize(self) -> int:
+        return DTYPE_SIZES.get(self.dtype, 8)
+
+
+DTYPE_SIZES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
+               "int8": 1, "uint8": 1, "uint16": 2, "uint32": 4, "uint64": 8, "bool": 1}  # fmt: skip
+REDUCED = ("float16", "bfloat16")
+
+
+def out_dtype_name(header: BagHeader, keep_reduced: bool) -> str:
+    """The dtype the bag is handed out in: float16/bfloat16 kept when `keep_reduced`, else float32."""
+    return header.dtype if keep_reduced and header.dtype in REDUCED else "float32"
+
+
+def check_header(header: BagHeader, name: str, expected_dim: int | None, max_patches: int | None) -> None:
+    """Every declared property checked before data is read: numeric dtype, [N, D] (or [1, N, D]) with N >= 1,
+    D = expected_dim, N <= max_patches, coords [N, 2] (or [1, N, 2]) with the same N."""
+    if header.kind not in "fiub":
+        raise BagFormatError(
+            f"{name}: features are not numbers (dtype {header.dtype}); store them as a float32 array",
+            file_name=name,
+        )
+    n, _ = check_shape(header.shape, name, expected_dim, max_patches)
+    cs = header.coords_shape
+    if cs is None:
+        return
+    rows = cs[1] if len(cs) == 3 and cs[0] == 1 else cs[0] if cs else -1
+    if len(cs) not in (2, 3) or cs[-1] != 2 or (len(cs) == 3 and cs[0] != 1):
+        raise BagFormatError(
+            f"{name}: coords have shape {list(cs)}, expected [N, 2]; fix or drop the `coords` dataset",
+            file_name=name,
+        )
+    if rows != n:
+        raise BagFormatError(
+            f"{name}: coords hold {rows} rows but features hold {n} patches; the two must have one row "
+            "per patch — re-export the bag",
+            file_name=name,
+        )
 
 
 @dataclass
@@ -99,24 +155,6 @@ def check_shape(shape: tuple[int, ...], name: str, expected_dim: int | None, max
     return n, d
 
 
-def _precheck(shape: tuple[int, ...], kind: str, name: str, limits: dict) -> None:
-    """Shape and size checks before any data is read. kind = numpy dtype kind ('f', 'i', ...)."""
-    if kind not in "fiub":
-        raise BagFormatError(
-            f"{name}: features are not numbers (dtype kind {kind!r}); store them as a float32 array",
-            file_name=name,
-        )
-    check_shape(tuple(int(s) for s in shape), name, limits["expected_dim"], limits["max_patches"])
-    needed = math.prod(int(s) for s in shape) * 4
-    if needed > limits["max_bytes"]:
-        raise BagFormatError(
-            f"{name}: the bag declares shape {list(shape)}, i.e. {fmt_bytes(needed)} as float32, "
-            f"above the "
-            f"limit of {fmt_bytes(limits['max_bytes'])}; subsample the patches",
-            file_name=name,
-        )
-
-
 def _truncated(name: str, declared: int, actual: int) -> BagFormatError:
     return BagFormatError(
         f"{name}: the file is truncated: its header declares {declared} bytes of data but "
@@ -133,26 +171,6 @@ def _missing_key(name: str, keys: Sequence[str]) -> BagFormatError:
         "'features' (TRIDENT/CLAM layout)",
         file_name=name,
     )
-
-
-def read_h5(path: Path, name: str, limits: dict) -> RawBag:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        ds = _h5_dataset(f, "features", name)
-        if ds is None:
-            raise _missing_key(name, list(f.keys()))
-        _precheck(ds.shape, ds.dtype.kind, name, limits)
-        _check_h5_storage(ds, path, name)
-        features = ds[()]
-        coords = None
-        cds = _h5_dataset(f, "coords", name)
-        if cds is not None:
-            _check_h5_storage(cds, path, name)
-            if math.prod(cds.shape) * 8 > limits["max_bytes"] or cds.dtype.kind not in "fiu":
-                raise BagFormatError(f"{name}: `coords` must be an [N, 2] integer array", file_name=name)
-            coords = cds[()]
-    return RawBag(features, coords)
 
 
 def _outside(name: str, key: str) -> BagFormatError:
@@ -181,95 +199,3 @@ def _h5_dataset(f: Any, key: str, name: str) -> Any:
     if dcpl.get_layout() == h5py.h5d.VIRTUAL or dcpl.get_external_count() > 0:
         raise _outside(name, key)
     return ds
-
-
-def _check_h5_storage(ds: Any, path: Path, name: str) -> None:
-    """Uncompressed datasets must be fully stored inside the file (declared bytes <= stored bytes <= file)."""
-    import h5py
-
-    dcpl = ds.id.get_create_plist()
-    if dcpl.get_nfilters() > 0 or dcpl.get_layout() == h5py.h5d.COMPACT:
-        return  # compressed: sizes are not comparable (max_bytes bounds memory); compact: inside the header
-    declared = int(ds.size) * ds.dtype.itemsize
-    stored = int(ds.id.get_storage_size())
-    offset = ds.id.get_offset() if ds.chunks is None else 0
-    file_size = os.path.getsize(path)
-    if declared and (stored < declared or offset is None or (ds.chunks is None and offset + declared > file_size)):
-        raise _truncated(name, declared, min(stored, max(file_size - (offset or 0), 0)))
-
-
-def read_npy(path: Path, name: str, limits: dict) -> RawBag:
-    fmt = np.lib.format
-    with open(path, "rb") as fh:
-        version = fmt.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(fh)
-        else:
-            raise BagFormatError(f"{name}: unsupported .npy version {version}; re-save with np.save", file_name=name)
-        offset = fh.tell()
-    if dtype.hasobject:
-        raise BagFormatError(
-            f"{name}: refusing to load a pickled object array (pickles can run code); save a float array "
-            "instead: np.save(path, features.astype(np.float32))",
-            file_name=name,
-        )
-    _precheck(shape, dtype.kind, name, limits)
-    declared = math.prod(shape) * dtype.itemsize
-    actual = os.path.getsize(path) - offset
-    if actual < declared:
-        raise _truncated(name, declared, actual)
-    return RawBag(np.load(path, allow_pickle=False), None)
-
-
-def read_pt(path: Path, name: str, limits: dict) -> RawBag:
-    import torch
-
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            declared = sum(info.file_size for info in zf.infolist())
-        if declared > limits["max_bytes"]:
-            raise BagFormatError(
-                f"{name}: the file unpacks to {fmt_bytes(declared)}, above the limit of "
-                f"{fmt_bytes(limits['max_bytes'])}; subsample the patches",
-                file_name=name,
-            )
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, torch.Tensor):
-        return RawBag(obj, None)
-    if isinstance(obj, dict):
-        if "features" not in obj:
-            raise _missing_key(name, [str(k) for k in obj])
-        return RawBag(obj["features"], obj.get("coords"))
-    raise BagFormatError(
-        f"{name}: the file holds a {type(obj).__name__}; expected a tensor [N, D] or a dict with key 'features'",
-        file_name=name,
-    )
-
-
-_ST_KIND = {"F": "f", "B": "f", "I": "i", "U": "u", "BOOL": "b"}
-
-
-def read_safetensors(path: Path, name: str, limits: dict) -> RawBag:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        keys = list(f.keys())
-        if "features" not in keys:
-            raise _missing_key(name, keys)
-        sl = f.get_slice("features")
-        dtype = sl.get_dtype()
-        kind = _ST_KIND.get(dtype, _ST_KIND.get(dtype[:1], "?")) if dtype != "BOOL" else "b"
-        _precheck(tuple(sl.get_shape()), kind, name, limits)
-        features = f.get_tensor("features")
-        coords = f.get_tensor("coords") if "coords" in keys else None
-    return RawBag(features, coords)
-
-
-FORMAT_READERS: dict[str, Callable[[Path, str, dict], RawBag]] = {
-    "h5": read_h5,
-    "npy": read_npy,
-    "pt": read_pt,
-    "safetensors": read_safetensors,
-}

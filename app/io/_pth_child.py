@@ -1,8 +1,12 @@
 """Child process of app.io.checkpoints: convert an untrusted .pth to safetensors under resource limits.
 
-    python -I _pth_child.py SRC DST MEMORY_MB
+    python -I _pth_child.py SRC DST MEMORY_MB [CPU_S WATCH_FD REMOVE_SRC]
 
-Imports torch, then caps its own address space (RLIMIT_AS) at (current size + MEMORY_MB), runs
+Dies with its parent: when WATCH_FD (the read end of a pipe whose write end only the parent holds) reaches
+end-of-file — the parent exited or was killed — a watchdog thread removes DST (and SRC when REMOVE_SRC is 1,
+i.e. SRC is the parent's upload temp file) and exits at once. RLIMIT_CPU = CPU_S (+5 s hard) is the
+backstop when the watchdog cannot run. Imports torch, then caps its own address space (RLIMIT_AS) at
+(current size + MEMORY_MB), runs
 torch.load(SRC, weights_only=True, map_location="cpu"), extracts the state dict ({"model": sd},
 {"state_dict": sd} or a bare dict of tensors) and writes it to DST as safetensors. Prints one JSON line:
 {"ok": true, "tensors": n} or {"error": kind, "detail": text} with kind in unsafe|memory|corrupt|layout.
@@ -12,9 +16,11 @@ Standalone on purpose (imports no app code), so the parent can run it with `pyth
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import resource
 import sys
+import threading
 from typing import Any
 
 MEMORY_HINTS = ("can't allocate memory", "out of memory", "cannot allocate memory", "std::bad_alloc")
@@ -103,10 +109,42 @@ def convert(src: str, dst: str, memory_mb: int) -> dict[str, Any]:
     return {"ok": True, "tensors": len(state)}
 
 
+def _orphaned(watch_fd: int, paths: list[str]) -> None:
+    """Block until the parent's end of the pipe closes, then remove `paths` and exit (status 70)."""
+    try:
+        while os.read(watch_fd, 1):
+            pass
+    except OSError:
+        pass
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    if len(paths) > 0:
+        try:
+            os.rmdir(os.path.dirname(paths[0]))  # the parent's private temp dir holding DST
+        except OSError:
+            pass
+    os._exit(70)
+
+
+def _die_with_parent(cpu_s: int, watch_fd: int, src: str, dst: str, remove_src: bool) -> None:
+    if cpu_s > 0:
+        hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+        limit = cpu_s + 5 if hard == resource.RLIM_INFINITY else min(cpu_s + 5, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (min(cpu_s, limit), limit))
+    if watch_fd >= 0:
+        paths = [dst, src] if remove_src else [dst]
+        threading.Thread(target=_orphaned, args=(watch_fd, paths), daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 4:
-        print(json.dumps({"error": "usage", "detail": "usage: _pth_child.py SRC DST MEMORY_MB"}))
+    if len(argv) not in (4, 7):
+        print(json.dumps({"error": "usage", "detail": "usage: _pth_child.py SRC DST MEMORY_MB [CPU_S FD RM]"}))
         return 2
+    if len(argv) == 7:
+        _die_with_parent(int(argv[4]), int(argv[5]), argv[1], argv[2], argv[6] == "1")
     result = convert(argv[1], argv[2], int(argv[3]))
     print(json.dumps(result), flush=True)
     return 0 if result.get("ok") else 1

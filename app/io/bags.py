@@ -14,25 +14,30 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from app.io._bag_formats import FORMAT_READERS, RawBag, check_shape, clean_exc, detect_format
+from app.io._bag_formats import BagHeader, RawBag, check_header, check_shape, clean_exc, detect_format, out_dtype_name
+from app.io._bag_readers import PEEKERS, READERS, VERIFIERS
 from app.io.errors import BagFormatError, display_name_of
+from app.io.limits import all_finite, check_request_bytes, count_non_finite, process_budget, request_limit_bytes
 
 SUPPORTED_BAG_SUFFIXES = (".h5", ".hdf5", ".pt", ".npy", ".safetensors")
-MAX_BAG_BYTES = 8 * 2**30  # refuse bags whose features would need more memory than this
 _LABEL = {"h5": "HDF5", "pt": "torch", "npy": "NumPy .npy", "safetensors": "safetensors"}
+_T = TypeVar("_T")
 
 
 @dataclass
 class Bag:
-    """One slide (or a patient's concatenated slides): features float32 [N, D], coords int64 [N, 2] | None."""
+    """One slide (or a patient's concatenated slides): features float [N, D], coords int64 [N, 2] | None.
+
+    features are float32, or float16/bfloat16 when read with keep_reduced=True from a file stored that way."""
 
     features: Tensor
     coords: Tensor | None = None
@@ -46,27 +51,27 @@ class Bag:
         return int(self.features.shape[1])
 
 
-def read_bag(
-    path: str | os.PathLike[str],
-    *,
-    expected_dim: int | None = None,
-    max_patches: int | None = None,
-    display_name: str | None = None,
-    max_bytes: int = MAX_BAG_BYTES,
-) -> Bag:
-    """Read and validate one bag file -> Bag(features float32 [N, D], coords int64 [N, 2] | None).
+@dataclass(frozen=True)
+class PeekedBag:
+    """A bag file whose header was read and checked; nothing of its data is in memory yet."""
 
-    The format comes from the suffix of `path` (else of `display_name`, else the file's magic bytes).
-    Raises BagFormatError (message = display name + problem + fix) for every unusable file.
-    """
-    path = Path(path)
-    name = display_name_of(path, display_name)
-    if not path.is_file():
-        raise BagFormatError(f"{name}: bag file not found; upload it or fix the path", file_name=name)
-    fmt = detect_format(path, display_name, name, SUPPORTED_BAG_SUFFIXES)
-    limits = {"expected_dim": expected_dim, "max_patches": max_patches, "max_bytes": max_bytes}
+    path: Path
+    name: str
+    header: BagHeader
+
+    def needed_bytes(self, keep_reduced: bool) -> int:
+        """What reading it allocates at the peak: the data as stored plus one converted copy when the stored
+        dtype is not the one handed out (e.g. float64/int -> float32) or a .pt view is not contiguous."""
+        h = self.header
+        converted = out_dtype_name(h, keep_reduced) != h.dtype or h.fmt == "pt"
+        coords = h.n * 16 if h.coords_shape is not None else 0  # int64 [N, 2]
+        return h.load_bytes + (h.n * h.d * 4 if converted else 0) + coords
+
+
+def _guard(fmt: str, path: Path, name: str, call: Callable[[], _T]) -> _T:
+    """Run a reader step; every library failure becomes a BagFormatError naming the file and the fix."""
     try:
-        raw = FORMAT_READERS[fmt](path, name, limits)
+        return call()
     except BagFormatError:
         raise
     except pickle.UnpicklingError as exc:
@@ -83,20 +88,77 @@ def read_bag(
             f"{_LABEL[fmt]} file ({clean_exc(exc, path, name)}); re-export or re-upload it",
             file_name=name,
         ) from None
-    return validate_raw_bag(raw, name, expected_dim, max_patches)
 
 
-def validate_raw_bag(raw: RawBag, name: str, expected_dim: int | None, max_patches: int | None) -> Bag:
-    """Unvalidated arrays -> Bag: float32 [N, D] (a [1, N, D] is squeezed), finite, N >= 1, D and N checked;
-    coords int64 [N, 2]. BagFormatError (message starting with `name`) otherwise."""
-    features = _as_float_tensor(raw.features, name)
+def peek_bag(
+    path: str | os.PathLike[str],
+    *,
+    expected_dim: int | None = None,
+    max_patches: int | None = None,
+    display_name: str | None = None,
+) -> PeekedBag:
+    """Read and check a bag file's header only (format, [N, D], dtype, coords rows, stored sizes) -> PeekedBag.
+
+    No feature data is read: what the file declares is checked against D, max_patches and the file itself."""
+    path = Path(path)
+    name = display_name_of(path, display_name)
+    if not path.is_file():
+        raise BagFormatError(f"{name}: bag file not found; upload it or fix the path", file_name=name)
+    fmt = detect_format(path, display_name, name, SUPPORTED_BAG_SUFFIXES)
+    header = _guard(fmt, path, name, lambda: PEEKERS[fmt](path, name))
+    check_header(header, name, expected_dim, max_patches)
+    return PeekedBag(path, name, header)
+
+
+def load_peeked(peeked: PeekedBag, expected_dim: int | None, max_patches: int | None, keep_reduced: bool) -> Bag:
+    """Read the data of a peeked bag and validate it (no budget accounting: the caller reserved it)."""
+    h, path, name = peeked.header, peeked.path, peeked.name
+    if h.fmt in VERIFIERS:  # stored sizes (cheap, header-level) once the memory limits have passed
+        _guard(h.fmt, path, name, lambda: VERIFIERS[h.fmt](path, name, h))
+    raw = _guard(h.fmt, peeked.path, peeked.name, lambda: READERS[h.fmt](peeked.path, peeked.name, h))
+    return validate_raw_bag(raw, peeked.name, expected_dim, max_patches, keep_reduced=keep_reduced)
+
+
+def read_bag(
+    path: str | os.PathLike[str],
+    *,
+    expected_dim: int | None = None,
+    max_patches: int | None = None,
+    display_name: str | None = None,
+    max_bytes: int | None = None,
+    keep_reduced: bool = False,
+) -> Bag:
+    """Read and validate one bag file -> Bag(features [N, D] float32, coords int64 [N, 2] | None).
+
+    The header is read and checked first (peek_bag); then what reading needs is checked against `max_bytes`
+    (default: STEPH_REQUEST_MEMORY_MB) and reserved in the process budget (STEPH_PROCESS_MEMORY_MB) while
+    the file is read. keep_reduced=True hands float16/bfloat16 files out in their dtype.
+    Raises BagFormatError (message = display name + problem + fix) for every unusable file.
+    """
+    peeked = peek_bag(path, expected_dim=expected_dim, max_patches=max_patches, display_name=display_name)
+    need = peeked.needed_bytes(keep_reduced)
+    check_request_bytes(need, request_limit_bytes() if max_bytes is None else max_bytes, peeked.name)
+    budget = process_budget()
+    budget.reserve(need, what=peeked.name)
+    try:
+        return load_peeked(peeked, expected_dim, max_patches, keep_reduced)
+    finally:
+        budget.release(need)
+
+
+def validate_raw_bag(
+    raw: RawBag, name: str, expected_dim: int | None, max_patches: int | None, *, keep_reduced: bool = False
+) -> Bag:
+    """Unvalidated arrays -> Bag: float [N, D] (a [1, N, D] is squeezed), finite, N >= 1, D and N checked;
+    coords int64 [N, 2]. BagFormatError (message starting with `name`) otherwise. Copies only when the dtype
+    changes or the data is not contiguous."""
+    features = _as_float_tensor(raw.features, name, keep_reduced)
     if features.dim() == 3 and features.shape[0] == 1:
         features = features[0]
     check_shape(tuple(features.shape), name, expected_dim, max_patches)
     features = features.contiguous()
-    n_nan = int(torch.isnan(features).sum())
-    n_inf = int(torch.isinf(features).sum())
-    if n_nan or n_inf:
+    if not all_finite(features):
+        n_nan, n_inf = count_non_finite(features)
         raise BagFormatError(
             f"{name}: features hold {n_nan} NaN and {n_inf} Inf value(s) out of {features.numel()}; "
             "re-extract the features or drop the broken patches",
@@ -108,6 +170,7 @@ def validate_raw_bag(raw: RawBag, name: str, expected_dim: int | None, max_patch
 
 def _to_tensor(value: object, name: str, what: str) -> Tensor:
     if isinstance(value, Tensor):
+        _check_not_amplified(value, name, what)
         return value.detach().cpu()
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "fiub":
@@ -126,14 +189,34 @@ def _to_tensor(value: object, name: str, what: str) -> Tensor:
     )
 
 
-def _as_float_tensor(value: object, name: str) -> Tensor:
-    """features of any real numeric dtype -> float32 tensor; complex/bool/strings are refused."""
+def _check_not_amplified(t: Tensor, name: str, what: str) -> None:
+    """A strided dense tensor must not hold more elements than its storage (stride-0 or overlapping views)."""
+    if t.layout != torch.strided or t.is_quantized or t.is_nested:
+        raise BagFormatError(
+            f"{name}: {what} are a {str(t.layout).removeprefix('torch.')} tensor; save a dense float tensor: "
+            "t.to_dense().float()",
+            file_name=name,
+        )
+    size = t.element_size()
+    if t.numel() and t.numel() * size > t.untyped_storage().nbytes() - t.storage_offset() * size:
+        raise BagFormatError(
+            f"{name}: {what} of shape {list(t.shape)} are a view that repeats the values of a smaller storage; "
+            "save a plain tensor: t.contiguous().clone()",
+            file_name=name,
+        )
+
+
+def _as_float_tensor(value: object, name: str, keep_reduced: bool = False) -> Tensor:
+    """features of any real numeric dtype -> float32 tensor (float16/bfloat16 kept when `keep_reduced`);
+    complex/bool/strings are refused."""
     t = _to_tensor(value, name, "features")
     if t.is_complex() or t.dtype == torch.bool:
         raise BagFormatError(
             f"{name}: features have dtype {str(t.dtype).removeprefix('torch.')}; store them as float32",
             file_name=name,
         )
+    if keep_reduced and t.dtype in (torch.float16, torch.bfloat16):
+        return t
     return t.to(torch.float32)
 
 
@@ -166,37 +249,16 @@ def read_patient_bag(
     expected_dim: int | None = None,
     max_patches: int | None = None,
     display_names: Sequence[str] | None = None,
+    max_bytes: int | None = None,
+    keep_reduced: bool = False,
 ) -> Bag:
-    """Read every slide of one patient and concatenate row-wise -> Bag([ΣN_i, D]).
+    """Every slide of one patient, concatenated row-wise -> Bag([ΣN_i, D]); see app.io.patient_bags.
 
-    coords are concatenated when every slide has them, else None. All slides must share D (= expected_dim
-    when given). `max_patches` bounds the total. Raises BagFormatError naming the offending file.
-    """
-    if not paths:
-        raise BagFormatError("a patient needs at least one slide; got no bag files", file_name="")
-    names = list(display_names) if display_names is not None else [display_name_of(p) for p in paths]
-    bags: list[Bag] = []
-    total = 0
-    for path, name in zip(paths, names, strict=True):
-        bag = read_bag(path, expected_dim=expected_dim, max_patches=max_patches, display_name=name)
-        if bags and bag.dim != bags[0].dim:
-            raise BagFormatError(
-                f"{name}: features have D = {bag.dim} but slide {names[0]!r} of the same patient has "
-                f"D = {bags[0].dim}; all slides must come from the same feature encoder",
-                file_name=name,
-            )
-        total += bag.n_patches
-        if max_patches is not None and total > max_patches:
-            raise BagFormatError(
-                f"{name}: the patient's slides hold {total} patches together, more than the limit of "
-                f"{max_patches}; subsample the patches or raise the limit",
-                file_name=name,
-            )
-        bags.append(bag)
-    if len(bags) == 1:
-        return bags[0]
-    features = torch.cat([b.features for b in bags], dim=0)
-    coords = None
-    if all(b.coords is not None for b in bags):
-        coords = torch.cat([b.coords for b in bags], dim=0)  # type: ignore[misc]
-    return Bag(features, coords)
+    Every header is peeked first (D, N, the total N <= max_patches, the memory needed <= max_bytes), then the
+    data is read. Raises BagFormatError naming the offending file."""
+    from app.io.patient_bags import read_patient_files
+
+    return read_patient_files(
+        paths, display_names=display_names, expected_dim=expected_dim, max_patches=max_patches,
+        max_bytes=max_bytes, keep_reduced=keep_reduced,
+    ).bag  # fmt: skip

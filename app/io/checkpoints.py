@@ -1,7 +1,9 @@
 """Model checkpoints: read `.safetensors` (native) and reference `.pth` files; write safetensors atomically.
 
 A `.pth` is a pickle: it is never loaded in this process. A child process (`_pth_child.py`, run as
-`python -I`) caps its address space (RLIMIT_AS = its size after importing torch + memory_mb), runs
+`python -I`) caps its address space (RLIMIT_AS = its size after importing torch + memory_mb) and its CPU time
+(RLIMIT_CPU ≈ timeout_s), dies with this process (a pipe watchdog: it exits, removing its output — and the
+upload when `remove_if_orphaned` — as soon as this process is gone), runs
 torch.load(weights_only=True, map_location="cpu"), accepts {"model": state_dict} (or {"state_dict": …}, or
 a bare dict of tensors) and writes safetensors to a temp file that this process then reads. The child is
 killed after timeout_s. Formats are recognised by content, so store files without a suffix work.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -40,8 +43,10 @@ def checkpoint_kind(path: Path) -> str | None:
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, display_name: str | None = None, timeout_s: float = 60,
-                    memory_mb: int = 4096) -> StateDict:  # fmt: skip
-    """A checkpoint file -> {key: tensor} (CPU). Raises CheckpointFormatError naming the file and the fix."""
+                    memory_mb: int = 4096, remove_if_orphaned: bool = False) -> StateDict:  # fmt: skip
+    """A checkpoint file -> {key: tensor} (CPU). Raises CheckpointFormatError naming the file and the fix.
+
+    remove_if_orphaned: `path` is a temp upload; the .pth child deletes it if this process dies meanwhile."""
     path = Path(path)
     name = display_name_of(path, display_name)
     if not path.is_file():
@@ -50,7 +55,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, display_name: str | None = 
     if kind == "safetensors":
         return _read_safetensors(path, name)
     if kind == "pickle":
-        return _convert_pth(path, name, timeout_s, memory_mb)
+        return _convert_pth(path, name, timeout_s, memory_mb, remove_if_orphaned)
     suffix = path.suffix.lower() or Path(display_name or "").suffix.lower()
     what = "not a valid safetensors file" if suffix == ".safetensors" else f"not a checkpoint (suffix {suffix!r})"
     raise CheckpointFormatError(
@@ -76,28 +81,35 @@ def _read_safetensors(path: Path, name: str) -> StateDict:
     return state
 
 
-def _convert_pth(path: Path, name: str, timeout_s: float, memory_mb: int) -> StateDict:
+def _convert_pth(path: Path, name: str, timeout_s: float, memory_mb: int, remove_if_orphaned: bool = False) -> StateDict:
     from safetensors.torch import load_file
 
     with tempfile.TemporaryDirectory(prefix="steph-pth-") as tmp:
         dst = Path(tmp) / "state.safetensors"
-        result = _run_child(path, dst, name, timeout_s, memory_mb)
+        result = _run_child(path, dst, name, timeout_s, memory_mb, remove_if_orphaned)
         if not result.get("ok"):
             raise _child_error(result, path, name, memory_mb)
         return load_file(str(dst), device="cpu")
 
 
-def _run_child(path: Path, dst: Path, name: str, timeout_s: float, memory_mb: int) -> dict:
-    cmd = [sys.executable, "-I", str(CHILD_SCRIPT), str(path.resolve()), str(dst), str(int(memory_mb))]
+def _run_child(path: Path, dst: Path, name: str, timeout_s: float, memory_mb: int, remove_src: bool = False) -> dict:
+    """Run the child; only this process holds the pipe's write end, so the child sees EOF when it dies."""
+    watch_r, watch_w = os.pipe()
+    cpu_s = max(1, math.ceil(timeout_s)) + 5
+    cmd = [sys.executable, "-I", str(CHILD_SCRIPT), str(path.resolve()), str(dst), str(int(memory_mb)),
+           str(cpu_s), str(watch_r), "1" if remove_src else "0"]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=dst.parent,
-                              env={**os.environ, **_CHILD_ENV})  # fmt: skip
+                              env={**os.environ, **_CHILD_ENV}, pass_fds=(watch_r,))  # fmt: skip
     except subprocess.TimeoutExpired:
         raise CheckpointFormatError(
             f"{name}: conversion took longer than {timeout_s:g} s and was stopped; the file is too large or "
             "malformed — convert it to .safetensors yourself or raise the time limit",
             file_name=name,
         ) from None
+    finally:
+        os.close(watch_r)
+        os.close(watch_w)
     lines = proc.stdout.strip().splitlines()
     try:
         return json.loads(lines[-1])

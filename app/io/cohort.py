@@ -8,6 +8,11 @@
 
 Without splits.csv every labelled patient is in "train" and "test" is empty (evaluation then needs another
 cohort). A patient's bag is the row-wise concatenation of its slides' bags, loaded lazily on access.
+
+`open_cohort(dir, confine_to=root)` (what the service does): every file is resolved, links followed, and must
+lie inside `root` (STEPH_DATA_ROOT, or the store's cohort directory) — checked when the cohort is opened and
+again before each bag is read, so a file or directory replaced by an outside link later is refused with a
+PathEscapeError (a CohortError, 422). Without `confine_to` (the CLI on local files) links are followed freely.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from app.domain.data import LazySamples, Sample
 from app.io.bags import SUPPORTED_BAG_SUFFIXES, Bag, read_bag, read_patient_bag
 from app.io.errors import CohortError, InputFileError, display_name_of
 from app.io.labels import PatientLabel, read_labels, read_splits
+from app.io.safe_paths import confined, is_dir, is_file
 
 LABELS_FILE = "labels.csv"
 SPLITS_FILE = "splits.csv"
@@ -55,8 +61,9 @@ class CohortDir:
     """An opened cohort directory (see the module docstring). Build with `open_cohort`."""
 
     def __init__(self, root: Path, name: str, labels: list[PatientLabel], splits: dict[str, list[str]] | None,
-                 bags_dir: Path, lmdb_path: Path | None = None) -> None:  # fmt: skip
+                 bags_dir: Path, lmdb_path: Path | None = None, confine: Path | None = None) -> None:  # fmt: skip
         self.root, self.name, self.labels, self.bags_dir = root, name, labels, bags_dir
+        self.confine = confine  # every file read must resolve inside this directory (None: no check)
         self.has_splits = splits is not None
         self.splits = splits if splits is not None else {"train": [p.patient_id for p in labels], "test": []}
         self.by_id = {p.patient_id: p for p in labels}
@@ -73,6 +80,8 @@ class CohortDir:
 
         if self._lmdb_db is None:
             assert self.lmdb_path is not None
+            if self.confine is not None:
+                confined(self.confine, self.lmdb_path / "data.mdb", what=f"{self.name}/{self.lmdb_path.name}")
             self._lmdb_db = LmdbBags(self.lmdb_path, display_name=f"{self.name}/{self.lmdb_path.name}")
         return self._lmdb_db
 
@@ -88,18 +97,22 @@ class CohortDir:
         dims = {int(p.shape[1]) for p in parts}
         if len(dims) > 1:
             raise CohortError(
-                f"{self.name}: the slides of patient {label.patient_id!r} have different feature sizes "
+                f"{self.name}: the slides of patient #{self._position(label)} have different feature sizes "
                 f"{sorted(dims)}; all slides must come from the same feature encoder",
                 file_name=self.name,
             )
         features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         if max_patches is not None and features.shape[0] > max_patches:
             raise CohortError(
-                f"{self.name}: the slides of patient {label.patient_id!r} hold {features.shape[0]} patches "
+                f"{self.name}: the slides of patient #{self._position(label)} hold {features.shape[0]} patches "
                 f"together, more than the limit of {max_patches}; subsample the patches or raise the limit",
                 file_name=self.name,
             )
         return Bag(features, None)
+
+    def _position(self, label: PatientLabel) -> int:
+        """1-based position of the patient in labels.csv (error messages name positions, not patient ids)."""
+        return next((i + 1 for i, p in enumerate(self.labels) if p is label), 0)
 
     def bag_path(self, slide_id: str) -> Path:
         """The bag file of `slide_id` (pathology_id; a suffix like .svs is ignored). CohortError if none."""
@@ -114,6 +127,8 @@ class CohortDir:
                 f"{{{','.join(SUPPORTED_BAG_SUFFIXES)}}} in {where}); add the bag or fix {LABELS_FILE}",
                 file_name=self.name,
             )
+        if self.confine is not None:
+            confined(self.confine, path, what=f"{self.name}/{path.name}")
         return path
 
     def split_problems(self) -> list[str]:
@@ -255,38 +270,51 @@ def _index_bags(bags_dir: Path) -> tuple[dict[str, Path], list[tuple[str, list[s
     """{slide id (file name minus its bag suffix): path}, plus slides that have several bag files."""
     index: dict[str, Path] = {}
     seen: dict[str, list[str]] = {}
-    for path in sorted(bags_dir.iterdir()):
+    try:
+        entries = sorted(bags_dir.iterdir())
+    except OSError:
+        raise CohortError(f"{bags_dir.name}: the bag directory cannot be listed; check its permissions",
+                          file_name=bags_dir.name) from None  # fmt: skip
+    for path in entries:
         suffix = path.suffix.lower()
-        if suffix in SUPPORTED_BAG_SUFFIXES and path.is_file():
+        if suffix in SUPPORTED_BAG_SUFFIXES and is_file(path):
             stem = path.name[: -len(suffix)]
             index.setdefault(stem, path)
             seen.setdefault(stem, []).append(path.name)
     return index, [(s, names) for s, names in seen.items() if len(names) > 1]
 
 
-def open_cohort(directory: str | os.PathLike[str], *, display_name: str | None = None) -> CohortDir:
+def open_cohort(directory: str | os.PathLike[str], *, display_name: str | None = None,
+                confine_to: str | os.PathLike[str] | None = None) -> CohortDir:  # fmt: skip
     """Open a cohort directory: read labels.csv (and splits.csv when present) and index the bag files.
 
-    Raises CohortError when the directory or labels.csv is missing; LabelError for malformed CSVs.
+    Raises CohortError when the directory or labels.csv is missing; LabelError for malformed CSVs;
+    PathEscapeError (a CohortError) when `confine_to` is given and a path resolves outside it.
     """
     root = Path(directory)
     name = display_name_of(root, display_name)
-    if not root.is_dir():
+    confine = Path(confine_to) if confine_to is not None else None
+    if confine is not None:
+        root = confined(confine, root, what=name)
+    if not is_dir(root):
         raise CohortError(f"{name}: cohort directory not found; upload the cohort again", file_name=name)
-    if not (root / LABELS_FILE).is_file():
+    if not is_file(root / LABELS_FILE):
         raise CohortError(
             f"{name}: no {LABELS_FILE}; a cohort needs {LABELS_FILE} (patient_id, pathology_id, t, e) next to its bags",
             file_name=name,
         )
+    has_splits, bags_dir = is_file(root / SPLITS_FILE), root / "bags" if is_dir(root / "bags") else root
+    if confine is not None:
+        for path in (root / LABELS_FILE, *([root / SPLITS_FILE] if has_splits else []), bags_dir):
+            confined(confine, path, what=f"{name}/{path.relative_to(root)}")
     labels = read_labels(root / LABELS_FILE)
-    splits = read_splits(root / SPLITS_FILE) if (root / SPLITS_FILE).is_file() else None
-    bags_dir = root / "bags" if (root / "bags").is_dir() else root
-    return CohortDir(root, name, labels, splits, bags_dir, _find_lmdb(root, bags_dir))
+    splits = read_splits(root / SPLITS_FILE) if has_splits else None
+    return CohortDir(root, name, labels, splits, bags_dir, _find_lmdb(root, bags_dir), confine)
 
 
 def _find_lmdb(root: Path, bags_dir: Path) -> Path | None:
     """The cohort's LMDB directory (bags.lmdb/, or bags/ or the root holding data.mdb), None for bag files."""
     for candidate in (root / LMDB_DIR, bags_dir):
-        if (candidate / "data.mdb").is_file():
+        if is_file(candidate / "data.mdb"):
             return candidate
     return None

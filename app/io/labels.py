@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.io.errors import LabelError, display_name_of
+from app.io.safe_paths import excerpt
 
 LABEL_COLUMNS = ("patient_id", "pathology_id", "t", "e")
 SPLIT_NAMES = ("train", "val", "test")
@@ -41,15 +42,19 @@ def _read_rows(path: Path, name: str, what: str) -> tuple[list[str], list[tuple[
             lines = list(csv.reader(fh))
     except UnicodeDecodeError:
         raise LabelError(f"{name}: not a UTF-8 text file; save the {what} as CSV (UTF-8)", file_name=name) from None
+    except OSError:
+        raise LabelError(f"{name}: cannot be read (missing, a link loop or no permission); fix the file",
+                         file_name=name) from None  # fmt: skip
     except csv.Error as exc:
-        raise LabelError(f"{name}: not a valid CSV ({exc}); save the {what} as CSV", file_name=name) from None
+        raise LabelError(f"{name}: not a valid CSV ({excerpt(str(exc), 80)}); save the {what} as CSV",
+                         file_name=name) from None  # fmt: skip
     rows = [(i + 1, [c.strip() for c in cells]) for i, cells in enumerate(lines) if any(c.strip() for c in cells)]
     if not rows:
         raise LabelError(f"{name}: the file is empty; it must start with a header line", file_name=name)
     (_, header), body = rows[0], rows[1:]
     if len(header) == 1 and ("\t" in header[0] or ";" in header[0]):
         raise LabelError(
-            f"{name}: line 1 has a single column {header[0]!r}; the file must be comma-separated",
+            f"{name}: line 1 has a single column {excerpt(header[0])!r}; the file must be comma-separated",
             file_name=name,
         )
     return header, body
@@ -67,7 +72,7 @@ def read_labels(path: str | os.PathLike[str], *, display_name: str | None = None
     missing = [c for c in LABEL_COLUMNS if c not in header]
     if missing:
         raise LabelError(
-            f"{name}: missing column {missing[0]!r} (found: {', '.join(header)}); "
+            f"{name}: missing column {missing[0]!r} (found: {excerpt(', '.join(header), 60)}); "
             f"the labels need the columns "
             f"{', '.join(LABEL_COLUMNS)} and optionally project",
             file_name=name,
@@ -85,7 +90,7 @@ def read_labels(path: str | os.PathLike[str], *, display_name: str | None = None
         )
         if sid in seen_slides:
             raise LabelError(
-                f"{name}: line {line}, column 'pathology_id': slide {sid!r} is already listed on line "
+                f"{name}: line {line}, column 'pathology_id': slide {excerpt(sid)!r} is already listed on line "
                 f"{seen_slides[sid]}; list each slide once",
                 file_name=name,
             )
@@ -112,7 +117,7 @@ def _time(raw: str, name: str, line: int) -> float:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         raise LabelError(
-            f"{name}: line {line}, column 't': {raw!r} is not a positive number of days; t is the follow-up "
+            f"{name}: line {line}, column 't': {excerpt(raw)!r} is not a positive number of days; t is the follow-up "
             "time in days (> 0)",
             file_name=name,
         )
@@ -126,7 +131,8 @@ def _event(raw: str, name: str, line: int) -> int:
         value = math.nan
     if value not in (0.0, 1.0):
         raise LabelError(
-            f"{name}: line {line}, column 'e': {raw!r} is not 0 or 1; e = 1 if the event was observed, 0 if censored",
+            f"{name}: line {line}, column 'e': {excerpt(raw)!r} is not 0 or 1; e = 1 if the event was observed, "
+            "0 if censored",
             file_name=name,
         )
     return int(value)
@@ -144,12 +150,13 @@ def read_splits(path: str | os.PathLike[str], *, display_name: str | None = None
     unknown = [h for h in named.values() if h not in SPLIT_NAMES]
     if unknown:
         raise LabelError(
-            f"{name}: unknown split column {unknown[0]!r}; the columns must be train, test and optionally val",
+            f"{name}: unknown split column {excerpt(unknown[0])!r}; the columns must be train, test and optionally val",
             file_name=name,
         )
     if "train" not in named.values():
         raise LabelError(
-            f"{name}: no 'train' column (found: {', '.join(header) or 'none'}); the splits need columns train and test",
+            f"{name}: no 'train' column (found: {excerpt(', '.join(header), 60) or 'none'}); the splits need columns "
+            "train and test",
             file_name=name,
         )
     splits: dict[str, list[str]] = {h: [] for h in named.values()}
@@ -163,7 +170,7 @@ def read_splits(path: str | os.PathLike[str], *, display_name: str | None = None
             if pid in where:
                 first, first_line = where[pid]
                 raise LabelError(
-                    f"{name}: line {line}, column {split!r}: patient {pid!r} is already in split {first!r} "
+                    f"{name}: line {line}, column {split!r}: patient {excerpt(pid)!r} is already in split {first!r} "
                     f"(line {first_line}); each patient belongs to one split",
                     file_name=name,
                 )

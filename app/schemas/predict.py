@@ -2,43 +2,49 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class SurvivalCurve(BaseModel):
-    times_days: list[float]  # bin edges 0, 365, …: S(t) holds from each edge to the next
-    probabilities: list[float]  # S at times_days (S(0) = 1)
+    times_days: list[float] = Field(
+        description="days of the bin edges 0, 365, …: S(t) holds from each edge to the next"
+    )
+    probabilities: list[float] = Field(description="survival S at times_days; S(0) = 1")
 
 
 class SourceUse(BaseModel):
-    cancer: str
-    weight: float
-    lam: float | None = None
+    cancer: str = Field(description="source cancer")
+    weight: float = Field(description="merge weight w_i the hypernetwork gave it for this bag")
+    lam: float | None = Field(default=None, description="mixup ratio λ_i (share of the target's task vector)")
 
 
 class TopPatch(BaseModel):
-    index: int  # row in the patient's concatenated bag
-    file: str  # upload the patch came from
-    file_index: int  # row inside that file
-    attention: float
-    coords: list[int] | None = None
+    index: int = Field(description="row in the patient's concatenated bag")
+    file: str = Field(description="upload the patch came from")
+    file_index: int = Field(description="row inside that file")
+    attention: float = Field(description="attention weight (sums to 1 over the bag)")
+    coords: list[int] | None = Field(default=None, description="patch coordinates from the bag file, when it has them")
 
 
 class PatientResult(BaseModel):
-    patient_id: str
-    files: list[str]
-    n_patches: int
-    risk: float
-    survival: SurvivalCurve
-    hazards: list[float]
-    sources: list[SourceUse] | None = None
-    top_patches: list[TopPatch] | None = None
+    patient_id: str = Field(description="patient id (file stem unless given)")
+    files: list[str] = Field(description="the uploads pooled for this patient")
+    n_patches: int = Field(description="patches in the pooled bag")
+    risk: float = Field(description="risk score −Σ_j S_j (higher = worse prognosis)")
+    survival: SurvivalCurve = Field(description="survival curve at the bin edges")
+    hazards: list[float] = Field(description="discrete-time hazard per bin")
+    sources: list[SourceUse] | None = Field(
+        default=None, description="STEPH: the sources merged for this patient (weights and λ)"
+    )
+    top_patches: list[TopPatch] | None = Field(
+        default=None, description="the highest-attention patches (when top_patches > 0)"
+    )
 
 
 class PredictResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    model_id: str
-    model_sha256: str
-    method: str
-    results: list[PatientResult]
+    model_id: str = Field(description="the model that scored (a reference resolves to this id)")
+    model_sha256: str = Field(description="sha256 of its artifact")
+    method: str = Field(description="its merge method")
+    results: list[PatientResult] = Field(description="one result per patient")

@@ -13,20 +13,20 @@ class BaseOut(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
-    id: str
-    name: str
-    encoder: str
-    dims: dict[str, Any]
-    bin_edges: list[float]
-    sha256: str
-    created_at: datetime
+    id: str = Field(description="base id")
+    name: str = Field(description="display name")
+    encoder: str = Field(description="feature encoder the family expects, e.g. uni2-h")
+    dims: dict[str, Any] = Field(description="dimensions read from θ₀: in_dim (D), hidden, attn, n_bins")
+    bin_edges: list[float] = Field(description="survival time-bin edges in days (0, 365, …)")
+    sha256: str = Field(description="sha256 of the uploaded θ₀ bytes")
+    created_at: datetime = Field(description="when it was registered (UTC)")
 
 
 class BaseList(BaseModel):
-    items: list[BaseOut]
-    total: int
-    limit: int
-    offset: int
+    items: list[BaseOut] = Field(description="this page")
+    total: int = Field(description="rows in all")
+    limit: int = Field(description="page size asked for")
+    offset: int = Field(description="rows skipped")
 
 
 class CheckpointOut(BaseModel):
@@ -34,21 +34,21 @@ class CheckpointOut(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
-    id: str
-    base_id: str
-    cancer: str
-    name: str
-    description: str | None = None
-    sha256: str
-    tv_norms: dict[str, float]
-    created_at: datetime
+    id: str = Field(description="checkpoint id")
+    base_id: str = Field(description="the base (family) it was trained from")
+    cancer: str = Field(description="the cancer it was trained on")
+    name: str = Field(description="display name (default: the cancer)")
+    description: str | None = Field(default=None, description="free text")
+    sha256: str = Field(description="sha256 of the uploaded bytes (what `sha256sum file` prints)")
+    tv_norms: dict[str, float] = Field(description="‖τ‖₂ of every parameter tensor of the task vector τ = θ_c − θ₀")
+    created_at: datetime = Field(description="when it was registered (UTC)")
 
 
 class CheckpointList(BaseModel):
-    items: list[CheckpointOut]
-    total: int
-    limit: int
-    offset: int
+    items: list[CheckpointOut] = Field(description="this page")
+    total: int = Field(description="rows in all")
+    limit: int = Field(description="page size asked for")
+    offset: int = Field(description="rows skipped")
 
 
 class CohortPathIn(BaseModel):
@@ -56,8 +56,8 @@ class CohortPathIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    base_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200, description="display name of the cohort")
+    base_id: str = Field(min_length=1, max_length=64, description="the base whose D the bags must match")
     path: str = Field(min_length=1, max_length=4096, description="absolute, or relative to the data root")
 
 
@@ -67,34 +67,36 @@ class CohortOut(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
-    id: str
-    base_id: str
-    name: str
-    source: Literal["upload", "path"]
-    summary: dict[str, Any]
-    created_at: datetime
+    id: str = Field(description="cohort id")
+    base_id: str = Field(description="the base it was validated against")
+    name: str = Field(description="display name")
+    source: Literal["upload", "path"] = Field(
+        description="upload (stored copy) or path (server directory, used in place)"
+    )
+    summary: dict[str, Any] = Field(description="validation summary: patients, events, slides, patches per bag, splits")
+    created_at: datetime = Field(description="when it was registered (UTC)")
 
 
 class CohortList(BaseModel):
-    items: list[CohortOut]
-    total: int
-    limit: int
-    offset: int
+    items: list[CohortOut] = Field(description="this page")
+    total: int = Field(description="rows in all")
+    limit: int = Field(description="page size asked for")
+    offset: int = Field(description="rows skipped")
 
 
 class MethodOut(BaseModel):
-    name: str
-    paper: str | None = None
-    summary: str | None = None
-    learned: bool | None = None
+    name: str = Field(description="method name, used as `method` in POST /merge-jobs")
+    paper: str | None = Field(default=None, description="link to the method's paper")
+    summary: str | None = Field(default=None, description="one line on what it does")
+    learned: bool | None = Field(default=None, description="whether it trains on the target cohort")
     params: list[dict[str, Any]] = Field(default_factory=list, description="[{name, type, default, help}]")
 
 
 class MethodList(BaseModel):
-    items: list[MethodOut]
+    items: list[MethodOut] = Field(description="the methods")
     train_params: list[str] = Field(default_factory=list, description="training options accepted in `params`")
 
 
 class ReadyOut(BaseModel):
-    status: Literal["ready", "not ready"]
-    checks: dict[str, bool]
+    status: Literal["ready", "not ready"] = Field(description="ready when every check passed")
+    checks: dict[str, bool] = Field(description="database, store, queue: true when reachable/writable")

@@ -6,10 +6,13 @@ Also the state-dict helpers shared with checkpoints and jobs: `read_uploaded_sta
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
+from sqlalchemy.exc import IntegrityError
 
 from app.db import repositories as repo
 from app.db.models import ModelBase
@@ -17,22 +20,52 @@ from app.domain.mil import FamilyDims, infer_dims, reference_shapes
 from app.domain.survival import DEFAULT_BIN_WIDTH_DAYS, default_bin_edges
 from app.domain.task_vectors import StateDict, check_finite
 from app.services.context import ServiceContext
-from app.services.errors import InvalidInput, not_found
+from app.services.errors import InvalidInput, ServiceUnavailable, not_found
 from app.services.uploads import SavedUpload
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
+MIN_BIN_WIDTH_DAYS, MAX_BIN_WIDTH_DAYS = 1.0, 36500.0  # one day … one century
+PTH_RETRY_AFTER_S = 5
+_PTH_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+_PTH_SLOTS_LOCK = threading.Lock()
+
+
+def pth_slots(limit: int) -> threading.BoundedSemaphore:
+    """The process-wide semaphore bounding concurrent .pth conversions at `limit` (STEPH_PTH_CONCURRENCY)."""
+    with _PTH_SLOTS_LOCK:
+        return _PTH_SLOTS.setdefault(limit, threading.BoundedSemaphore(limit))
 
 
 def read_uploaded_state(ctx: ServiceContext, upload: SavedUpload) -> StateDict:
-    """Read an uploaded .safetensors / reference .pth (the .pth in a child process with the configured time
-    and
-    memory limits). Raises app.io.errors.CheckpointFormatError naming the upload."""
-    from app.io.checkpoints import read_checkpoint
+    """Read an uploaded .safetensors / reference .pth. A .pth is converted in a child process with the
+    configured time and memory limits, at most `pth_concurrency` at once per process: past that it waits
+    `pth_wait_s` for a slot, then ServiceUnavailable (503, Retry-After). The child dies with this process and
+    then deletes the upload. Raises app.io.errors.CheckpointFormatError naming the upload."""
+    from app.io.checkpoints import checkpoint_kind, read_checkpoint
 
     s = ctx.settings
-    return read_checkpoint(
-        upload.path, display_name=upload.filename, timeout_s=s.pth_timeout_s, memory_mb=s.pth_memory_mb
-    )
+    limits = {"display_name": upload.filename, "timeout_s": s.pth_timeout_s, "memory_mb": s.pth_memory_mb}
+    if checkpoint_kind(upload.path) != "pickle":
+        return read_checkpoint(upload.path, **limits)
+    slots = pth_slots(int(getattr(s, "pth_concurrency", 2)))
+    if not slots.acquire(timeout=float(getattr(s, "pth_wait_s", 10.0))):
+        busy = ServiceUnavailable(
+            f"{s.pth_concurrency} .pth conversion(s) are already running (STEPH_PTH_CONCURRENCY); retry in a few "
+            "seconds, or upload the weights as .safetensors, which need no conversion"
+        )
+        busy.retry_after_s = PTH_RETRY_AFTER_S  # type: ignore[attr-defined]  # app.api.errors: Retry-After
+        raise busy
+    try:
+        return read_checkpoint(upload.path, **limits, remove_if_orphaned=True)
+    finally:
+        slots.release()
+
+
+def family_key(sha256: str, encoder: str, edges: list[float]) -> str:
+    """A family's identity: sha256 hex of the JSON [file sha256, encoder, bin edges as floats] (unique in
+    `bases.family_key`; migration 0002 computes the same for older rows)."""
+    text = json.dumps([sha256, encoder, [float(x) for x in edges]])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def store_state(ctx: ServiceContext, state: StateDict) -> str:
@@ -95,8 +128,11 @@ def bin_edges_for(dims: FamilyDims, *, n_bins: int | None, bin_width_days: float
             "leave n_bins out or make it match the checkpoint"
         )
     width = DEFAULT_BIN_WIDTH_DAYS if bin_width_days is None else float(bin_width_days)
-    if not (width > 0 and torch.isfinite(torch.tensor(width))):
-        raise InvalidInput(f"bin_width_days must be a positive number of days, got {bin_width_days}")
+    if not MIN_BIN_WIDTH_DAYS <= width <= MAX_BIN_WIDTH_DAYS:  # also false for NaN
+        raise InvalidInput(
+            f"bin_width_days must be a number of days in [{MIN_BIN_WIDTH_DAYS:g}, {MAX_BIN_WIDTH_DAYS:g}], "
+            f"got {bin_width_days}"
+        )
     return default_bin_edges(dims.n_bins, width)
 
 
@@ -120,18 +156,18 @@ def register_base(
     if existing is not None:
         return existing, False
     key = store_upload_or_state(ctx, upload, state)
+    fields = {"name": name, "encoder": encoder, "dims": dims.to_dict(), "bin_edges": edges, "sha256": upload.sha256,
+              "artifact_key": key, "family_key": family_key(upload.sha256, encoder, edges)}  # fmt: skip
     try:
         with ctx.session() as s:
-            row = repo.add_base(
-                s,
-                name=name,
-                encoder=encoder,
-                dims=dims.to_dict(),
-                bin_edges=edges,
-                sha256=upload.sha256,
-                artifact_key=key,
-            )
+            row = repo.add_base(s, **fields)
         return row, True
+    except IntegrityError:  # the same family registered concurrently: the unique family_key picked one winner
+        existing = _find_base(ctx, sha256=upload.sha256, encoder=encoder, edges=edges)
+        if existing is None:
+            discard_unreferenced(ctx, key)
+            raise
+        return existing, False
     except BaseException:
         discard_unreferenced(ctx, key)
         raise

@@ -8,7 +8,6 @@ validation fails.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,14 @@ from app.services.errors import Forbidden, InvalidInput, not_found
 from app.services.uploads import SavedUpload
 
 
-def validate_cohort_dir(directory: Path, expected_dim: int, display_name: str | None = None) -> dict[str, Any]:
-    """open_cohort(directory).validate(D).to_dict(); raises app.io.errors.InputFileError listing the
-    problems."""
+def validate_cohort_dir(directory: Path, expected_dim: int, display_name: str | None = None, *,
+                        confine_to: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """open_cohort(directory, confine_to=…).validate(D).to_dict(); raises app.io.errors.InputFileError listing
+    the problems (a PathEscapeError when a file links outside `confine_to`)."""
     from app.io.cohort import open_cohort
 
-    return open_cohort(directory, display_name=display_name).validate(expected_dim).to_dict()
+    cohort = open_cohort(directory, display_name=display_name, confine_to=confine_to)
+    return cohort.validate(expected_dim).to_dict()
 
 
 def register_cohort_upload(ctx: ServiceContext, *, upload: SavedUpload, suffix: str, name: str, base_id: str) -> Cohort:
@@ -42,11 +43,9 @@ def register_cohort_upload(ctx: ServiceContext, *, upload: SavedUpload, suffix: 
         root = extract_archive(
             upload.path, suffix, work, max_bytes=int(s.max_archive_mb * 2**20), max_files=s.max_archive_files
         )
-        summary = validate_cohort_dir(root, int(base.dims["in_dim"]), display_name=name)
+        summary = validate_cohort_dir(root, int(base.dims["in_dim"]), display_name=name, confine_to=work)
         cohort_id = repo.new_id("coh")
-        final = ctx.store.cohort_dir(cohort_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(root, final)
+        ctx.store.add_cohort_dir(root, cohort_id)  # the S3 store also publishes it for remote workers
         try:
             with ctx.session() as session:
                 return repo.add_cohort(
@@ -59,7 +58,7 @@ def register_cohort_upload(ctx: ServiceContext, *, upload: SavedUpload, suffix: 
                     summary=summary,
                 )
         except BaseException:
-            shutil.rmtree(final, ignore_errors=True)
+            ctx.store.delete_cohort(cohort_id)
             raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -75,15 +74,24 @@ def resolve_data_path(data_root: Path | None, path: str) -> Path:
             "server-side cohort paths are disabled on this server; set STEPH_DATA_ROOT to the "
             "directory that holds your cohorts, or upload a zip/tar instead"
         )
+    from app.io.safe_paths import PathEscapeError, check_path_text, is_dir
+
     if not path or "\x00" in path:
         raise InvalidInput("path must be a non-empty directory path")
-    candidate = Path(path).expanduser()
-    resolved = (candidate if candidate.is_absolute() else data_root / candidate).resolve()
-    if not resolved.is_relative_to(data_root):
+    try:
+        check_path_text(path, what="path")
+        candidate = Path(path).expanduser()
+        resolved = (candidate if candidate.is_absolute() else data_root / candidate).resolve()
+    except PathEscapeError as exc:
+        raise InvalidInput(str(exc)) from None
+    except (OSError, RuntimeError, ValueError):
+        raise InvalidInput("the given path cannot be resolved (a link loop or an invalid path); fix it") from None
+    real_root = data_root.resolve()
+    if resolved != real_root and not resolved.is_relative_to(real_root):
         raise Forbidden(
             "the given path lies outside the server's data root (STEPH_DATA_ROOT); cohorts must be placed under it"
         )
-    if not resolved.is_dir():
+    if not is_dir(resolved):
         raise InvalidInput(
             "the given path is not a directory under the data root; give the cohort directory "
             "that holds labels.csv and splits.csv"
@@ -95,7 +103,7 @@ def register_cohort_path(ctx: ServiceContext, *, path: str, name: str, base_id: 
     """Validate a directory under the data root in place and record it (nothing is copied)."""
     base = get_base(ctx, base_id=base_id)
     directory = resolve_data_path(ctx.settings.data_root, path)
-    summary = validate_cohort_dir(directory, int(base.dims["in_dim"]), display_name=name)
+    summary = validate_cohort_dir(directory, int(base.dims["in_dim"]), display_name=name, confine_to=ctx.settings.data_root)
     with ctx.session() as session:
         return repo.add_cohort(
             session, base_id=base.id, name=name, source="path", location=str(directory), summary=summary
@@ -120,3 +128,22 @@ def list_cohorts(
 def cohort_directory(ctx: ServiceContext, cohort: Cohort) -> Path:
     """Where a cohort's files are: the store dir of an upload, or the recorded data-root path."""
     return ctx.store.cohort_dir(cohort.id) if cohort.source == "upload" else Path(cohort.location)
+
+
+def open_registered_cohort(ctx: Any, *, source: str, location: str, directory: Path, name: str) -> Any:
+    """Open a registered cohort for a job, re-checking its confinement (a dir replaced by a link after
+    registration is refused): a `path` cohort must still resolve inside STEPH_DATA_ROOT (PathEscapeError when
+    the root is no longer set or the directory now links outside it), an upload inside its store directory."""
+    from app.io.cohort import open_cohort
+    from app.io.safe_paths import PathEscapeError
+
+    if source == "path":
+        root = getattr(ctx.settings, "data_root", None)
+        if root is None:
+            raise PathEscapeError(
+                f"{name}: server-side cohort paths are disabled (STEPH_DATA_ROOT is not set); set it again or "
+                "upload the cohort",
+                file_name=name,
+            )
+        return open_cohort(directory, display_name=name, confine_to=root)
+    return open_cohort(directory, display_name=name, confine_to=directory)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.session import make_engine, make_session_factory, session_scope
 from app.services.queue import JobQueue, UnavailableQueue
 from app.settings import Settings
+from app.storage import open_store
 from app.storage.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,7 @@ def build_context(settings: Settings, *, queue: JobQueue | None = None) -> Servi
     if settings.store_root is None:  # Settings' validator fills it; only a later assignment can unset it
         raise ValueError("settings.store_root is not set; build Settings through its constructor")
     engine = make_engine(settings.database_url)
-    store = ArtifactStore(settings.store_root)
-    store.root.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings)  # STEPH_STORE: the local directory or an S3-compatible bucket
     return ServiceContext(
         settings=settings,
         session_factory=make_session_factory(engine),

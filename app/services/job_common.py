@@ -38,6 +38,21 @@ def job_lease_s(settings: Any) -> float:
     return float(cfg(settings, "job_lease_s", 30.0))
 
 
+def reaper_interval_s(settings: Any) -> float:
+    """Seconds between two passes of the job reaper (0 turns it off; see app/services/reaper.py)."""
+    return float(cfg(settings, "reaper_interval_s", 10.0))
+
+
+def exhausted_reason(attempts: int, max_attempts: int) -> str:
+    """The `error` of a job failed because its worker died `attempts` times (>= max_attempts)."""
+    return (
+        f"worker died {attempts} times: the job was interrupted {attempts} times "
+        f"(its worker died or the service restarted while it ran; "
+        f"max_job_attempts = {max_attempts}). Check the worker logs "
+        "for out-of-memory kills, then submit the job again"
+    )
+
+
 def orm() -> Any:
     """The ORM classes (imported lazily so the workers package stays light)."""
     from app.db import models as m

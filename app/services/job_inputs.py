@@ -113,13 +113,15 @@ def build_inputs(ctx: Any, job: dict[str, Any]) -> tuple[Any, Any]:
 def execute(ctx: Any, job: dict[str, Any], hb: Any, on_progress: Any) -> dict[str, Any]:
     """Load inputs and the cohort, run the merge, store the artifact; returns what the model row needs."""
     from app.domain.pipeline import run_merge, split_params
-    from app.io.cohort import open_cohort
+    from app.services.cohorts import open_registered_cohort
 
     train_config, method_params = split_params(job["params"])
     device = resolve_device(ctx.settings)
     train_config.device = device
     inputs, reference = build_inputs(ctx, job)
-    cohort = open_cohort(cohort_path(ctx, job["cohort"]))
+    c = job["cohort"]  # issue 8: re-check that the cohort's files still resolve inside their root
+    cohort = open_registered_cohort(ctx, source=c["source"], location=c["location"], directory=cohort_path(ctx, c),
+                                    name=c["name"])  # fmt: skip
     in_dim = inputs.dims.in_dim
     train, test = cohort.samples("train", expected_dim=in_dim), cohort.samples("test", expected_dim=in_dim)
     run = run_merge(
@@ -138,6 +140,7 @@ def execute(ctx: Any, job: dict[str, Any], hb: Any, on_progress: Any) -> dict[st
     if run.train_result is not None:
         tr = run.train_result
         train_info = {"steps": tr.steps, "final_loss": tr.final_loss, "history": list(tr.history)}
+        train_info["step_losses"] = [round(x, 6) for x in getattr(tr, "step_losses", [])]  # issue 10: curves
     params = {"method": dict(run.params), "train": _train_dict(train_config)}
     provenance = _provenance(job, params, train_config, device)
     sha = _store_artifact(ctx, job, run.model, provenance)

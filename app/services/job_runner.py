@@ -34,11 +34,13 @@ from app.services.job_common import (
     TERMINAL,
     aware,
     cfg,
+    exhausted_reason,
     job_lease_s,
     new_id,
     orm,
     utcnow,
 )
+from app.services.job_events import final_progress, notify_finished  # issue 9
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +74,7 @@ def _claim(ctx: Any, job_id: str, me: str) -> int | str:
         ]
         attempt = job.attempts + 1  # read before the UPDATE (the ORM syncs the loaded row)
         if job.attempts >= max_attempts:
-            reason = (
-                f"worker died {job.attempts} times: the job was interrupted {job.attempts} times "
-                f"(its worker died or the service restarted while it ran; "
-                f"max_job_attempts = {max_attempts}). Check the worker logs "
-                "for out-of-memory kills, then submit the job again"
-            )
+            reason = exhausted_reason(job.attempts, max_attempts)
             s.execute(update(m.MergeJob).where(*where).values(status="failed", error=reason, finished_at=now))
             return DONE
         res = s.execute(
@@ -169,7 +166,12 @@ def _progress_dict(p: Any) -> dict[str, Any]:
 def _finish(ctx: Any, hb: Heartbeat, status: str, **values: Any) -> bool:
     m = orm()
     with ctx.session_factory() as s, s.begin():
-        res = s.execute(update(m.MergeJob).where(*hb.owned()).values(status=status, finished_at=utcnow(), **values))
+        progress = final_progress(hb.last_progress(), status)  # issue 9: no running stage / ETA once finished
+        res = s.execute(
+            update(m.MergeJob)
+            .where(*hb.owned())
+            .values(status=status, finished_at=utcnow(), progress=progress, **values)
+        )
         return res.rowcount == 1
 
 
@@ -185,6 +187,7 @@ def _commit_success(ctx: Any, hb: Heartbeat, job: dict[str, Any], result: dict[s
                 finished_at=utcnow(),
                 model_id=model_id,
                 comparison=result["comparison"],
+                comparison_skipped=(result.get("metrics") or {}).get("comparison_skipped"),  # issue 9
                 progress=result["progress"],
                 cancel_requested=False,
             )
@@ -260,6 +263,8 @@ def run_merge_job(*, ctx: Any, job_id: str) -> str:
     finally:
         hb.stop()
         _observe(method, status, time.monotonic() - started)
+    if status in TERMINAL:
+        notify_finished(ctx, job_id)  # issue 9: the job's completion webhook, if it has one
     return RAN
 
 

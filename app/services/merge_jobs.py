@@ -17,7 +17,9 @@ from app.db.models import Checkpoint, MergeJob, ModelBase
 from app.db.repositories import get_checkpoint, get_cohort, get_merge_job
 from app.services.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableInput, not_found
 from app.services.job_common import BUSY, DONE, MISSING, RAN, STATUSES, TERMINAL, job_lease_s, new_id, utcnow
+from app.services.job_events import final_progress, notify_finished  # issue 9
 from app.services.job_runner import run_merge_job
+from app.services.webhooks import check_webhook_url  # issue 9
 
 __all__ = [
     "BUSY",
@@ -60,8 +62,13 @@ def job_to_dict(job: MergeJob) -> dict[str, Any]:
         "started_at",
         "finished_at",
         "heartbeat_at",
+        "comparison_skipped",  # issue 9
+        "webhook_url",
+        "webhook",
     )
-    return {k: getattr(job, k) for k in keys}
+    out = {k: getattr(job, k) for k in keys}
+    out["progress"] = final_progress(job.progress, job.status)  # issue 9: final once the job has ended
+    return out
 
 
 def validate_method(method: str, params: dict[str, Any]) -> None:
@@ -165,6 +172,7 @@ def submit_merge_job(*, ctx: Any, request: dict[str, Any], idempotency_key: str 
                 cancel_requested=False,
                 idempotency_key=idempotency_key,
                 created_at=utcnow(),
+                webhook_url=check_webhook_url(req.get("webhook_url")),  # issue 9
             )
             s.add(job)
     except IntegrityError:  # a concurrent submit with the same key won the race
@@ -232,6 +240,7 @@ def cancel_merge_job(*, ctx: Any, job_id: str) -> dict[str, Any]:
             .where(MergeJob.id == job_id, MergeJob.status == "queued")
             .values(status="cancelled", finished_at=utcnow(), error="cancelled on request")
         )
+        cancelled_now = res.rowcount == 1  # issue 9: a queued job ends here, so its webhook is sent here
         if res.rowcount != 1:
             res = s.execute(
                 update(MergeJob)
@@ -243,6 +252,8 @@ def cancel_merge_job(*, ctx: Any, job_id: str) -> dict[str, Any]:
             raise Conflict(
                 f"merge job {job_id!r} is already {job.status}; only queued or running jobs can be cancelled"
             )
+    if cancelled_now:
+        notify_finished(ctx, job_id)
     return get_job(ctx=ctx, job_id=job_id)
 
 

@@ -14,9 +14,10 @@ from typing import Any, BinaryIO
 
 import torch
 
-from app.db.repositories import get_model
+from app.domain.precision import cast_bag, resolve_inference_dtype
 from app.domain.survival import risk_score, survival_curve
-from app.services.errors import PayloadTooLarge, UnprocessableInput, not_found
+from app.services.bag_reading import read_patient
+from app.services.errors import PayloadTooLarge, UnprocessableInput
 from app.services.model_cache import get_model_cache
 from app.services.uploads import CHUNK, display_name, too_large
 
@@ -74,30 +75,8 @@ def group_patients(names: list[str], patient_ids: list[str] | None) -> dict[str,
     return groups
 
 
-def _read_patient(settings: Any, files: list[BagFile], in_dim: int) -> tuple[torch.Tensor, list, list[int]]:
-    """Concatenate the files' bags → features [N, D], per-row coords (or None) and each file's row count."""
-    from app.io.bags import read_bag
-
-    max_patches = int(settings.max_patches)
-    feats: list[torch.Tensor] = []
-    coords: list[list[int] | None] = []
-    sizes: list[int] = []
-    for f in files:
-        bag = read_bag(f.path, expected_dim=in_dim, max_patches=max_patches, display_name=f.name)
-        feats.append(bag.features)
-        sizes.append(bag.n_patches)
-        coords.extend(bag.coords.tolist() if bag.coords is not None else [None] * bag.n_patches)
-    total = sum(sizes)
-    if total > max_patches:
-        raise PayloadTooLarge(
-            f"files {', '.join(f.name for f in files)} hold {total} patches together, more than the limit of "
-            f"{max_patches} (STEPH_MAX_PATCHES); subsample the bags or raise the limit"
-        )
-    return torch.cat(feats, dim=0), coords, sizes
-
-
 def _top_patches(
-    attention: torch.Tensor | None, k: int, files: list[BagFile], sizes: list[int], coords: list
+    attention: torch.Tensor | None, k: int, files: list[BagFile], sizes: list[int], coords: torch.Tensor | None
 ) -> list[dict[str, Any]] | None:
     if k <= 0 or attention is None:
         return None
@@ -109,7 +88,7 @@ def _top_patches(
             "file": owners[int(i)][0],
             "file_index": owners[int(i)][1],
             "attention": float(v),
-            "coords": coords[int(i)],
+            "coords": None if coords is None else coords[int(i)].tolist(),
         }
         for v, i in zip(values.tolist(), idx.tolist(), strict=True)
     ]
@@ -130,9 +109,11 @@ def _sources(info: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 def score_patient(model: Any, pid: str, files: list[BagFile], settings: Any, top_k: int) -> dict[str, Any]:
     """One patient's result: risk = −Σ_j S_j, survival S at the bin edges (S(0) = 1), hazards σ(logits)."""
-    bag, coords, sizes = _read_patient(settings, files, model.dims.in_dim)
+    patient = read_patient(settings, files, model.dims.in_dim)  # issue 8: peeked, checked, budgeted
+    bag, coords, sizes = patient.features, patient.coords, patient.sizes
+    dtype = resolve_inference_dtype(str(getattr(settings, "inference_dtype", "float32")))  # issue 7
     with torch.inference_mode():
-        out = model(bag)
+        out = model(cast_bag(bag, dtype))
     logits = out.logits.detach().float().cpu().reshape(-1)
     surv = survival_curve(logits)
     edges = [float(e) for e in model.bin_edges][: logits.numel() + 1]
@@ -152,11 +133,12 @@ def score_patient(model: Any, pid: str, files: list[BagFile], settings: Any, top
 
 
 def model_record(*, ctx: Any, model_id: str) -> tuple[str, str]:
-    """(artifact sha256, method) of a model row; NotFound when absent."""
+    """(artifact sha256, method) of the model that `model_id` names (an id, name@alias or name/version:
+    app.services.registry.resolve_model_ref); NotFound when absent."""
+    from app.services.registry import resolve_model_ref
+
     with ctx.session() as s:
-        row = get_model(s, model_id=model_id)
-        if row is None:
-            raise not_found("model", model_id, hint="list them with GET /models")
+        row = resolve_model_ref(s, model_id)
         return row.artifact_sha256, row.method
 
 

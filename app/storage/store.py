@@ -1,4 +1,9 @@
-"""Content-addressed artifact store on a local directory.
+"""Content-addressed artifact store on a local directory (the default, embedded adapter).
+
+`app.storage.open_store(settings)` picks this class or its S3 subclass (`app.storage.s3.S3ArtifactStore`,
+which keeps the same layout on local disk as a scratch cache). Both offer the same primitives:
+put_file / put_bytes / path / verify / read_verified / exists / size / delete / list_keys (garbage
+collection), add_cohort_dir / cohort_dir / delete_cohort, is_writable / clear_tmp.
 
 Layout under `root`:
     objects/<aa>/<sha256>.safetensors   immutable objects named by their bytes' sha256 (aa = first 2 hex)
@@ -7,7 +12,8 @@ Layout under `root`:
 
 Objects are written to a temp file in `tmp/` and renamed into place; `read_verified` / `verify` re-hash on
 load. The `.safetensors` suffix lets suffix-dispatching readers (read_checkpoint, load_model_file) open
-objects directly.
+objects directly. A write that fails because the disk is full or read-only raises StoreFull / StoreReadOnly
+(app.storage.errors) after removing its temp file: nothing half-written is ever visible under objects/.
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from app.storage.errors import StoreError, StoreFull, StoreReadOnly, StoreUnavailable, reraise_storage
+
+__all__ = ["ArtifactStore", "StoreError", "StoreFull", "StoreReadOnly", "StoreUnavailable", "sha256_file"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -26,8 +38,14 @@ _CHUNK = 1 << 20
 OBJECT_SUFFIX = ".safetensors"
 
 
-class StoreError(RuntimeError):
-    """The store is missing an object, holds a corrupt one, or was given a malformed key."""
+@contextmanager
+def writing() -> Iterator[None]:
+    """Turn ENOSPC / EDQUOT / EROFS / EACCES raised inside the block into StoreFull / StoreReadOnly."""
+    try:
+        yield
+    except OSError as exc:
+        reraise_storage(exc)
+        raise
 
 
 def sha256_file(path: str | Path) -> str:
@@ -42,6 +60,8 @@ def sha256_file(path: str | Path) -> str:
 class ArtifactStore:
     """put_file / put_bytes -> sha256; path(sha256) -> Path; verify / read_verified re-hash the bytes."""
 
+    kind = "local"
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
 
@@ -54,7 +74,8 @@ class ArtifactStore:
 
     def tmp_dir(self) -> Path:
         d = self.root / "tmp"
-        d.mkdir(parents=True, exist_ok=True)
+        with writing():
+            d.mkdir(parents=True, exist_ok=True)
         return d
 
     def new_tmp_path(self, suffix: str = "") -> Path:
@@ -80,26 +101,59 @@ class ArtifactStore:
             if move:
                 src.unlink(missing_ok=True)
             return sha
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._publish_local(src, dest, move=move)
+        return sha
+
+    def _publish_local(self, src: Path, dest: Path, *, move: bool) -> None:
+        """Copy (or move) `src` to a temp file in tmp/ and rename it to `dest`; the temp file never stays."""
         tmp = self.new_tmp_path()
         try:
-            if move:
-                shutil.move(str(src), tmp)
-            else:
-                shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
+            with writing():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if move:
+                    shutil.move(str(src), tmp)
+                else:
+                    shutil.copyfile(src, tmp)
+                os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
-        return sha
 
     def put_bytes(self, data: bytes) -> str:
         """Store bytes by content; returns their sha256."""
         tmp = self.new_tmp_path()
-        tmp.write_bytes(data)
-        return self.put_file(tmp, move=True)
+        try:
+            with writing():
+                tmp.write_bytes(data)
+            return self.put_file(tmp, move=True)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
+
+    def size(self, sha256: str) -> int | None:
+        """The object's size in bytes, None when the store does not hold it."""
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def list_keys(self) -> Iterator[str]:
+        """Every stored object's key (sha256), in no particular order (for garbage collection)."""
+        objects = self.root / "objects"
+        if not objects.is_dir():
+            return
+        for p in objects.glob(f"??/*{OBJECT_SUFFIX}"):
+            key = p.name[: -len(OBJECT_SUFFIX)]
+            if _HEX64.match(key) and p.parent.name == key[:2]:
+                yield key
+
+    def modified_at(self, sha256: str) -> float | None:
+        """When the object was written (epoch seconds), None when absent (GC spares young objects)."""
+        try:
+            return self.path(sha256).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def verify(self, sha256: str) -> Path:
         """The object's path after checking that its bytes still hash to `sha256` (StoreError otherwise)."""
@@ -125,6 +179,29 @@ class ArtifactStore:
         path.unlink(missing_ok=True)
         return existed
 
+    # --- cohorts --------------------------------------------------------------------------------------------
+    def add_cohort_dir(self, src: Path, cohort_id: str) -> Path:
+        """Move a validated, extracted cohort directory (on the store's file system) to cohorts/<id>."""
+        final = self.cohort_dir(cohort_id)
+        with writing():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, final)
+        return final
+
+    def list_cohort_ids(self) -> list[str]:
+        """Ids of the uploaded cohort directories under cohorts/ (for garbage collection)."""
+        cohorts = self.root / "cohorts"
+        if not cohorts.is_dir():
+            return []
+        return sorted(p.name for p in cohorts.iterdir() if p.is_dir() and _SAFE_ID.match(p.name))
+
+    def cohort_modified_at(self, cohort_id: str) -> float | None:
+        """When an uploaded cohort directory was published (epoch seconds), None when absent."""
+        try:
+            return self.cohort_dir(cohort_id).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def delete_cohort(self, cohort_id: str) -> None:
         shutil.rmtree(self.cohort_dir(cohort_id), ignore_errors=True)
 
@@ -141,8 +218,7 @@ class ArtifactStore:
 
     def count_objects(self) -> int:
         """Number of stored objects (tests: a refused request adds none)."""
-        objects = self.root / "objects"
-        return sum(1 for p in objects.glob("*/*") if p.is_file()) if objects.is_dir() else 0
+        return sum(1 for _ in self.list_keys())
 
     def count_cohorts(self) -> int:
         cohorts = self.root / "cohorts"

@@ -4,12 +4,13 @@ Revision ID: 0004_promotion
 Revises: 0003_registry
 Create Date: 2026-11-29
 
-Placeholder created at the start of the session so that parallel work has a fixed, linear revision chain;
-the owner of this revision fills upgrade()/downgrade().
+Adds models.promotion_status (promoted | not_promoted | unchecked; existing rows: unchecked) and
+models.promotion (JSON: the gate's reason and its inner-validation estimate), and merge_jobs.promotion (the
+summary shown on the job: status, reason, whether a STEPH merge collapsed).
 """
 
-from alembic import op  # noqa: F401
-import sqlalchemy as sa  # noqa: F401
+from alembic import op
+import sqlalchemy as sa
 
 
 revision = '0004_promotion'
@@ -19,8 +20,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table('models', schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column('promotion_status', sa.String(length=16), server_default='unchecked', nullable=False)
+        )
+        batch_op.add_column(sa.Column('promotion', sa.JSON(), nullable=True))
+    with op.batch_alter_table('merge_jobs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('promotion', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('merge_jobs', schema=None) as batch_op:
+        batch_op.drop_column('promotion')
+    with op.batch_alter_table('models', schema=None) as batch_op:
+        batch_op.drop_column('promotion')
+        batch_op.drop_column('promotion_status')

@@ -12,7 +12,9 @@ from app.api.deps import Ctx, PredictKey
 from app.schemas.common import error_responses
 from app.schemas.predict import PredictResponse
 from app.services import predict as svc
+from app.services.admission import get_admission
 from app.services.errors import UnprocessableInput
+from app.services.registry import resolve_model_id
 
 router = APIRouter(tags=["prediction"])
 
@@ -31,7 +33,7 @@ def _patient_ids(patient_id: list[str] | None, patient_ids: str | None) -> list[
 
 def _run(ctx: Ctx, model_id: str, files: list[UploadFile], ids: list[str] | None, top: int) -> dict:
     svc.check_file_count(ctx.settings, len(files))
-    svc.model_record(ctx=ctx, model_id=model_id)  # 404 before reading any upload
+    model_id = resolve_model_id(ctx=ctx, ref=model_id)  # name@alias / name/version → id; 404 before any upload
     saved: list[svc.BagFile] = []
     try:
         for i, f in enumerate(files):
@@ -48,18 +50,21 @@ def _run(ctx: Ctx, model_id: str, files: list[UploadFile], ids: list[str] | None
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    responses=error_responses(404, 413, 422),
+    responses=error_responses(404, 413, 422, 503),
     summary="Score bags (.h5/.hdf5/.pt/.npy/.safetensors): risk, survival curve, hazards, STEPH sources",
 )
 async def predict(
     ctx: Ctx,
     _key: PredictKey,
-    model_id: Annotated[str, Form(max_length=64)],
+    model_id: Annotated[
+        str, Form(max_length=200, description="the model: an id, name@alias, name/version or name/latest")
+    ],
     files: Annotated[list[UploadFile], File(description="one or more feature bags [N, D]")],
     patient_id: Annotated[list[str] | None, Form(description="one per file, or one for all files")] = None,
     patient_ids: Annotated[str | None, Form(description="alternative: a JSON list of patient ids")] = None,
     top_patches: Annotated[int, Form(ge=0, le=1000, description="return the k highest-attention patches")] = 0,
 ) -> PredictResponse:
     ids = _patient_ids(patient_id, patient_ids)
-    result = await run_in_threadpool(_run, ctx, model_id, files, ids, top_patches)
+    async with get_admission(ctx).slot():  # issue 7: bounded forwards; 503 + Retry-After past the wait queue
+        result = await run_in_threadpool(_run, ctx, model_id, files, ids, top_patches)
     return PredictResponse.model_validate(result)

@@ -41,8 +41,8 @@ class LearnedWeightsParams:
     def __post_init__(self) -> None:
         if not -10.0 <= self.init_weight <= 10.0:
             raise ValueError(f"init_weight must be in [-10, 10]; got {self.init_weight}")
-        if self.topk is not None and self.topk < 1:
-            raise ValueError(f"topk must be ≥ 1 (or null for all sources); got {self.topk}")
+        if self.topk is not None and not 1 <= self.topk <= 4096:
+            raise ValueError(f"topk must be in [1, 4096] (or null for all sources); got {self.topk}")
         if self.lam_mode not in ("global", "fixed"):
             raise ValueError(f"lam_mode must be 'global' or 'fixed'; got {self.lam_mode!r}")
         if not 0.0 <= self.lam_value <= 1.0:

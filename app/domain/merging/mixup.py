@@ -3,8 +3,9 @@
     θ*(w, λ) = θ₀ + Σ_{i∈S} w_i (λ_i τ_t + (1 − λ_i) τ_{s_i}) = θ₀ + tensordot(c, T)     (encoder only)
     logits   = head(ABMIL_encoder[θ*](bag).slide_feature),  head = a fresh trainable Linear(hidden → n_bins)
 
-θ₀ and T are frozen buffers; the encoder runs through torch.func.functional_call on a frozen ABMIL skeleton,
-so gradients flow into w and λ (and whatever produces them).
+θ₀ and T are frozen buffers; the encoder is the pure function mil.encode_with(θ*, bag) (no module is
+mutated, so concurrent requests on one shared model cannot disturb each other), and gradients flow into w
+and λ (and whatever produces them).
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.func import functional_call
 
 from app.domain.merging.base import MergeInputs, MergeMethod, ModelOutput, SurvivalModel
 from app.domain.merging.stacked import (
-    ABMILEncoder,
     FrozenState,
     encoder_shapes,
     load_exact,
@@ -30,7 +29,7 @@ from app.domain.merging.stacked import (
     task_vector_stack,
     validate_inputs,
 )
-from app.domain.mil import FamilyDims
+from app.domain.mil import FamilyDims, encode_with
 from app.domain.task_vectors import StateDict
 
 
@@ -53,8 +52,6 @@ def empty_bank(dims: FamilyDims, n_sources: int) -> tuple[dict[str, Tensor], dic
 class MixupModel(SurvivalModel):
     """Base of StephModel and LearnedWeightsModel: frozen θ₀ + stacked τ, functional encoder, fresh head."""
 
-    _skeleton: ABMILEncoder  # set with object.__setattr__ so it is not a registered submodule
-
     def __init__(
         self,
         dims: FamilyDims,
@@ -74,9 +71,6 @@ class MixupModel(SurvivalModel):
         self.base = FrozenState(base_encoder)
         self.task_vectors = FrozenState(stack)
         self.head = make_head(dims, seed)
-        skeleton: ABMILEncoder = ABMILEncoder(dims)
-        skeleton.requires_grad_(False)
-        object.__setattr__(self, "_skeleton", skeleton)  # not registered: only its structure/dropout are used
 
     @property
     def n_sources(self) -> int:
@@ -85,11 +79,6 @@ class MixupModel(SurvivalModel):
     @property
     def k(self) -> int:
         return resolve_k(getattr(self.params, "topk", None), self.n_sources)
-
-    def train(self, mode: bool = True) -> MixupModel:
-        super().train(mode)
-        self._skeleton.train(mode)
-        return self
 
     def select(self, w: Tensor, lam: Tensor) -> Mix:
         """Top-k of w (k = params.topk clipped to M; None = all), no renormalisation."""
@@ -105,8 +94,9 @@ class MixupModel(SurvivalModel):
         return self.merged_encoder(self.select(w, lam))
 
     def score(self, bag: Tensor, mix: Mix, aux_loss: Tensor) -> ModelOutput:
-        """Run the merged encoder on the bag, then the head; info lists the selected sources."""
-        encoded = functional_call(self._skeleton, self.merged_encoder(mix), (bag,), strict=True)
+        """Run the merged encoder on the bag (pure: encode_with), then the head; info lists the selected sources."""
+        params = self.merged_encoder(mix)
+        encoded = encode_with(params, bag, dropout_p=self.dims.dropout, training=self.training)
         logits = self.head(encoded.slide_feature)
         info = {"sources": sources_info(self.source_names, mix.selected, mix.weights, mix.lam)}
         return ModelOutput(logits, aux_loss, encoded.attention, info)

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
+from app.domain.merging.auto import AutoMethod
 from app.domain.merging.base import MergeMethod, SurvivalModel
 from app.domain.merging.learned import LearnedWeightsMethod
 from app.domain.merging.routing import RoutingMethod
@@ -21,6 +22,7 @@ METHODS: dict[str, MergeMethod] = {
         TiesMethod(),
         LearnedWeightsMethod(),
         RoutingMethod(),
+        AutoMethod(),
     )
 }
 

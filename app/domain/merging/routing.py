@@ -7,7 +7,8 @@
     aux = balance_coef · E · Σ_{j∈S} p_j + z_coef · (logsumexp router logits)²
 
 Averaged over a training group, the balance term is the switch-transformer loss E · Σ_j f_j P_j (here per bag
-with f_j = 1[j ∈ S]). Only the selected experts' encoders are run (batched with torch.func.vmap). Expert
+with f_j = 1[j ∈ S]). Only the selected experts' encoders are run (the pure mil.encode_with, batched with
+torch.func.vmap over the experts' stacked parameters; no shared module is mutated). Expert
 order: sources 0..M−1, then the target (index M) when include_target. ModelOutput.attention is the p-weighted
 mean of the selected experts' attention maps (renormalised to sum to 1).
 """
@@ -20,11 +21,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from app.domain.merging.base import MergeInputs, MergeMethod, ModelOutput, SurvivalModel
 from app.domain.merging.stacked import (
-    ABMILEncoder,
     FrozenState,
     encoder_from_state,
     encoder_shapes,
@@ -35,7 +35,7 @@ from app.domain.merging.stacked import (
     sources_info,
     validate_inputs,
 )
-from app.domain.mil import FamilyDims
+from app.domain.mil import FamilyDims, encode_with
 
 
 @dataclass
@@ -46,17 +46,18 @@ class RoutingParams:
     z_coef: float = field(default=0.01, metadata={"help": "weight of the router z-loss"})
 
     def __post_init__(self) -> None:
-        if self.topk is not None and self.topk < 1:
-            raise ValueError(f"topk must be ≥ 1 (or null for all experts); got {self.topk}")
-        if self.balance_coef < 0 or self.z_coef < 0:
-            raise ValueError(f"balance_coef and z_coef must be ≥ 0; got {self.balance_coef}, {self.z_coef}")
+        if self.topk is not None and not 1 <= self.topk <= 4096:
+            raise ValueError(f"topk must be in [1, 4096] (or null for all experts); got {self.topk}")
+        if not (0 <= self.balance_coef < float("inf") and 0 <= self.z_coef < float("inf")):  # NaN fails too
+            raise ValueError(
+                f"balance_coef and z_coef must be finite and ≥ 0; got {self.balance_coef}, {self.z_coef}"
+            )
 
 
 class RoutingModel(SurvivalModel):
     """Mixture of frozen expert encoders. Trainable: router encoder + router_fc, experts (W, b), head."""
 
     method = "routing"
-    _skeleton: ABMILEncoder  # set with object.__setattr__ so it is not a registered submodule
 
     def __init__(
         self,
@@ -83,20 +84,17 @@ class RoutingModel(SurvivalModel):
             self.expert_weight = nn.Parameter(torch.empty(n, h, h).uniform_(-bound, bound))
             self.expert_bias = nn.Parameter(torch.empty(n, h).uniform_(-bound, bound))
         self.head = make_head(dims, seed)
-        skeleton: ABMILEncoder = ABMILEncoder(dims).eval()  # the frozen experts never use dropout
-        skeleton.requires_grad_(False)
-        object.__setattr__(self, "_skeleton", skeleton)
 
     @property
     def k(self) -> int:
         return resolve_k(self.params.topk, len(self.expert_names))
 
     def expert_features(self, bag: Tensor, selected: Tensor) -> tuple[Tensor, Tensor]:
-        """Slide features [k, hidden] and attention [k, N] of the selected frozen experts."""
+        """Slide features [k, hidden] and attention [k, N] of the selected frozen experts (never dropout)."""
         params = {key: value.index_select(0, selected) for key, value in self.experts_bank.as_dict().items()}
 
         def run(p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-            encoded = functional_call(self._skeleton, p, (bag,), strict=True)
+            encoded = encode_with(p, bag, training=False)
             return encoded.slide_feature, encoded.attention
 
         return vmap(run)(params)

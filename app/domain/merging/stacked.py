@@ -84,7 +84,7 @@ class FrozenState(nn.Module):
 class ABMILEncoder(ABMIL):
     """ABMIL without its head: forward(bag [N, D]) -> Encoded(slide_feature [hidden], attention [N]).
 
-    Parameter keys are the reference encoder keys, so a merged encoder state plugs in with functional_call.
+    Parameter keys are the reference encoder keys (its forward is mil.encode_with on its own parameters).
     """
 
     def __init__(self, dims: FamilyDims) -> None:
@@ -142,8 +142,9 @@ def mix_coefficients(w: Tensor, lam: Tensor, selected: Tensor) -> Tensor:
 
 
 def merge_stack(base: dict[str, Tensor], stack: dict[str, Tensor], c: Tensor) -> dict[str, Tensor]:
-    """θ*[k] = θ₀[k] + Σ_r c_r T[k][r] (one tensordot per key, no loop over sources)."""
-    return {k: base[k] + torch.tensordot(c, stack[k], dims=1) for k in base}
+    """θ*[k] = θ₀[k] + Σ_r c_r T[k][r] (one tensordot per key, no loop over sources), in the stack's dtype
+    (float32) even when c comes out of an autocast region in bfloat16/float16."""
+    return {k: base[k] + torch.tensordot(c.to(stack[k].dtype), stack[k], dims=1) for k in base}
 
 
 def logit(p: float) -> float:

@@ -87,7 +87,6 @@ def test_gradients_reach_router_experts_head_only(inputs, bags):
         assert (grad_norm > 0) == (j in selected), j
     for name, buf in model.named_buffers():
         assert not buf.requires_grad and buf.grad is None, name
-    assert all(p.grad is None for p in model._skeleton.parameters())
 
 
 def test_needs_at_least_one_expert(inputs_factory):

@@ -1,0 +1,58 @@
+"""Model reports: GET /models/{id}/report (self-contained HTML), /models/{id}/report/figures/{name}.{png|svg}
+and /models/{id}/report/data (the plotted numbers as JSON). Predict or admin scope."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse, Response
+
+from app.api.deps import Ctx, PredictKey
+from app.schemas.common import error_responses
+from app.services import reports as svc
+
+router = APIRouter(prefix="/models", tags=["reports"])
+
+Groups = Annotated[int, Query(description="risk groups: 2 = median split, 3 = tertiles, 4 = quartiles")]
+Patient = Annotated[str | None, Query(max_length=200, description="held-out patient id for the patient figure")]
+CohortId = Annotated[str | None, Query(max_length=64, description="cohort to report on (default: the job's)")]
+MEDIA = {"png": "image/png", "svg": "image/svg+xml"}
+REPORT_HEADERS = {"Cache-Control": "private, max-age=300", "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
+
+
+@router.get(
+    "/{model_id}/report",
+    response_class=HTMLResponse,
+    responses=error_responses(404, 422),
+    summary="The model report: KM by risk group, calibration, AUC/Brier over time, C-index comparison, sources",
+)
+def report(
+    ctx: Ctx, _key: PredictKey, model_id: str, groups: Groups = 2, patient: Patient = None, cohort_id: CohortId = None
+) -> HTMLResponse:
+    html = svc.model_report_html(ctx=ctx, model_id=model_id, n_groups=groups, patient=patient, cohort_id=cohort_id)
+    return HTMLResponse(html, headers=REPORT_HEADERS)
+
+
+@router.get(
+    "/{model_id}/report/figures/{name}.{fmt}",
+    responses=error_responses(404, 422),
+    summary="One report figure as PNG or SVG (km, calibration, time-metrics, comparison, sources, training, patient)",
+)
+def figure(
+    ctx: Ctx, _key: PredictKey, model_id: str, name: str, fmt: str, groups: Groups = 2, patient: Patient = None,
+    cohort_id: CohortId = None,
+) -> Response:  # fmt: skip
+    body = svc.model_figure(ctx=ctx, model_id=model_id, name=name, fmt=fmt, n_groups=groups, patient=patient,
+                            cohort_id=cohort_id)  # fmt: skip
+    return Response(body, media_type=MEDIA[fmt], headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get(
+    "/{model_id}/report/data",
+    responses=error_responses(404, 422),
+    summary="The numbers behind the report (held-out labels, risks, curves, comparison, sources) as JSON",
+)
+def report_data(ctx: Ctx, _key: PredictKey, model_id: str, cohort_id: CohortId = None) -> dict[str, Any]:
+    data, meta = svc.report_inputs(ctx, model_id, cohort_id)
+    return {"meta": {k: v for k, v in meta.items() if not k.startswith("_")}, "data": data}

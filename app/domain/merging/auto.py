@@ -1,0 +1,169 @@
+"""auto: choose the merge for this target by inner cross-validation on its train split, with the evidence.
+
+Candidates (CANDIDATES; `candidates` selects a subset, the target's own model is always included):
+
+    steph          STEPH, default preset                     steph_lam0   STEPH with λ = 0 (sources only)
+    average        mean of target + source encoders, new head
+    target_head    the target's encoder + a retrained head   base_head    θ₀'s encoder + a retrained head
+    target         the target's own model, unchanged (the reference)
+
+Every candidate is scored by the promotion gate's K-fold CV (app.domain.promotion.cross_validate: the target
+model is refitted in each fold, C counts within-fold pairs). The winner is the candidate with the highest CV
+C-index among those that beat the target's own model by more than `margin`; when none does, the target's
+own model wins and is returned unchanged. The winner is then trained on the whole train split. The saved
+model is the winner's own model type (its artifact says which method won); run.notes["auto"] holds every
+candidate's CV C-index and paired difference with the target's own model.
+
+Note: the winner's CV gain is the best of several noisy estimates, so it is optimistic (a winner's curse);
+promotion uses it anyway and says so in the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from app.domain.data import Samples
+from app.domain.merging.base import MergeInputs, MergeMethod, SurvivalModel
+from app.domain.promotion import (
+    BASE_HEAD,
+    TARGET,
+    TARGET_HEAD,
+    Candidate,
+    GateConfig,
+    c_index,
+    cross_validate,
+    decide,
+    paired_estimate,
+)
+from app.domain.training import TrainConfig, TrainResult
+
+CANDIDATES: dict[str, Candidate] = {
+    "steph": Candidate("steph", "steph", {}),
+    "steph_lam0": Candidate("steph λ = 0", "steph", {"lam_mode": "fixed", "lam_value": 0.0}),
+    "average": Candidate("average + retrained head", "average", {}),
+    "target_head": TARGET_HEAD,
+    "base_head": BASE_HEAD,
+    "target": TARGET,
+}
+DEFAULT_FOLDS = 3
+
+
+@dataclass
+class AutoParams:
+    candidates: list[str] | None = field(
+        default=None,
+        metadata={"help": f"candidate names among {list(CANDIDATES)}; null = all (the target is always in)"},
+    )
+    folds: int | None = field(default=None, metadata={"help": "inner CV folds; null = the gate's (3 when off)"})
+    margin: float = field(
+        default=0.0, metadata={"help": "a candidate must beat the target's own model by more than this (C-index)"}
+    )
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.candidates or [] if c not in CANDIDATES]
+        if unknown:
+            raise ValueError(f"unknown auto candidate {unknown[0]!r}; known: {', '.join(CANDIDATES)}")
+        if self.folds is not None and self.folds < 2:
+            raise ValueError(f"folds must be ≥ 2 (or null); got {self.folds}")
+        if not -1.0 < self.margin < 1.0:
+            raise ValueError(f"margin must lie in (−1, 1) (C-index units); got {self.margin}")
+
+    def chosen(self) -> list[Candidate]:
+        names = list(self.candidates or CANDIDATES)
+        return [CANDIDATES[n] for n in dict.fromkeys([*names, "target"])]
+
+
+@dataclass
+class AutoResult:
+    model: SurvivalModel
+    train_result: TrainResult | None
+    evidence: dict[str, Any]  # JSON-able: per candidate CV C and Δ vs the target, the winner, folds, seconds
+    promotion: dict[str, Any]
+
+
+def choose(scores: dict[str, dict[str, Any]], order: list[str], margin: float) -> str:
+    """Label of the winner: highest CV C among candidates whose Δ vs the target > margin (earlier wins ties);
+    the target's own model when none qualifies."""
+    best, best_c = TARGET.label, float("-inf")
+    for label in order:
+        s = scores[label]
+        if label != TARGET.label and s["difference"] is not None and s["difference"] > margin and s["c"] > best_c:
+            best, best_c = label, s["c"]
+    return best
+
+
+def run_auto(
+    inputs: MergeInputs, params: AutoParams, config: TrainConfig, samples: Samples, *, gate: GateConfig,
+    should_cancel: Any = None,
+) -> AutoResult:  # fmt: skip
+    """Cross-validate the candidates, pick the winner (choose), train it on all of `samples`."""
+    from app.domain.merging.registry import get_method
+    from app.domain.pipeline import fit_parsed
+
+    cands = params.chosen()
+    folds = params.folds or (gate.n_folds if gate.mode != "off" else DEFAULT_FOLDS)
+    t0 = time.perf_counter()
+    try:
+        cv = cross_validate(cands, inputs, samples, config, folds=folds, should_cancel=should_cancel)
+    except ValueError as exc:
+        evidence = {"winner": TARGET.label, "error": str(exc), "folds": folds}
+        promotion = {"status": "not_promoted", "reason": f"auto could not validate any candidate: {exc}"}
+        return AutoResult(_target_model(inputs), None, evidence, promotion)
+    scores: dict[str, dict[str, Any]] = {TARGET.label: {"c": c_index(cv, TARGET.label), "difference": 0.0}}
+    for cand in cands:
+        if cand is not TARGET:
+            scores[cand.label] = paired_estimate(cv, cand.label, TARGET.label, seed=config.seed)
+    winner = choose(scores, [c.label for c in cands], params.margin)
+    evidence = {
+        "winner": winner, "folds": folds, "margin": params.margin, "cv_seconds": round(time.perf_counter() - t0, 2),
+        "candidates": {k: _brief(v) for k, v in scores.items()},
+    }  # fmt: skip
+    if winner == TARGET.label:
+        promotion = {
+            "status": "not_promoted",
+            "reason": "auto kept the target's own model: no candidate beat it in inner CV by more than the margin",
+        }
+        return AutoResult(_target_model(inputs), None, evidence, promotion)
+    cand = next(c for c in cands if c.label == winner)
+    impl = get_method(str(cand.method))
+    from app.domain.promotion import candidate_inputs
+
+    model, result, _ = fit_parsed(
+        impl, impl.parse_params(cand.params), candidate_inputs(cand, inputs), config, samples,
+        should_cancel=should_cancel,
+    )  # fmt: skip
+    promotion = decide(scores[winner], gate.margin)
+    promotion["reason"] += f" (best of {len(cands)} candidates: optimistic)"
+    promotion["estimate"] = scores[winner]
+    return AutoResult(model, result, evidence, promotion)
+
+
+def _brief(score: dict[str, Any]) -> dict[str, Any]:
+    return {k: score.get(k) for k in ("c", "difference", "se", "ci_low", "ci_high")}
+
+
+def _target_model(inputs: MergeInputs) -> SurvivalModel:
+    from app.domain.merging.base import StaticModel
+
+    return StaticModel(inputs.target, inputs.dims, inputs.bin_edges).eval()
+
+
+class AutoMethod(MergeMethod):
+    name = "auto"
+    paper = "this service: inner-CV model selection (issue 12)"
+    summary = (
+        "Chooses, by K-fold CV on the target's train split (target refitted in each fold), among STEPH, STEPH "
+        "λ = 0, averaging, the target's or θ₀'s encoder with a new head, and the target's own model."
+    )
+    params_type = AutoParams
+    learned = True
+
+    def build(self, inputs: MergeInputs, params: AutoParams, *, seed: int) -> SurvivalModel:
+        raise ValueError("method 'auto' needs the train split to choose; run it through pipeline.run_merge")
+
+    def load(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> SurvivalModel:
+        raise ValueError("an 'auto' model is saved as the method that won; load it with that method's name")

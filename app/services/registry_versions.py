@@ -1,0 +1,238 @@
+"""Registry changes: register versions, move / remove aliases (recorded in alias_events), delete versions
+and names. Every function is one transaction; see `app.services.registry` for the concepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db.models import AliasEvent, ModelAlias, ModelVersion, RegisteredModel, utcnow
+from app.db.repositories import new_id
+from app.services.errors import Conflict
+from app.services.registry import (
+    Actor,
+    aliases_of,
+    check_alias,
+    check_name,
+    check_tags,
+    event_dict,
+    find_registered,
+    get_alias,
+    get_registered,
+    get_version,
+    resolve_model_ref,
+    version_dict,
+)
+
+
+def _record(s: Session, rm: RegisteredModel, alias: str, old: int | None, new: int | None, actor: Actor) -> None:
+    s.add(
+        AliasEvent(
+            id=new_id("aev"),
+            registered_model_id=rm.id,
+            alias=alias,
+            from_version=old,
+            to_version=new,
+            actor_key_id=actor.key_id,
+            actor=actor.name,
+            at=utcnow(),
+        )
+    )
+
+
+def _move(s: Session, rm: RegisteredModel, alias: str, version: int, actor: Actor) -> int | None:
+    """Point `alias` at `version` (creating it), record the change; returns the previous version."""
+    get_version(s, rm, version)
+    row = s.scalar(select(ModelAlias).where(ModelAlias.registered_model_id == rm.id, ModelAlias.alias == alias))
+    old = None if row is None else row.version
+    if row is None:
+        s.add(
+            ModelAlias(
+                id=new_id("alias"),
+                registered_model_id=rm.id,
+                alias=alias,
+                version=version,
+                updated_by=actor.name,
+                updated_at=utcnow(),
+            )
+        )
+    elif old != version:
+        row.version, row.updated_by, row.updated_at = version, actor.name, utcnow()
+    if old != version:
+        _record(s, rm, alias, old, version, actor)
+        rm.updated_at = utcnow()
+    s.flush()
+    return old
+
+
+def register_version(
+    *,
+    ctx: Any,
+    name: str,
+    model_ref: str,
+    actor: Actor,
+    description: str | None = None,
+    tags: dict[str, Any] | None = None,
+    aliases: list[str] | None = None,
+) -> dict[str, Any]:
+    """Register the model `model_ref` names as the next version of `name` (the name is created on first use)
+    and point `aliases` at it. Returns the version's view."""
+    check_name(name)
+    tags_ = check_tags(tags)
+    for a in aliases or []:
+        check_alias(a)
+    try:
+        with ctx.session() as s:
+            model = resolve_model_ref(s, model_ref)
+            rm = find_registered(s, name)
+            if rm is None:
+                rm = RegisteredModel(id=new_id("rm"), name=name, tags={}, next_version=1)
+                s.add(rm)
+                s.flush()
+            s.execute(
+                update(RegisteredModel)
+                .where(RegisteredModel.id == rm.id)
+                .values(next_version=RegisteredModel.next_version + 1, updated_at=utcnow())
+            )
+            s.refresh(rm)
+            version = rm.next_version - 1
+            mv = ModelVersion(
+                id=new_id("mv"),
+                registered_model_id=rm.id,
+                version=version,
+                model_id=model.id,
+                description=description,
+                tags=tags_,
+                created_by=actor.name,
+                created_at=utcnow(),
+            )
+            s.add(mv)
+            s.flush()
+            for a in aliases or []:
+                _move(s, rm, a, version, actor)
+            return version_dict(rm, mv, sorted(set(aliases or [])))
+    except IntegrityError:
+        raise Conflict(f"registered model {name!r} changed concurrently; register the version again") from None
+
+
+def get_version_dict(*, ctx: Any, name: str, version: int) -> dict[str, Any]:
+    with ctx.session() as s:
+        rm = get_registered(s, name)
+        mv = get_version(s, rm, version)
+        return version_dict(rm, mv, [a.alias for a in aliases_of(s, rm) if a.version == version])
+
+
+def update_version(
+    *, ctx: Any, name: str, version: int, description: str | None = None, tags: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    with ctx.session() as s:
+        rm = get_registered(s, name)
+        mv = get_version(s, rm, version)
+        if description is not None:
+            mv.description = description or None
+        if tags is not None:
+            mv.tags = check_tags(tags)
+        s.flush()
+        return version_dict(rm, mv, [a.alias for a in aliases_of(s, rm) if a.version == version])
+
+
+def set_alias(*, ctx: Any, name: str, alias: str, version: int, actor: Actor) -> dict[str, Any]:
+    """Move (or create) `alias` to `version` atomically; returns {name, alias, version, previous_version, …}."""
+    check_alias(alias)
+    with ctx.session() as s:
+        rm = get_registered(s, name)
+        old = _move(s, rm, alias, version, actor)
+        mv = get_version(s, rm, version)
+        return {
+            "name": name,
+            "alias": alias,
+            "version": version,
+            "previous_version": old,
+            "model_id": mv.model_id,
+            "updated_by": actor.name,
+        }
+
+
+def get_alias_dict(*, ctx: Any, name: str, alias: str) -> dict[str, Any]:
+    with ctx.session() as s:
+        rm = get_registered(s, name)
+        row = get_alias(s, rm, alias)
+        mv = get_version(s, rm, row.version)
+        return {
+            "name": name,
+            "alias": alias,
+            "version": row.version,
+            "previous_version": None,
+            "model_id": mv.model_id,
+            "updated_by": row.updated_by,
+            "updated_at": row.updated_at,
+        }
+
+
+def delete_alias(*, ctx: Any, name: str, alias: str, actor: Actor) -> None:
+    with ctx.session() as s:
+        rm = get_registered(s, name)
+        row = get_alias(s, rm, alias)
+        _record(s, rm, alias, row.version, None, actor)
+        s.delete(row)
+        rm.updated_at = utcnow()
+
+
+def alias_history(*, ctx: Any, name: str, alias: str | None = None) -> list[dict[str, Any]]:
+    """Every recorded change of the name's aliases (or of one alias), oldest first."""
+    with ctx.session() as s:
+        rm = get_registered(s, name)
+        stmt = select(AliasEvent).where(AliasEvent.registered_model_id == rm.id)
+        if alias is not None:
+            stmt = stmt.where(AliasEvent.alias == alias)
+        return [event_dict(rm, e) for e in s.scalars(stmt.order_by(AliasEvent.at, AliasEvent.id))]
+
+
+def delete_version(*, ctx: Any, name: str, version: int) -> None:
+    """Remove a version (the model itself stays); Conflict while an alias points at it."""
+    with ctx.session() as s:
+        rm = get_registered(s, name)
+        mv = get_version(s, rm, version)
+        held = [a.alias for a in aliases_of(s, rm) if a.version == version]
+        if held:
+            raise Conflict(
+                f"version {version} of {name!r} is the target of alias(es) {', '.join(held)}; move them to another "
+                f"version (PUT /registered-models/{name}/aliases/<alias>) or delete them first",
+                details={"used_by": [f"alias {name}@{a}" for a in held]},
+            )
+        s.delete(mv)
+
+
+def delete_registered_model(*, ctx: Any, name: str) -> None:
+    """Remove a name with its versions and alias history (the models stay); Conflict while it has aliases."""
+    with ctx.session() as s:
+        rm = get_registered(s, name)
+        held = [f"{name}@{a.alias}" for a in aliases_of(s, rm)]
+        if held:
+            raise Conflict(
+                f"registered model {name!r} still has aliases ({', '.join(held)}) that clients may use; delete them "
+                f"first (DELETE /registered-models/{name}/aliases/<alias>)",
+                details={"used_by": [f"alias {h}" for h in held]},
+            )
+        for table in (AliasEvent, ModelVersion):
+            s.execute(delete(table).where(table.registered_model_id == rm.id))
+        s.delete(rm)
+
+
+def model_registrations(s: Session, model_id: str) -> list[str]:
+    """What in the registry points at a model: ["alias brca@champion (version 2)", "version brca/2", …]."""
+    found: list[str] = []
+    for mv in s.scalars(select(ModelVersion).where(ModelVersion.model_id == model_id)):
+        rm = s.get(RegisteredModel, mv.registered_model_id)
+        name = rm.name if rm is not None else mv.registered_model_id
+        for a in s.scalars(
+            select(ModelAlias).where(
+                ModelAlias.registered_model_id == mv.registered_model_id, ModelAlias.version == mv.version
+            )
+        ):
+            found.append(f"alias {name}@{a.alias} (version {mv.version})")
+        found.append(f"version {name}/{mv.version}")
+    return found

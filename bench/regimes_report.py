@@ -1,0 +1,201 @@
+"""Markdown tables of bench.regimes runs: methods × worlds, the gate's accuracy, `auto`'s choices, λ.
+
+Δ columns are paired differences over (seed, target) pairs: mean ± standard error, and wins. Derived rows:
+- "auto": the row that `auto`'s rule (app.domain.merging.auto.choose, margin 0) picks from the inner-CV
+  evidence (the target's own checkpoint when no candidate beats the refitted target);
+- "X + gate": what a user gets by default: X when the gate promotes it (inner-CV Δ > 0), else the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench.regimes import CKPT_ROW, CV_ROWS, ROWS
+
+BUDGET = "cancer_specific (budget-matched)"
+BASE_HEAD = "θ₀ encoder + retrained head"
+AUTO = "auto (inner-CV choice)"
+GATE_CV = {"steph": "steph", "steph λ = 0": "steph λ = 0", "average": "average + retrained head"}
+GATED = list(GATE_CV)
+
+
+def load(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
+    rows, metas = [], []
+    for d in dirs:
+        rows += [json.loads(x) for x in (d / "results.jsonl").read_text().splitlines() if x.strip()]
+        metas.append(json.loads((d / "meta.json").read_text()))
+    return rows, metas
+
+
+def derive(rows: list[dict]) -> list[dict]:
+    """Add the auto and gated rows (see module docstring)."""
+    from app.domain.merging.auto import CANDIDATES, choose
+    from app.domain.promotion import TARGET_LABEL
+
+    by = {(r["regime"], r["world"], r["seed"], r["target"], r["method"]): r for r in rows}
+    out = list(rows)
+    order = [c.label for c in CANDIDATES.values()]
+    for r in rows:
+        if r["method"] != "inner-cv":
+            continue
+        key = (r["regime"], r["world"], r["seed"], r["target"])
+        winner = choose(r["cv"], order, 0.0)
+        chosen = CKPT_ROW if winner == TARGET_LABEL else CV_ROWS[winner]
+        if (*key, chosen) in by:
+            out.append({**by[(*key, chosen)], "method": AUTO, "chosen": chosen})
+        for label, cv_label in (
+            ("steph", "steph"),
+            ("steph λ = 0", "steph λ = 0"),
+            ("average", "average + retrained head"),
+        ):
+            promoted = r["cv"][cv_label]["difference"] > 0
+            src = by.get((*key, label if promoted else CKPT_ROW))
+            if src is not None and (*key, label) in by:
+                truth = by[(*key, label)]["c_index"] - by[(*key, CKPT_ROW)]["c_index"]
+                out.append({**src, "method": f"{label} + gate", "promoted": promoted, "truth": truth})
+    return out
+
+
+def _c(rows: list[dict], world: str) -> dict[tuple, float]:
+    return {
+        (r["method"], r["seed"], r["target"]): r["c_index"]
+        for r in rows
+        if r["world"] == world and r["c_index"] is not None
+    }
+
+
+def paired(c: dict, a: str, b: str) -> tuple[float, float, int, int, list[float]]:
+    keys = [(s, t) for (m, s, t) in c if m == a and (b, s, t) in c]
+    d = [c[(a, s, t)] - c[(b, s, t)] for s, t in keys]
+    if not d:
+        return math.nan, math.nan, 0, 0, []
+    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+    return statistics.fmean(d), se, sum(x > 0 for x in d), len(d), d
+
+
+def _f(x: float, signed: bool = True, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _delta(c: dict, a: str, b: str) -> str:
+    m, se, wins, n, _ = paired(c, a, b)
+    return "–" if n == 0 or a == b else f"{_f(m)} ± {_f(se, False)} ({wins}/{n})"
+
+
+def methods_table(rows: list[dict]) -> list[str]:
+    worlds = [w for w in ("shared", "control") if any(r["world"] == w for r in rows)]
+    methods = [CKPT_ROW, *[x[0] for x in ROWS], AUTO, *[f"{g} + gate" for g in GATED]]
+    head = "| method |" + "".join(
+        f" {w}: mean C (sd seeds) | {w}: Δ vs own model | {w}: Δ vs budget-matched | {w}: Δ vs θ₀+head | {w}: λ |"
+        for w in worlds
+    )
+    lines = [head, "|---|" + "---:|" * 5 * len(worlds)]
+    for m in methods:
+        cells = []
+        for w in worlds:
+            c = _c(rows, w)
+            vals = {s: v for (mm, s, _), v in c.items() if mm == m}
+            if not vals:
+                cells += ["–"] * 5
+                continue
+            per_seed = defaultdict(list)
+            for (mm, s, _), v in c.items():
+                if mm == m:
+                    per_seed[s].append(v)
+            means = [statistics.fmean(v) for v in per_seed.values()]
+            sd = statistics.stdev(means) if len(means) > 1 else math.nan
+            lam = [r["lam"] for r in rows if r["world"] == w and r["method"] == m and "lam" in r]
+            cells += [
+                f"{_f(statistics.fmean(vals.values()), False)} ({_f(sd, False)})",
+                _delta(c, m, CKPT_ROW), _delta(c, m, BUDGET), _delta(c, m, BASE_HEAD),
+                _f(statistics.fmean(lam), False, 2) if lam else "–",
+            ]  # fmt: skip
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def per_seed_table(rows: list[dict], methods: list[str]) -> list[str]:
+    """Δ vs the own model and vs the budget-matched model at every seed (the 'every seed' target)."""
+    lines = ["| world | method | Δ vs own model per seed | Δ vs budget-matched per seed |", "|---|---|---|---|"]
+    for w in ("shared", "control"):
+        c = _c(rows, w)
+        for m in methods:
+            own = [f"{_f(x)}" for x in paired(c, m, CKPT_ROW)[4]]
+            bud = [f"{_f(x)}" for x in paired(c, m, BUDGET)[4]]
+            if own:
+                lines.append(f"| {w} | {m} | {' '.join(own)} | {' '.join(bud)} |")
+    return lines
+
+
+def gate_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| world | method | promoted | blocked: truly worse | blocked: truly better | mean inner-CV Δ | mean test Δ |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for w in ("shared", "control"):
+        for g in GATED:
+            sel = [r for r in rows if r["world"] == w and r["method"] == f"{g} + gate"]
+            if not sel:
+                continue
+            worse = [r for r in sel if r["truth"] < 0]
+            better = [r for r in sel if r["truth"] > 0]
+            cvd = [r2["cv"][GATE_CV[g]]["difference"] for r2 in rows
+                   if r2["world"] == w and r2["method"] == "inner-cv"]  # fmt: skip
+            lines.append(
+                f"| {w} | {g} | {sum(r['promoted'] for r in sel)}/{len(sel)} | "
+                f"{sum(not r['promoted'] for r in worse)}/{len(worse)} | "
+                f"{sum(not r['promoted'] for r in better)}/{len(better)} | "
+                f"{_f(statistics.fmean(cvd))} | {_f(statistics.fmean(r['truth'] for r in sel))} |"
+            )
+    return lines
+
+
+def auto_table(rows: list[dict]) -> list[str]:
+    lines = ["| world | auto's choices (count) |", "|---|---|"]
+    for w in ("shared", "control"):
+        picks: dict[str, int] = defaultdict(int)
+        for r in rows:
+            if r["world"] == w and r["method"] == AUTO:
+                picks[r["chosen"]] += 1
+        if picks:
+            lines.append(f"| {w} | " + ", ".join(f"{k}: {v}" for k, v in sorted(picks.items())) + " |")
+    return lines
+
+
+def collapse_line(rows: list[dict]) -> str:
+    parts = []
+    for m in ("steph", "steph paper (ReLU w)"):
+        sel = [r for r in rows if r["method"] == m and "collapsed" in r]
+        parts.append(f"{m}: {sum(r['collapsed'] for r in sel)}/{len(sel)} collapsed")
+    return "Collapse (Σw = 0 on every train bag): " + "; ".join(parts) + "."
+
+
+def render(dirs: list[Path]) -> str:
+    rows, metas = load(dirs)
+    rows = derive(rows)
+    out: list[str] = []
+    for regime in dict.fromkeys(r["regime"] for r in rows):
+        sel = [r for r in rows if r["regime"] == regime]
+        walls = [m["wall_s"] for m in metas if m["regime"] == regime]
+        out += [f"### Regime `{regime}`", "", "Commands: " + "; ".join(
+            f"`{m['command']}`" for m in metas if m["regime"] == regime) + f". Wall: {walls} s.", ""]  # fmt: skip
+        out += [*methods_table(sel), "", *per_seed_table(sel, ["steph", AUTO, "steph + gate"]), ""]
+        out += [*gate_table(sel), "", *auto_table(sel), "", collapse_line(sel), ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    import sys
+
+    print(render([Path(a) for a in (argv or sys.argv[1:])]))
+
+
+if __name__ == "__main__":
+    main()

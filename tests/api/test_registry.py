@@ -1,0 +1,133 @@
+"""HTTP: the model registry — names, versions, aliases (moved atomically, history), references in /predict."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.db.models import Model, utcnow
+from app.db.repositories import list_api_keys, new_id
+from app.services.registry import resolve_model_ref
+from tests.api.conftest import assert_error
+from tests.workers.api_helpers import register_cohort, run_job
+
+
+def fake_model(ctx, family: dict) -> str:
+    """A models row (no artifact: enough for the registry, not for /predict)."""
+    with ctx.session() as s:
+        row = Model(
+            id=new_id("model"),
+            method="steph",
+            base_id=family["base"]["id"],
+            target_checkpoint_id=family["checkpoints"]["brca"]["id"],
+            params={},
+            sources=[],
+            provenance={},
+            artifact_sha256="0" * 64,
+            artifact_key="0" * 64,
+            created_at=utcnow(),
+        )
+        s.add(row)
+    return row.id
+
+
+@pytest.fixture
+def three(ctx, family) -> list[str]:
+    return [fake_model(ctx, family) for _ in range(3)]
+
+
+def test_versions_number_up_and_aliases_move_with_history(client, admin, predict, ctx, three) -> None:
+    r = client.post("/registered-models", headers=admin, json={"name": "brca", "description": "d", "tags": {"a": "1"}})
+    assert r.status_code == 201 and r.json()["versions"] == [], r.text
+    assert_error(client.post("/registered-models", headers=admin, json={"name": "brca"}), 409, contains="exists")
+    versions = []
+    for i, mid in enumerate(three):
+        body = {"model_id": mid, "aliases": ["candidate"] if i == 0 else []}
+        r = client.post("/registered-models/brca/versions", headers=admin, json=body)
+        assert r.status_code == 201, r.text
+        versions.append(r.json())
+    assert [v["version"] for v in versions] == [1, 2, 3]
+    assert versions[0]["aliases"] == ["candidate"] and versions[0]["created_by"] == "bootstrap admin"
+
+    r = client.put("/registered-models/brca/aliases/champion", headers=admin, json={"version": 2})
+    assert r.status_code == 200 and r.json()["previous_version"] is None and r.json()["model_id"] == three[1]
+    r = client.put("/registered-models/brca/aliases/champion", headers=admin, json={"version": 3})
+    assert r.json()["previous_version"] == 2
+    assert_error(client.put("/registered-models/brca/aliases/champion", headers=admin, json={"version": 9}), 404)
+    assert_error(client.put("/registered-models/brca/aliases/champion", headers=predict, json={"version": 1}), 403)
+
+    got = client.get("/registered-models/brca", headers=predict).json()
+    assert got["aliases"] == {"candidate": 1, "champion": 3} and got["tags"] == {"a": "1"}
+    assert [v["aliases"] for v in got["versions"]] == [["candidate"], [], ["champion"]]
+
+    hist = client.get("/registered-models/brca/alias-history", headers=predict, params={"alias": "champion"}).json()
+    assert [(e["from_version"], e["to_version"]) for e in hist["items"]] == [(None, 2), (2, 3)]
+    with ctx.session() as s:
+        admin_key_id = next(k.id for k in list_api_keys(s) if k.scope == "admin")
+    assert {e["actor_key_id"] for e in hist["items"]} == {admin_key_id}
+    assert all(e["actor"] == "bootstrap admin" and e["at"] for e in hist["items"])
+
+    # resolution: every reference form names the right row
+    with ctx.session() as s:
+        assert resolve_model_ref(s, "brca@champion").id == three[2]
+        assert resolve_model_ref(s, "brca/1").id == three[0]
+        assert resolve_model_ref(s, "brca/latest").id == three[2]
+        assert resolve_model_ref(s, "brca").id == three[2]
+        assert resolve_model_ref(s, three[1]).id == three[1]
+    r = client.get("/model-refs/resolve", headers=predict, params={"ref": "brca@candidate"})
+    assert r.status_code == 200 and r.json()["id"] == three[0]
+    assert_error(client.get("/model-refs/resolve", headers=predict, params={"ref": "brca@nope"}), 404, contains="nope")
+    assert_error(client.get("/model-refs/resolve", headers=predict, params={"ref": "brca/x"}), 400)
+
+    # delete the alias → recorded with to_version None; the version it held can go afterwards
+    assert_error(client.delete("/registered-models/brca/versions/1", headers=admin), 409, contains="candidate")
+    assert client.delete("/registered-models/brca/aliases/candidate", headers=admin).status_code == 204
+    last = client.get("/registered-models/brca/alias-history", headers=admin).json()["items"][-1]
+    assert (last["alias"], last["from_version"], last["to_version"]) == ("candidate", 1, None)
+    assert client.delete("/registered-models/brca/versions/1", headers=admin).status_code == 204
+    r = client.post("/registered-models/brca/versions", headers=admin, json={"model_id": three[0]})
+    assert r.json()["version"] == 4  # numbers are never reused
+
+
+def test_patch_tags_and_validation(client, admin, three) -> None:
+    r = client.post("/registered-models/luad/versions", headers=admin, json={"model_id": three[0], "tags": {"k": "v"}})
+    assert r.status_code == 201 and r.json()["ref"] == "luad/1"  # name created on first use
+    r = client.patch("/registered-models/luad", headers=admin, json={"tags": {"x": "y"}, "description": "new"})
+    assert r.json()["tags"] == {"x": "y"} and r.json()["description"] == "new"
+    r = client.patch("/registered-models/luad/versions/1", headers=admin, json={"tags": {"ok": "1"}})
+    assert r.json()["tags"] == {"ok": "1"}
+    assert_error(client.post("/registered-models", headers=admin, json={"name": "a@b"}), 422)
+    assert_error(client.put("/registered-models/luad/aliases/latest", headers=admin, json={"version": 1}), 400)
+    assert_error(client.post("/registered-models/luad/versions", headers=admin, json={"model_id": "model_x"}), 404)
+    assert client.put("/registered-models/luad/aliases/prod", headers=admin, json={"version": 1}).status_code == 200
+    assert_error(client.delete("/registered-models/luad", headers=admin), 409, contains="luad@prod")
+    assert client.delete("/registered-models/luad/aliases/prod", headers=admin).status_code == 204
+    assert client.delete("/registered-models/luad", headers=admin).status_code == 204
+    assert_error(client.get("/registered-models/luad", headers=admin), 404)
+    assert client.get(f"/models/{three[0]}", headers=admin).status_code == 200  # the model stays
+
+
+def test_predict_accepts_alias_and_version(client, admin, predict, world, family) -> None:
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    job = run_job(client, admin, family, cohort["id"])
+    mid = job["model_id"]
+    client.post("/registered-models/brca/versions", headers=admin, json={"model_id": mid, "aliases": ["champion"]})
+    files = [("files", ("p1.npy", _bag_bytes(), "application/octet-stream"))]
+    results = {}
+    for ref in (mid, "brca@champion", "brca/1"):
+        r = client.post("/predict", headers=predict, data={"model_id": ref}, files=files)
+        assert r.status_code == 200, r.text
+        assert r.json()["model_id"] == mid
+        results[ref] = r.json()["results"][0]["risk"]
+    assert len(set(results.values())) == 1
+    assert_error(client.post("/predict", headers=predict, data={"model_id": "brca@gone"}, files=files), 404)
+
+
+def _bag_bytes() -> bytes:
+    import io
+
+    import numpy as np
+
+    arr = np.random.default_rng(0).normal(size=(8, 16)).astype("float32")
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()

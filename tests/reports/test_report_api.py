@@ -1,0 +1,69 @@
+"""HTTP: GET /models/{id}/report (self-contained HTML), figures as PNG/SVG, the plotted numbers as JSON."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.api.conftest import assert_error
+from tests.workers.api_helpers import register_cohort, run_job
+
+
+@pytest.fixture
+def model(client, admin, world, family) -> dict:
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    job = run_job(client, admin, family, cohort["id"])
+    return client.get(f"/models/{job['model_id']}", headers=admin).json()
+
+
+def test_report_numbers_match_the_job(client, predict, model) -> None:
+    r = client.get(f"/models/{model['id']}/report/data", headers=predict)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    data, meta = body["data"], body["meta"]
+    n = len(data["test"]["time"])
+    assert n == model["metrics"]["comparison"]["patients"]
+    assert len(data["merged"]["risk"]) == len(data["reference"]["risk"]) == n
+    # the same paired bootstrap (seed, n_boot) as the job's own comparison
+    assert data["comparison"] == pytest.approx(model["metrics"]["comparison"])
+    assert len(data["bootstrap"]) == data["comparison"]["n_boot"]
+    assert len(data["per_bag_sources"]) == n and all(len(rows) == 2 for rows in data["per_bag_sources"])
+    assert set(data["source_names"]) == {"luad", "kirc"}
+    steps = meta["training"]["steps"]
+    assert len(steps) == model["metrics"]["train"]["steps"] and meta["training"]["epochs"] == pytest.approx(
+        model["metrics"]["train"]["history"]
+    )
+    assert meta["model"]["target"] == "brca" and meta["provenance"]["cohort_summary"]
+
+
+def test_report_html_is_self_contained(client, predict, model) -> None:
+    r = client.get(f"/models/{model['id']}/report", headers=predict, params={"groups": 3})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    html = r.text
+    figures = re.findall(r'data-figure="([a-z-]+)"', html)
+    assert {"km", "calibration", "comparison", "sources", "training", "patient"} <= set(figures)
+    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]+)"', html))
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', html), "the report must not load anything external"
+    assert "intermediate risk" in html  # tertiles
+    assert model["id"] in html and "verdict" in html
+
+
+@pytest.mark.parametrize("fmt,magic", [("png", b"\x89PNG"), ("svg", b"<svg")])
+def test_figure_routes(client, predict, model, fmt, magic) -> None:
+    r = client.get(f"/models/{model['id']}/report/figures/km.{fmt}", headers=predict)
+    assert r.status_code == 200, r.text
+    assert magic in r.content[:400]
+    assert r.headers["content-type"].startswith({"png": "image/png", "svg": "image/svg+xml"}[fmt])
+
+
+def test_report_errors(client, predict, model) -> None:
+    assert_error(client.get(f"/models/{model['id']}/report"), 401)
+    assert_error(client.get("/models/model_nope/report", headers=predict), 404, contains="model_nope")
+    assert_error(client.get(f"/models/{model['id']}/report/figures/nope.png", headers=predict), 404, contains="km")
+    assert_error(client.get(f"/models/{model['id']}/report/figures/km.gif", headers=predict), 404, contains="svg")
+    bad = client.get(f"/models/{model['id']}/report", headers=predict, params={"groups": 7})
+    assert_error(bad, 422, contains="tertiles")
+    missing = client.get(f"/models/{model['id']}/report", headers=predict, params={"patient": "nobody"})
+    assert_error(missing, 404, contains="nobody")

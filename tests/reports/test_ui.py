@@ -1,0 +1,74 @@
+"""The /ui pages over HTTP (TestClient): login cookie, scopes, lists, the merge form with CSRF, live progress JSON,
+the model page and its report behind the same key."""
+
+from __future__ import annotations
+
+import re
+
+from tests.workers.api_helpers import FAST, register_cohort, wait_job
+
+
+def _login(client, headers: dict) -> None:
+    key = headers["Authorization"].split(" ", 1)[1]
+    r = client.post("/ui/login", data={"key": key}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui"
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
+
+
+def test_login_required_and_bad_key(client) -> None:
+    r = client.get("/ui/jobs", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui/login"
+    r = client.post("/ui/login", data={"key": "steph_admin_wrong"})
+    assert r.status_code == 401 and "not valid" in r.text
+    assert "steph_admin_wrong" not in r.text  # the key is never echoed
+
+
+def test_admin_flow_start_job_follow_to_model_and_report(client, admin, world, family) -> None:
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    _login(client, admin)
+    for page, marker in [("/ui", "Recent models"), ("/ui/bases", family["base"]["id"]),
+                         ("/ui/checkpoints", "luad"), ("/ui/cohorts", cohort["id"])]:  # fmt: skip
+        r = client.get(page)
+        assert r.status_code == 200 and marker in r.text, page
+    form = client.get("/ui/jobs/new").text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', form).group(1)
+    ckpts = family["checkpoints"]
+    data = {
+        "method": "steph", "base_id": family["base"]["id"], "target_checkpoint_id": ckpts["brca"]["id"],
+        "cohort_id": cohort["id"], "params": '{"epochs": 1, "accum": 2, "topk": 2, "hyper_hidden": 8}',
+        "source_checkpoint_ids": [ckpts["luad"]["id"], ckpts["kirc"]["id"]],
+    }  # fmt: skip
+    refused = client.post("/ui/jobs", data={**data, "csrf": "0" * 32}, follow_redirects=False)
+    assert refused.status_code == 303 and refused.headers["location"] == "/ui/login"
+    bad = client.post("/ui/jobs", data={**data, "params": "{epochs", "csrf": csrf})
+    assert bad.status_code == 200 and "not valid JSON" in bad.text, bad.text[bad.text.find("<main>"):][:1500]
+    r = client.post("/ui/jobs", data={**data, "csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/ui/jobs/job_")
+    job_id = r.headers["location"].rsplit("/", 1)[1]
+    job = wait_job(client, admin, job_id)
+    assert job["status"] == "succeeded" and job["params"]["topk"] == FAST["topk"]
+    progress = client.get(f"/ui/jobs/{job_id}/progress").json()
+    assert progress["status"] == "succeeded" and progress["percent"] == 100 and progress["model_id"] == job["model_id"]
+    page = client.get(f"/ui/jobs/{job_id}").text
+    assert f'/ui/models/{job["model_id"]}' in page
+    model_page = client.get(f"/ui/models/{job['model_id']}")
+    assert model_page.status_code == 200 and 'data-figure="km"' in model_page.text
+    fig = client.get(f"/ui/models/{job['model_id']}/figures/km.png")
+    assert fig.status_code == 200 and fig.content[:4] == b"\x89PNG"
+    report = client.get(f"/ui/models/{job['model_id']}/report")
+    assert report.status_code == 200 and 'data-figure="calibration"' in report.text
+    assert "default-src 'none'" in report.headers["content-security-policy"]
+
+
+def test_predict_key_sees_models_not_admin_pages(client, predict) -> None:
+    _login(client, predict)
+    assert client.get("/ui/models").status_code == 200
+    r = client.get("/ui/jobs")
+    assert r.status_code == 403 and "admin key" in r.text
+    assert client.get("/ui/jobs/job_x/progress").status_code == 401
+    missing = client.get("/ui/models/model_nope")
+    assert missing.status_code == 404 and "model_nope" in missing.text
+    out = client.post("/ui/logout", follow_redirects=False)
+    assert out.status_code == 303
+    assert client.get("/ui/models", follow_redirects=False).status_code == 303

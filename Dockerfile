@@ -1,10 +1,15 @@
-# One image for the API and the workers.
-#   API:     docker run … steph-service                (CMD: steph serve)
-#   worker:  docker run … steph-service steph worker   (Celery, STEPH_QUEUE=celery)
+# One Dockerfile for the API and the workers; docker-compose.yml builds it twice (see docs/production.md):
+#   steph-service:cpu   API + CPU workers     TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu (default)
+#   steph-service:cuda  GPU workers           TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 (or cu126 …)
 #
-# torch: the default installs the CPU wheel. For GPU workers build with a CUDA wheel index, e.g.
-#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 -t steph-service:cuda .
-# and run with the NVIDIA container toolkit (docker-compose.yml reserves a GPU for the worker).
+# TORCH_INDEX_URL is the pip index torch is installed from, and so which torch build the image holds: the CPU
+# wheel (small, runs anywhere) or a CUDA wheel (cuXYZ = the CUDA runtime bundled in the wheel; the host needs an
+# NVIDIA driver at least as new as that CUDA version, plus the NVIDIA container toolkit). A CPU image on a GPU
+# host trains on the CPU; a CUDA image on a host without a GPU falls back to the CPU with STEPH_DEVICE=auto.
+#   docker build -t steph-service:cpu .
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 -t steph-service:cuda .
+#   API:     docker run … steph-service:cpu                      (CMD: steph serve)
+#   worker:  docker run … steph-service:cuda steph worker        (Celery, STEPH_QUEUE=celery)
 FROM python:3.11-slim
 
 ARG TORCH_VERSION=2.13.0
@@ -16,7 +21,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     STEPH_HOME=/var/lib/steph \
     STEPH_STORE_ROOT=/var/lib/steph/models_store
 
-# libhdf5 is bundled in the h5py wheel; curl is for the healthchecks.
+# libhdf5 is bundled in the h5py wheel; curl is for the API's health check.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends curl \
     && rm -rf /var/lib/apt/lists/*
@@ -30,8 +35,8 @@ COPY app app
 COPY workers workers
 COPY migrations migrations
 COPY models_store/README.md models_store/README.md
-# editable: migrations/ is found next to the app package (app/db/migrate.py)
-RUN pip install -e ".[postgres]"
+# editable: migrations/ is found next to the app package (app/db/migrate.py); s3 = boto3 for STEPH_STORE=s3
+RUN pip install -e ".[postgres,s3]"
 
 RUN useradd --system --create-home --home-dir /home/steph steph \
     && mkdir -p /var/lib/steph/models_store \

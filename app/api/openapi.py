@@ -48,6 +48,10 @@ def _error(status: int) -> dict[str, Any]:
 
 def complete_operation(op: dict[str, Any], path: str, scope: str | None, uses_ctx: bool) -> None:
     """Add the auth sentence and the error responses that apply to one operation (in place)."""
+    for param in op.get("parameters", []):
+        name = param.get("name", "")
+        if param.get("in") == "path" and not param.get("description") and name.endswith("_id"):
+            param["description"] = f"id of the {name[:-3].replace('_', ' ')}"
     text = (op.get("description") or op.get("summary") or "").strip()
     auth = AUTH_TEXT[scope]
     op["description"] = text if auth in text else f"{text}\n\n{auth}".strip()

@@ -165,8 +165,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def survival_points(bin_edges: list[float], surv: list[float]) -> dict[str, list[float]]:
+    """{times_days: edges from 0, probabilities: [1, *surv]}, both n_bins + 1 long (as POST /predict)."""
+    probabilities = [1.0, *[float(x) for x in surv]]
+    times = [float(e) for e in bin_edges][: len(probabilities)]
+    return {"times_days": times, "probabilities": probabilities[: len(times)]}
+
+
 def predict_bag(model: Any, path: str) -> dict[str, Any]:
-    """risk, survival curve at the bin edges and (STEPH) the selected sources of one bag."""
+    """risk, survival curve at the bin edges and (STEPH) the selected sources of one bag.
+
+    The curve is the one POST /predict returns: times_days = the bin edges from day 0, probabilities =
+    [S(0) = 1, S_1, …] where S_j = Π_{i<=j} (1 − h_i) is the survival past bin j (n_bins + 1 points)."""
     import torch
 
     from app.domain.survival import risk_score, survival_curve
@@ -178,7 +188,7 @@ def predict_bag(model: Any, path: str) -> dict[str, Any]:
     doc = {
         "bag": Path(path).name, "patches": int(bag.features.shape[0]), "method": model.method,
         "risk": float(risk_score(out.logits)),
-        "survival": {"times_days": model.bin_edges[1:], "probabilities": survival_curve(out.logits).tolist()},
+        "survival": survival_points(model.bin_edges, survival_curve(out.logits).reshape(-1).tolist()),
     }  # fmt: skip
     if "sources" in out.info:
         doc["sources"] = out.info["sources"]
@@ -299,7 +309,11 @@ def _add_evaluate_predict(sub: Any) -> None:
     p.add_argument("--model", required=True, help="model artifact or plain checkpoint (.safetensors / .pth)")
     p.add_argument("bags", nargs="+", metavar="BAG", help="feature bags (.h5, .pt, .npy, .safetensors)")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("methods", help="list merge methods and their parameters (JSON)")
+    p = sub.add_parser(
+        "methods",
+        help="list merge methods and their parameters (JSON)",
+        description="Print the merge methods (name, paper, parameters with types and defaults) as JSON on stdout.",
+    )
     p.set_defaults(func=cmd_methods)
 
 

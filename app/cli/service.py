@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 
 from app.settings import Settings, get_settings
 
@@ -16,11 +17,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API with uvicorn on the settings from the environment (embedded default: SQLite + in-process
     jobs). `--workers N` (N > 1) runs N API processes, each with its own model cache and forward slots; the
     one-time start-up (migrations, first admin key) runs here first, so the workers do not race for it."""
+    _prefetch_model_imports()  # issue 7: cold start
     import uvicorn
 
     settings = get_settings()
     if args.workers > 1:
         return _serve_workers(args, settings)
+    _import_web_stack(settings)
     from app.main import create_app
 
     uvicorn.run(
@@ -31,6 +34,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
     )
     return 0
+
+
+def _prefetch_model_imports() -> threading.Thread:
+    """Import the heavy libraries the first prediction needs (torch, h5py, safetensors) in a background thread
+    while the main thread imports the web stack: a shorter cold start (README "Serving under load"). Import
+    errors are left for the main thread to raise where the module is needed."""
+
+    def work() -> None:
+        import importlib
+
+        for name in ("torch", "h5py", "safetensors.torch"):  # third-party only: no import cycle with app.*
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the real import later reports it
+                return
+
+    thread = threading.Thread(target=work, name="steph-prefetch-imports", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_web_stack(settings: Settings) -> None:
+    """The torch-free modules the app needs, imported here while torch loads in the background."""
+    import importlib
+
+    names = ["fastapi", "starlette.middleware", "sqlalchemy.orm", "pydantic", "multipart"]
+    names += ["alembic.command", "alembic.config"] if settings.migrate_on_start else []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
@@ -155,7 +190,13 @@ def _positive_int(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add serve, worker, migrate and keys to the `steph` parser."""
-    p = subparsers.add_parser("serve", help="run the REST API (embedded default: SQLite + in-process job runner)")
+    p = subparsers.add_parser(
+        "serve",
+        help="run the REST API (embedded default: SQLite + in-process job runner)",
+        description="Serve the REST API with uvicorn, configured from STEPH_* environment variables (see "
+        "app/settings.py). The embedded default needs nothing else: SQLite under STEPH_HOME, the artifact store in "
+        "./models_store, jobs run in-process. The first start prints an admin API key once.",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument(
@@ -167,26 +208,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_serve)
 
-    p = subparsers.add_parser("worker", help="run a Celery worker for merge jobs (STEPH_QUEUE=celery)")
+    p = subparsers.add_parser(
+        "worker",
+        help="run a Celery worker for merge jobs (STEPH_QUEUE=celery)",
+        description="Run a Celery worker that executes merge jobs from Redis (STEPH_QUEUE=celery, STEPH_REDIS_URL). "
+        "Every argument after `worker` is passed, unchanged and in order, to `celery worker`: e.g. "
+        "`steph worker --concurrency 1 --hostname gpu1@%h --loglevel INFO`. "
+        "`steph worker -- --help` shows Celery's own options.",
+    )
     p.add_argument(
         "celery_args",
         nargs=argparse.REMAINDER,
-        help="extra arguments for `celery worker`, e.g. --hostname gpu1@%%h --loglevel DEBUG "
-        "(`steph worker --help` lists them)",
+        help="arguments for `celery worker` (passed through; see `steph worker -- --help`)",
     )
     p.set_defaults(func=cmd_worker, passthrough="celery_args")
 
-    p = subparsers.add_parser("migrate", help="apply database migrations (STEPH_DATABASE_URL)")
+    p = subparsers.add_parser(
+        "migrate",
+        help="apply database migrations (STEPH_DATABASE_URL)",
+        description="Upgrade the database at STEPH_DATABASE_URL to the newest Alembic revision (or --revision). "
+        "Safe to run again; the embedded `steph serve` does it at start-up.",
+    )
     p.add_argument("--revision", default="head", help="target revision (default head)")
     p.set_defaults(func=cmd_migrate)
 
-    keys = subparsers.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
-    p = keys.add_parser("create", help="create a key and print it (only the key) on stdout")
-    p.add_argument("--scope", choices=("admin", "predict"), required=True)
+    keys = subparsers.add_parser(
+        "keys",
+        help="manage API keys",
+        description="Create, list and revoke API keys in the database at STEPH_DATABASE_URL (keys are stored hashed).",
+    ).add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    p = keys.add_parser(
+        "create",
+        help="create a key and print it (only the key) on stdout",
+        description="Create an API key and print it once on stdout (capture it: it cannot be shown again).",
+    )
+    p.add_argument(
+        "--scope", choices=("admin", "predict"), required=True, help="admin: everything; predict: read and score"
+    )
     p.add_argument("--name", default=None, help="a label shown by `keys list`")
     p.set_defaults(func=cmd_keys_create)
-    p = keys.add_parser("list", help="list keys (prefixes only; keys are stored hashed)")
+    p = keys.add_parser(
+        "list",
+        help="list keys (prefixes only; keys are stored hashed)",
+        description="List every key: id, visible prefix, scope, created, revoked, name.",
+    )
     p.set_defaults(func=cmd_keys_list)
-    p = keys.add_parser("revoke", help="revoke a key by id or visible prefix")
+    p = keys.add_parser(
+        "revoke",
+        help="revoke a key by id or visible prefix",
+        description="Revoke one key (by id or visible prefix); requests with it get 401 from then on.",
+    )
     p.add_argument("key_id", help="key id (key_…) or its visible prefix")
     p.set_defaults(func=cmd_keys_revoke)

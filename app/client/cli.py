@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from app import __version__
 from app.client import commands as c
 from app.client.config import ConfigError, resolve_config
 from app.client.inputs import InputError
@@ -26,16 +27,19 @@ from app.client.transport import AuthError, ClientError, ConnectionFailed
 MODEL_HELP = "model id, name@alias (e.g. brca@champion), name/VERSION or name/latest"
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common(parser: argparse.ArgumentParser | None = None, *, suppress: bool = True) -> argparse.ArgumentParser:
+    """The connection flags, accepted before and after the command. The sub-commands' copies default to SUPPRESS
+    so a flag given before the command is not overwritten by the sub-command's default."""
+    common = parser or argparse.ArgumentParser(add_help=False)
+    d = {"default": argparse.SUPPRESS} if suppress else {}
     g = common.add_argument_group("connection (flags > STEPH_URL / STEPH_API_KEY > config file)")
-    g.add_argument("--url", help="service base URL, e.g. https://steph.example.org")
-    g.add_argument("--key", help="API key (prefer STEPH_API_KEY or the config file: flags show up in `ps`)")
-    g.add_argument("--config", help="TOML config file (default ~/.config/steph/client.toml)")
-    g.add_argument("--timeout", type=float, help="seconds per request (default 120)")
-    g.add_argument("--retries", type=int, help="extra attempts on connection errors, 429, 5xx (default 5)")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    g.add_argument("-v", "--verbose", action="store_true", help="log retries and requests on stderr")
+    g.add_argument("--url", help="service base URL, e.g. https://steph.example.org", **d)
+    g.add_argument("--key", help="API key (prefer STEPH_API_KEY or the config file: flags show up in `ps`)", **d)
+    g.add_argument("--config", help="TOML config file (default ~/.config/steph/client.toml)", **d)
+    g.add_argument("--timeout", type=float, help="seconds per request (default 120)", **d)
+    g.add_argument("--retries", type=int, help="extra attempts on connection errors, 429, 5xx (default 5)", **d)
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar", **d)
+    g.add_argument("-v", "--verbose", action="store_true", help="log retries and requests on stderr", **d)
     return common
 
 
@@ -61,36 +65,36 @@ def _add_score(sub, common) -> None:
 
 def _add_registration(sub, common) -> None:
     p = _add(sub, "register-base", c.cmd_register_base, "upload a base (θ₀) checkpoint", common)
-    p.add_argument("file")
-    p.add_argument("--name", required=True)
+    p.add_argument("file", help="θ₀ as .safetensors or reference .pth")
+    p.add_argument("--name", required=True, help="display name of the family")
     p.add_argument("--encoder", required=True, help="feature encoder, e.g. uni2-h")
     p = _add(sub, "register", c.cmd_register, "upload per-cancer checkpoints (.safetensors / .pth)", common)
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="+", help="checkpoint files, one per cancer")
     p.add_argument("--base", required=True, help="base id")
     p.add_argument("--mapping", help="CSV file,cancer (default: cancer = file stem)")
     p = _add(sub, "register-cohort", c.cmd_register_cohort, "upload a cohort directory or archive", common)
     p.add_argument("path", nargs="?", help="cohort directory (zipped on the fly) or .zip/.tar archive")
     p.add_argument("--server-path", help="instead: a directory under the server's data root (admin)")
-    p.add_argument("--name", required=True)
-    p.add_argument("--base", required=True)
+    p.add_argument("--name", required=True, help="display name of the cohort")
+    p.add_argument("--base", required=True, help="base id (the bags' D must match it)")
 
 
 def _add_jobs(sub, common) -> None:
     p = _add(sub, "merge", c.cmd_merge, "submit a merge job (safe to retry: idempotency key)", common)
     p.add_argument("--method", required=True, help="steph, average, task_arithmetic, ties, …")
-    p.add_argument("--base", required=True)
+    p.add_argument("--base", required=True, help="base id")
     p.add_argument("--target", required=True, help="target checkpoint id")
     p.add_argument("--sources", nargs="+", help="source checkpoint ids (default: all others of the base)")
     p.add_argument("--cohort", required=True, help="cohort id of the target cancer")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="method/training option")
     p.add_argument("--idempotency-key", help="reuse to make a resubmission return the same job")
     p.add_argument("--wait", action="store_true", help="then watch it like `watch`")
-    p.add_argument("--poll", type=float, default=2.0)
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between polls with --wait")
     p = _add(sub, "watch", c.cmd_watch, "follow a merge job until it ends; print the comparison", common)
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job id `merge` printed")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between polls")
     p = _add(sub, "cancel", c.cmd_cancel, "cancel a queued or running merge job", common)
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job to cancel")
     _add(sub, "methods", c.cmd_methods, "list merge methods and their parameters", common)
 
 
@@ -98,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The `steph-client` argument parser (every sub-command also takes the connection flags)."""
     parser = argparse.ArgumentParser(prog="steph-client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"steph-client {__version__}")
+    _common(parser, suppress=False)  # also before the command: `steph-client --url U health`
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common()
     _add_score(sub, common)
@@ -105,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_registration(sub, common)
     _add_jobs(sub, common)
     p = _add(sub, "models", c.cmd_models, "list models, or show one", common)
-    p.add_argument("model_id", nargs="?")
+    p.add_argument("model_id", nargs="?", help=MODEL_HELP + " (default: list all models)")
     p = _add(sub, "download", c.cmd_download, "download a model artifact", common)
-    p.add_argument("model_id")
+    p.add_argument("model_id", help=MODEL_HELP)
     p.add_argument("dest", help="file or directory")
     p = sub.add_parser(
         "validate",

@@ -37,6 +37,11 @@ from app.client.types import (
 PathLike = str | os.PathLike[str]
 
 
+def _is_model_id(ref: str) -> bool:
+    """A plain model id (`model_<hex>`), not a registry reference (name@alias, name/version, name)."""
+    return ref.startswith("model_") and "@" not in ref and "/" not in ref
+
+
 def _items(body: Any) -> list[dict[str, Any]]:
     """A list endpoint's items, whether the server answers a bare list or `{"items": [...]}`."""
     if isinstance(body, list):
@@ -230,7 +235,7 @@ class Client:
 
     def get_model(self, model_id: str) -> Model:
         """A model by id, or by reference: `name@alias`, `name/<version>`, `name/latest`, a registered name."""
-        if model_id.startswith("model_") and "@" not in model_id and "/" not in model_id:
+        if _is_model_id(model_id):
             return from_json(Model, self._json("GET", f"/models/{model_id}"))
         return self.resolve_model(model_id)
 
@@ -254,7 +259,10 @@ class Client:
         return self._json("PUT", f"/registered-models/{name}/aliases/{alias}", json={"version": version})
 
     def download_artifact(self, model_id: str, dest: PathLike) -> Path:
-        """Stream `GET /models/{id}/artifact` to `dest` (file, or dir → `<id>.safetensors`), atomically."""
+        """Stream `GET /models/{id}/artifact` to `dest` (file, or dir → `<id>.safetensors`), atomically.
+        `model_id` may also be a reference (name@alias, name/version): it is resolved to the id first."""
+        if not _is_model_id(model_id):
+            model_id = self.resolve_model(model_id).id
         dest = Path(dest)
         if dest.is_dir():
             dest = dest / f"{model_id}.safetensors"

@@ -1,17 +1,20 @@
 """Child process of app.io.lmdb_bags: reads an untrusted LMDB where a crash cannot hurt the server.
 
-    python -I -m app.io._lmdb_child PATH SUBDIR(0|1) MEMORY_MB DISPLAY_NAME
+    python -I -m app.io._lmdb_child FD     a fork server: preloads torch once, then for every request on the
+                                           Unix socket FD (JSON args + one passed socket) forks a reader that
+                                           runs serve(channel, path, subdir, memory_mb, name)
 
 A corrupt data.mdb can make LMDB touch pages past the end of the mapped file (SIGBUS) or loop; here that kills
-only this process. It opens the LMDB read-only, caps its address space at (mapped size + MEMORY_MB), dies with
-its parent, then answers requests, one JSON line each, on stdin:
+only this process. It dies with its parent, opens the LMDB read-only, caps its address space at (what is mapped
++ MEMORY_MB), then answers requests (JSON messages on `conn`):
 
     {"op": "keys"}                                     -> {"ok": true, "keys": [...]}
     {"op": "get", "key": K, "expected_dim": D|null, "max_patches": N|null, "max_bytes": B}
-        -> {"ok": true, "shape": [N, D]} + N*D*4 raw float32 bytes (validated: finite, D, N; restricted unpickler)
+        -> {"ok": true, "shape": [N, D]}, then one message of N*D*4 raw float32 bytes (validated: finite, D, N,
+           decoded by the restricted unpickler)
     any failure                                        -> {"error": "<message naming the file and the fix>"}
 
-The first line it writes is {"ok": true} once the LMDB is open (or {"error": ...}).
+The first message it sends is {"ok": true} once the LMDB is open (or {"error": ...}).
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ import json
 import os
 import resource
 import signal
+import socket
 import sys
-from typing import IO, Any
+from typing import Any
+
+from app.io._channel import Channel
 
 MAX_KEYS = 10_000_000
 
@@ -45,11 +51,10 @@ def _limit_memory(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _send(out: IO[bytes], msg: dict[str, Any], payload: memoryview | None = None) -> None:
-    out.write(json.dumps(msg).encode() + b"\n")
+def _send(conn: Any, msg: dict[str, Any], payload: memoryview | None = None) -> None:
+    conn.send_bytes(json.dumps(msg).encode())
     if payload is not None:
-        out.write(payload)
-    out.flush()
+        conn.send_bytes(payload)
 
 
 class Reader:
@@ -115,29 +120,27 @@ class _Refused(Exception):
     """A clean, user-facing refusal (the message is sent as is)."""
 
 
-def _handle(reader: Reader, req: dict[str, Any], out: IO[bytes]) -> None:
+def _handle(reader: Reader, req: dict[str, Any], conn: Any) -> None:
     from app.io.errors import InputFileError
 
     try:
         if req.get("op") == "keys":
-            _send(out, {"ok": True, "keys": reader.keys()})
+            _send(conn, {"ok": True, "keys": reader.keys()})
         else:
             msg, payload = reader.get(req)
-            _send(out, msg, payload)
+            _send(conn, msg, payload)
     except (_Refused, InputFileError) as exc:
-        _send(out, {"error": str(exc)})
+        _send(conn, {"error": str(exc)})
     except MemoryError:
-        _send(out, {"error": f"{reader.name}: a value does not fit in the reader's memory limit; subsample it"})
+        _send(conn, {"error": f"{reader.name}: a value does not fit in the reader's memory limit; subsample it"})
     except Exception as exc:  # noqa: BLE001 - lmdb.Error and friends: a corrupt database
         detail = f"{type(exc).__name__}: {exc}"[:200]
-        _send(out, {"error": f"{reader.name}: the LMDB is corrupt ({detail}); rebuild it"})
+        _send(conn, {"error": f"{reader.name}: the LMDB is corrupt ({detail}); rebuild it"})
 
 
-def main(argv: list[str]) -> int:
+def serve(conn: Any, path: str, subdir: bool, memory_mb: int, name: str) -> None:
+    """The child's main loop (see the module docstring); returns when the parent closes its end."""
     _die_with_parent()
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # stray prints go to stderr, never into the protocol
-    path, subdir, memory_mb, name = argv[1], argv[2] == "1", int(argv[3]), argv[4]
     try:
         import lmdb
         import torch
@@ -147,18 +150,56 @@ def main(argv: list[str]) -> int:
         _limit_memory(memory_mb)
     except Exception as exc:  # noqa: BLE001
         detail = f"{type(exc).__name__}: {exc}".replace(path, name)[:200]
-        _send(out, {"error": f"{name}: not a readable LMDB ({detail}); pass the LMDB directory (holding data.mdb)"})
-        return 1
-    _send(out, {"ok": True})
+        _send(conn, {"error": f"{name}: not a readable LMDB ({detail}); pass the LMDB directory (holding data.mdb)"})
+        return
+    _send(conn, {"ok": True})
     reader = Reader(env, name)
-    for line in sys.stdin.buffer:
+    while True:
         try:
-            req = json.loads(line)
-        except ValueError:
-            return 2
-        _handle(reader, req, out)
-    return 0
+            req = json.loads(conn.recv_bytes())
+        except (EOFError, OSError, ValueError, TimeoutError):
+            return
+        _handle(reader, req, conn)
+
+
+def fork_server(fd: int) -> None:
+    """Fork one reader per request received on socket `fd`; exit when the parent closes it (or dies)."""
+    _die_with_parent()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # readers are reaped automatically
+    ctl = socket.socket(fileno=fd)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 1)
+        except OSError:
+            return
+        if not msg:
+            return
+        if len(fds) != 1:
+            continue
+        if os.fork() == 0:  # the reader
+            code = 0
+            try:
+                ctl.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                args = json.loads(msg)
+                serve(Channel(socket.socket(fileno=fds[0])), args["path"], bool(args["subdir"]),
+                      int(args["memory_mb"]), str(args["name"]))  # fmt: skip
+            except BaseException:  # noqa: BLE001 - the parent sees EOF and reports a crash
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(fds[0])
+
+
+def _preload() -> None:
+    """The heavy imports, once in the fork server (readers inherit them)."""
+    import lmdb  # noqa: F401
+    import torch  # noqa: F401
+
+    import app.io.bags  # noqa: F401
+    import app.io.safe_unpickle  # noqa: F401
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    _preload()
+    fork_server(int(sys.argv[1]))

@@ -213,7 +213,7 @@ def _legacy_storages(fh: IO[bytes], name: str, size: int) -> tuple[Any, dict[str
 def peek_pt_stream(data: bytes, name: str) -> dict[str, StorageRef]:
     """The storages a torch.save byte string would allocate, checked (see the module docstring)."""
     if data[:4] == b"PK\x03\x04":
-        raise BagFormatError(f"{name}: refusing a zip-format payload (pickled tensors hold legacy ones)", file_name=name)
+        raise BagFormatError(f"{name}: refusing a zip-format payload (tensor pickles hold legacy ones)", file_name=name)
     return _legacy_storages(io.BytesIO(data), name, len(data))[1]
 
 

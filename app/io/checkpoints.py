@@ -81,7 +81,9 @@ def _read_safetensors(path: Path, name: str) -> StateDict:
     return state
 
 
-def _convert_pth(path: Path, name: str, timeout_s: float, memory_mb: int, remove_if_orphaned: bool = False) -> StateDict:
+def _convert_pth(
+    path: Path, name: str, timeout_s: float, memory_mb: int, remove_if_orphaned: bool = False
+) -> StateDict:
     from safetensors.torch import load_file
 
     with tempfile.TemporaryDirectory(prefix="steph-pth-") as tmp:

@@ -2,7 +2,8 @@
 
 Layout: key = slide id (utf-8), value = pickle of a torch tensor [1, N, D] (or [N, D]);
 key `__keys__` = pickle of the list of slide ids. A corrupt data.mdb can crash whoever maps it (SIGBUS), so
-the LMDB is opened only by a child process (app.io._lmdb_child) with an address-space limit, which decodes
+the LMDB is opened only by a child process (app.io._lmdb_child, forked from a small server process that
+preloads torch once) with an address-space limit, which decodes
 values with `safe_unpickle.restricted_loads`, validates them and streams float32 [N, D] back. A crash, a
 timeout or a refusal there becomes a BagFormatError (422) here; the server and its embedded jobs live on.
 """
@@ -11,8 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import torch
 from torch import Tensor
 
+from app.io._channel import Channel
 from app.io.errors import BagFormatError, display_name_of
 from app.io.limits import check_request_bytes, process_budget, request_limit_bytes
 
@@ -33,62 +34,69 @@ START_TIMEOUT_S = 60.0
 MAX_CRASHES = 2  # a child that crashed this often marks the LMDB as unreadable
 
 
+class _ForkServer:
+    """`python -I -m app.io._lmdb_child FD`: preloads torch once, forks one reader per LMDB (~0.1 s each)."""
+
+    def __init__(self) -> None:
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        cmd = [sys.executable, "-I", "-m", "app.io._lmdb_child", str(theirs.fileno())]
+        self.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        self.pid = os.getpid()  # a forked API worker starts its own server
+        theirs.close()
+
+    def fork(self, args: dict[str, Any]) -> socket.socket:
+        """A connected socket to a new reader started with `args` (OSError when the server is gone)."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            socket.send_fds(self.ctl, [json.dumps(args).encode()], [theirs.fileno()])
+        finally:
+            theirs.close()
+        return mine
+
+
+_SERVER: _ForkServer | None = None
+_SERVER_LOCK = threading.Lock()
+
+
+def _fork_reader(args: dict[str, Any]) -> socket.socket:
+    global _SERVER
+    with _SERVER_LOCK:
+        for _ in range(2):
+            if _SERVER is None or _SERVER.pid != os.getpid() or _SERVER.proc.poll() is not None:
+                _SERVER = _ForkServer()
+            try:
+                return _SERVER.fork(args)
+            except OSError:
+                _SERVER = None
+        raise OSError("the LMDB reader server cannot be started")
+
+
 class _Child:
-    """One reader process and its pipes; `request` sends a JSON line and returns (reply, payload reader)."""
+    """One reader process (app.io._lmdb_child.serve) and the parent's end of its socket."""
 
     def __init__(self, path: Path, name: str, memory_mb: int) -> None:
-        cmd = [sys.executable, "-I", "-m", "app.io._lmdb_child", str(path), "1" if path.is_dir() else "0",
-               str(memory_mb), name]  # fmt: skip
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0
-        )
-        self.pending = b""
+        args = {"path": str(path), "subdir": path.is_dir(), "memory_mb": memory_mb, "name": name}
+        self.conn = Channel(_fork_reader(args))
 
     def send(self, msg: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
-
-    def _chunk(self, deadline: float, size: int) -> bytes:
-        assert self.proc.stdout is not None
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-            raise TimeoutError
-        data = os.read(self.proc.stdout.fileno(), size)
-        if not data:
-            raise EOFError
-        return data
+        self.conn.send_bytes(json.dumps(msg).encode())
 
     def line(self, deadline: float) -> dict[str, Any]:
-        while b"\n" not in self.pending:
-            if len(self.pending) > 2**26:
-                raise EOFError
-            self.pending += self._chunk(deadline, 1 << 16)
-        line, self.pending = self.pending.split(b"\n", 1)
-        return json.loads(line)
+        reply = json.loads(self.conn.recv_bytes(deadline))
+        if not isinstance(reply, dict):
+            raise ValueError("malformed reply")
+        return reply
 
     def read_into(self, out: memoryview, deadline: float) -> None:
-        got = min(len(self.pending), len(out))
-        out[:got] = self.pending[:got]
-        self.pending = self.pending[got:]
-        while got < len(out):
-            data = self._chunk(deadline, min(len(out) - got, 1 << 22))
-            out[got : got + len(data)] = data
-            got += len(data)
+        self.conn.recv_bytes_into(out, deadline)
 
     def stop(self) -> None:
-        _stop(self.proc)
+        _stop(self.conn)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-    for pipe in (proc.stdin, proc.stdout):
-        if pipe is not None:
-            pipe.close()
+def _stop(conn: Channel) -> None:
+    """Closing our end makes the reader's recv fail and the reader exit (a stuck one dies with the server)."""
+    conn.close()
 
 
 class LmdbBags:
@@ -112,10 +120,10 @@ class LmdbBags:
     def _start(self) -> _Child:
         memory_mb = 3 * request_limit_bytes() // 2**20 + 512
         child = _Child(self.path, self.name, memory_mb)
-        self._finalizer = weakref.finalize(self, _stop, child.proc)
+        self._finalizer = weakref.finalize(self, _stop, child.conn)
         try:
             reply = child.line(time.monotonic() + START_TIMEOUT_S)
-        except (EOFError, TimeoutError, ValueError):
+        except (EOFError, OSError, TimeoutError, ValueError):
             reply = {"error": self._crash_text(child, "opening it")}
         if "error" in reply:
             child.stop()
@@ -125,23 +133,21 @@ class LmdbBags:
 
     def _crash_text(self, child: _Child, doing: str) -> str:
         child.stop()
-        code = child.proc.returncode
-        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit status {code}"
         return (
-            f"{self.name}: the LMDB is corrupt or not an LMDB: reading it crashed the reader while {doing} "
-            f"({how}); rebuild the LMDB (the server is unaffected)"
+            f"{self.name}: the LMDB is corrupt or not an LMDB: reading it crashed the reader while {doing}; "
+            "rebuild the LMDB (the server is unaffected)"
         )
 
     def _call(self, msg: dict[str, Any], doing: str) -> tuple[_Child, dict[str, Any], float]:
         """Send one request (restarting a crashed child) -> (child, reply, deadline); BagFormatError on failure."""
         if self._broken:
             raise BagFormatError(self._broken, file_name=self.name)
-        child = self._child if self._child is not None and self._child.proc.poll() is None else self._start()
+        child = self._child if self._child is not None else self._start()
         deadline = time.monotonic() + self.timeout_s
         try:
             child.send(msg)
             reply = child.line(deadline)
-        except (EOFError, BrokenPipeError, ValueError, TimeoutError) as exc:
+        except (EOFError, OSError, ValueError, TimeoutError) as exc:
             self._fail(child, doing, isinstance(exc, TimeoutError))
         if "error" in reply:
             raise BagFormatError(str(reply["error"]), file_name=self.name)
@@ -203,7 +209,7 @@ class LmdbBags:
                 out = torch.empty(shape, dtype=torch.float32)
                 try:
                     child.read_into(memoryview(out.numpy()).cast("B"), deadline)
-                except (EOFError, TimeoutError) as exc:
+                except (EOFError, OSError, TimeoutError) as exc:
                     self._fail(child, f"reading slide {slide_id!r}", isinstance(exc, TimeoutError))
             finally:
                 budget.release(n_bytes)

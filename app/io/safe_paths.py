@@ -41,8 +41,7 @@ def check_path_text(path: str | os.PathLike[str], *, what: str) -> None:
     for part in Path(text).parts:
         if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT:
             raise PathEscapeError(
-                f"{what}: a path component is longer than {MAX_COMPONENT} bytes ({excerpt(part, 24)!r}); "
-                "rename it",
+                f"{what}: a path component is longer than {MAX_COMPONENT} bytes ({excerpt(part, 24)!r}); rename it",
                 file_name=what,
             )
 

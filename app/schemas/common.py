@@ -44,6 +44,5 @@ ERROR_DESCRIPTIONS = {
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries documenting the error shape (and what the status means) for `statuses`."""
     return {
-        status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS.get(status, "Error.")}
-        for status in statuses
+        status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS.get(status, "Error.")} for status in statuses
     }

@@ -95,10 +95,15 @@ class MergeJobOut(BaseModel):
     webhook: dict[str, Any] | None = Field(
         default=None, description="delivery record: {url, delivered, attempts, last_status, last_error}"
     )
+    promotion: dict[str, Any] | None = Field(
+        default=None,
+        description="issue 12: the promotion gate's outcome {status: promoted | not_promoted | unchecked, reason, "
+        "collapsed (STEPH: every merge weight 0 on every train bag)}; the evidence is on the model",
+    )
 
 
 class MergeJobList(BaseModel):
-    items: list[MergeJobOut]
-    total: int
-    limit: int
-    offset: int
+    items: list[MergeJobOut] = Field(description="this page")
+    total: int = Field(description="rows in all")
+    limit: int = Field(description="page size asked for")
+    offset: int = Field(description="rows skipped")

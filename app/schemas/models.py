@@ -26,6 +26,14 @@ class ModelOut(BaseModel):
     provenance: dict[str, Any] = Field(description="inputs (with sha256), versions, device: enough to reproduce it")
     artifact_sha256: str = Field(description="sha256 of the model file (GET /models/{id}/artifact)")
     created_at: datetime | None = Field(default=None, description="when it was created (UTC)")
+    promotion_status: str = Field(
+        default="unchecked",
+        description="issue 12: promoted (beat the target's own model in inner CV on the train split by the margin), "
+        "not_promoted (still downloadable, not offered as the target's model by default) or unchecked (gate off)",
+    )
+    promotion: dict[str, Any] | None = Field(
+        default=None, description="the gate's evidence: {status, reason, estimate {difference, se, ci_low, …}, gate}"
+    )
 
 
 class ModelList(BaseModel):

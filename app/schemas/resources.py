@@ -54,7 +54,12 @@ class CheckpointList(BaseModel):
 class CohortPathIn(BaseModel):
     """JSON body of POST /cohorts for a server-side directory under STEPH_DATA_ROOT (admin only)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "brca", "base_id": "base_0123456789abcdef0123456789abcdef", "path": "brca_cohort"}]
+        },
+    )
 
     name: str = Field(min_length=1, max_length=200, description="display name of the cohort")
     base_id: str = Field(min_length=1, max_length=64, description="the base whose D the bags must match")

@@ -1,7 +1,8 @@
 """Safe extraction of zip / tar(.gz) cohort archives.
 
 Refused (UnsafeArchive, 422): absolute member names, '..' components, backslashes or drive letters,
-symlinks, hard links, devices and FIFOs. Capped (PayloadTooLarge, 413): the number of members and the total
+symlinks, hard links, devices and FIFOs, paths nested deeper than MAX_DEPTH or longer than MAX_NAME_CHARS.
+Capped (PayloadTooLarge, 413): the number of members and the total
 uncompressed bytes — counted while writing, so a header that lies about sizes (a zip bomb) is caught too.
 Only regular files and directories are created, under generated parent directories; macOS metadata
 (`__MACOSX/`, `._*`) is skipped.
@@ -21,6 +22,9 @@ from app.services.uploads import mib
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 CHUNK = 1 << 20
+MAX_DEPTH = 32  # directory levels of a member path (a cohort needs 3: root/bags/slide.h5)
+MAX_NAME_CHARS = 1024  # characters of a member path (Linux PATH_MAX is 4096 for the whole target path)
+MAX_PART_CHARS = 255  # characters of one path component (NAME_MAX)
 
 
 class _Budget:
@@ -64,6 +68,12 @@ def safe_member_path(name: str) -> PurePosixPath | None:
     if ".." in path.parts:
         raise UnsafeArchive(f"archive member {shown!r} climbs out of the archive with '..'; remove it")
     parts = [p for p in path.parts if p not in ("", ".")]
+    if len(parts) > MAX_DEPTH or len(name) > MAX_NAME_CHARS or any(len(p) > MAX_PART_CHARS for p in parts):
+        raise UnsafeArchive(
+            f"archive member {shown[:80]!r}… is nested {len(parts)} levels deep or has a {len(name)}-character name; "
+            f"at most {MAX_DEPTH} levels, {MAX_NAME_CHARS} characters and {MAX_PART_CHARS} per component are "
+            "accepted — archive the cohort directory as it is (labels.csv, splits.csv, bags/)"
+        )
     if not parts or parts[0] == "__MACOSX" or parts[-1].startswith("._"):
         return None
     return PurePosixPath(*parts)
@@ -134,7 +144,7 @@ def extract_archive(archive: Path, suffix: str, out_dir: Path, *, max_bytes: int
             _extract_zip(archive, out_dir, budget)
         else:
             _extract_tar(archive, out_dir, budget)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RecursionError, ValueError) as exc:
         kind = "zip" if suffix == ".zip" else "tar"
         raise UnprocessableInput(
             f"the upload is not a readable {kind} archive ({exc.__class__.__name__}); "

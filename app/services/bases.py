@@ -44,9 +44,13 @@ def read_uploaded_state(ctx: ServiceContext, upload: SavedUpload) -> StateDict:
     from app.io.checkpoints import checkpoint_kind, read_checkpoint
 
     s = ctx.settings
-    limits = {"display_name": upload.filename, "timeout_s": s.pth_timeout_s, "memory_mb": s.pth_memory_mb}
+
+    def read(remove_if_orphaned: bool = False) -> StateDict:
+        return read_checkpoint(upload.path, display_name=upload.filename, timeout_s=s.pth_timeout_s,
+                               memory_mb=s.pth_memory_mb, remove_if_orphaned=remove_if_orphaned)  # fmt: skip
+
     if checkpoint_kind(upload.path) != "pickle":
-        return read_checkpoint(upload.path, **limits)
+        return read()
     slots = pth_slots(int(getattr(s, "pth_concurrency", 2)))
     if not slots.acquire(timeout=float(getattr(s, "pth_wait_s", 10.0))):
         busy = ServiceUnavailable(
@@ -56,7 +60,7 @@ def read_uploaded_state(ctx: ServiceContext, upload: SavedUpload) -> StateDict:
         busy.retry_after_s = PTH_RETRY_AFTER_S  # type: ignore[attr-defined]  # app.api.errors: Retry-After
         raise busy
     try:
-        return read_checkpoint(upload.path, **limits, remove_if_orphaned=True)
+        return read(remove_if_orphaned=True)
     finally:
         slots.release()
 

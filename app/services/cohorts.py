@@ -8,6 +8,7 @@ validation fails.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,9 @@ def register_cohort_path(ctx: ServiceContext, *, path: str, name: str, base_id: 
     """Validate a directory under the data root in place and record it (nothing is copied)."""
     base = get_base(ctx, base_id=base_id)
     directory = resolve_data_path(ctx.settings.data_root, path)
-    summary = validate_cohort_dir(directory, int(base.dims["in_dim"]), display_name=name, confine_to=ctx.settings.data_root)
+    summary = validate_cohort_dir(
+        directory, int(base.dims["in_dim"]), display_name=name, confine_to=ctx.settings.data_root
+    )
     with ctx.session() as session:
         return repo.add_cohort(
             session, base_id=base.id, name=name, source="path", location=str(directory), summary=summary
@@ -132,18 +135,19 @@ def cohort_directory(ctx: ServiceContext, cohort: Cohort) -> Path:
 
 def open_registered_cohort(ctx: Any, *, source: str, location: str, directory: Path, name: str) -> Any:
     """Open a registered cohort for a job, re-checking its confinement (a dir replaced by a link after
-    registration is refused): a `path` cohort must still resolve inside STEPH_DATA_ROOT (PathEscapeError when
-    the root is no longer set or the directory now links outside it), an upload inside its store directory."""
+    registration is refused with a PathEscapeError): a `path` cohort must still resolve inside STEPH_DATA_ROOT;
+    with no data root configured (any more), inside its own recorded directory, which must still be a real
+    directory at that place (not a link); an upload inside its store directory."""
     from app.io.cohort import open_cohort
     from app.io.safe_paths import PathEscapeError
 
-    if source == "path":
-        root = getattr(ctx.settings, "data_root", None)
-        if root is None:
-            raise PathEscapeError(
-                f"{name}: server-side cohort paths are disabled (STEPH_DATA_ROOT is not set); set it again or "
-                "upload the cohort",
-                file_name=name,
-            )
-        return open_cohort(directory, display_name=name, confine_to=root)
-    return open_cohort(directory, display_name=name, confine_to=directory)
+    root = getattr(ctx.settings, "data_root", None) if source == "path" else None
+    if root is not None:
+        return open_cohort(directory, confine_to=root)  # errors name the directory, as before
+    if os.path.realpath(directory) != os.path.normpath(directory):
+        raise PathEscapeError(
+            f"{name}: the cohort directory was replaced by a link after registration; restore it or register "
+            "the cohort again",
+            file_name=name,
+        )
+    return open_cohort(directory, confine_to=directory)

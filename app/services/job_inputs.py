@@ -114,6 +114,7 @@ def execute(ctx: Any, job: dict[str, Any], hb: Any, on_progress: Any) -> dict[st
     """Load inputs and the cohort, run the merge, store the artifact; returns what the model row needs."""
     from app.domain.pipeline import run_merge, split_params
     from app.services.cohorts import open_registered_cohort
+    from app.services.promotion import gate_config, promotion_fields
 
     train_config, method_params = split_params(job["params"])
     device = resolve_device(ctx.settings)
@@ -134,7 +135,9 @@ def execute(ctx: Any, job: dict[str, Any], hb: Any, on_progress: Any) -> dict[st
         reference=reference,
         progress=on_progress,
         should_cancel=hb.should_cancel,
+        gate=gate_config(job["params"], ctx.settings),  # issue 12: the promotion gate (train split only)
     )
+    promotion = promotion_fields(run)  # issue 12
     comparison = run.comparison.to_dict() if run.comparison is not None else None
     train_info = None
     if run.train_result is not None:
@@ -156,7 +159,10 @@ def execute(ctx: Any, job: dict[str, Any], hb: Any, on_progress: Any) -> dict[st
             "train": train_info,
             "test_metrics": run.test_metrics,
             **({"notes": run.notes} if run.notes else {}),
+            "promotion": promotion["promotion"],  # issue 12: gate status, reason, estimate
+            **({"merge_stats": run.merge_stats} if run.merge_stats else {}),  # issue 12: Σw, λ, top-k, collapse
         },
+        **promotion,
         "sources": [{k: r[k] for k in ("checkpoint_id", "cancer", "sha256")} for r in job["sources"]],
         "progress": _final_progress(hb, train_info),
     }

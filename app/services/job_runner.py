@@ -190,6 +190,7 @@ def _commit_success(ctx: Any, hb: Heartbeat, job: dict[str, Any], result: dict[s
                 comparison_skipped=(result.get("metrics") or {}).get("comparison_skipped"),  # issue 9
                 progress=result["progress"],
                 cancel_requested=False,
+                promotion=result.get("job_promotion"),  # issue 12
             )
         )
         if res.rowcount != 1:
@@ -208,6 +209,8 @@ def _commit_success(ctx: Any, hb: Heartbeat, job: dict[str, Any], result: dict[s
                 artifact_sha256=result["sha256"],
                 artifact_key=result["artifact_key"],
                 created_at=utcnow(),
+                promotion_status=result.get("promotion_status", "unchecked"),  # issue 12
+                promotion=result.get("promotion"),
             )
         )
 

@@ -65,6 +65,7 @@ def job_to_dict(job: MergeJob) -> dict[str, Any]:
         "comparison_skipped",  # issue 9
         "webhook_url",
         "webhook",
+        "promotion",  # issue 12
     )
     out = {k: getattr(job, k) for k in keys}
     out["progress"] = final_progress(job.progress, job.status)  # issue 9: final once the job has ended
@@ -76,11 +77,13 @@ def validate_method(method: str, params: dict[str, Any]) -> None:
     from app.domain.merging.base import MergeParamsError
     from app.domain.merging.registry import UnknownMethodError, get_method
     from app.domain.pipeline import split_params
+    from app.domain.promotion import split_gate
 
     try:
         impl = get_method(method)
         _, method_params = split_params(dict(params))
         impl.parse_params(method_params)
+        split_gate(dict(params))  # issue 12: gate, gate_folds, gate_margin
     except (UnknownMethodError, MergeParamsError, ValueError, TypeError) as exc:
         raise UnprocessableInput(str(exc)) from None
 

@@ -25,6 +25,8 @@ def model_to_dict(row: Model) -> dict[str, Any]:
         "provenance",
         "artifact_sha256",
         "created_at",
+        "promotion_status",  # issue 12
+        "promotion",
     )
     return {k: getattr(row, k) for k in keys}
 

@@ -40,7 +40,9 @@ def make_client(*, endpoint_url: str | None = None, region: str | None = None) -
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, region_name=region, config=config)
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config
+    )
 
 
 class S3ArtifactStore(ArtifactStore):

@@ -15,12 +15,11 @@ unique in 0001_initial.)
 import hashlib
 import json
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0002_hardening'
-down_revision = '0001_initial'
+revision = "0002_hardening"
+down_revision = "0001_initial"
 branch_labels = None
 depends_on = None
 
@@ -32,18 +31,21 @@ def _family_key(sha256: str, encoder: str, edges: list) -> str:
 
 def _fill_family_keys() -> None:
     bases = sa.table(
-        'bases',
-        sa.column('id', sa.String),
-        sa.column('sha256', sa.String),
-        sa.column('encoder', sa.String),
-        sa.column('bin_edges', sa.JSON),
-        sa.column('created_at', sa.DateTime),
-        sa.column('family_key', sa.String),
+        "bases",
+        sa.column("id", sa.String),
+        sa.column("sha256", sa.String),
+        sa.column("encoder", sa.String),
+        sa.column("bin_edges", sa.JSON),
+        sa.column("created_at", sa.DateTime),
+        sa.column("family_key", sa.String),
     )
     conn = op.get_bind()
     seen = set()
-    rows = conn.execute(sa.select(bases.c.id, bases.c.sha256, bases.c.encoder, bases.c.bin_edges)
-                        .order_by(bases.c.created_at, bases.c.id)).all()
+    rows = conn.execute(
+        sa.select(bases.c.id, bases.c.sha256, bases.c.encoder, bases.c.bin_edges).order_by(
+            bases.c.created_at, bases.c.id
+        )
+    ).all()
     for row_id, sha256, encoder, edges in rows:
         key = _family_key(sha256, encoder, edges if isinstance(edges, list) else json.loads(edges))
         if key in seen:
@@ -53,14 +55,14 @@ def _fill_family_keys() -> None:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('bases', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('family_key', sa.String(length=64), nullable=True))
+    with op.batch_alter_table("bases", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("family_key", sa.String(length=64), nullable=True))
     _fill_family_keys()
-    with op.batch_alter_table('bases', schema=None) as batch_op:
-        batch_op.create_unique_constraint('uq_bases_family_key', ['family_key'])
+    with op.batch_alter_table("bases", schema=None) as batch_op:
+        batch_op.create_unique_constraint("uq_bases_family_key", ["family_key"])
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('bases', schema=None) as batch_op:
-        batch_op.drop_constraint('uq_bases_family_key', type_='unique')
-        batch_op.drop_column('family_key')
+    with op.batch_alter_table("bases", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_bases_family_key", type_="unique")
+        batch_op.drop_column("family_key")

@@ -102,9 +102,10 @@ def test_predict_steph_lists_sources_per_bag(merged_models, tiny_world, capsys):
     for doc in lines:
         assert math.isfinite(doc["risk"]) and -4.0 <= doc["risk"] <= 0.0
         probs = doc["survival"]["probabilities"]
-        assert doc["survival"]["times_days"] == [365.0, 730.0, 1095.0, 1460.0] and len(probs) == 4
+        assert doc["survival"]["times_days"] == [0.0, 365.0, 730.0, 1095.0, 1460.0] and len(probs) == 5
+        assert probs[0] == 1.0  # S(0) = 1 at day 0, as POST /predict returns it
         assert all(1.0 >= a >= b >= 0.0 for a, b in zip(probs, probs[1:], strict=False))
-        assert doc["risk"] == pytest.approx(-sum(probs), abs=1e-5)
+        assert doc["risk"] == pytest.approx(-sum(probs[1:]), abs=1e-5)  # risk = −Σ_j S_j over the bins
         assert len(doc["sources"]) == 1  # --topk 1
         src = doc["sources"][0]
         assert src["name"] in ("BRCA", "CESC") and src["weight"] >= 0.0 and 0.0 < src["lam"] <= 1.0

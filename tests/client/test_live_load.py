@@ -14,6 +14,7 @@ import pytest
 
 from app.client import Client
 from tests.client.conftest import _serve
+from tests.client.test_live import test_manifest_with_two_slides_per_patient as manifest_two_slides
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +68,9 @@ def test_more_clients_than_slots_back_off_on_503_and_all_succeed(live, tmp_path)
     served = log.read_text()
     assert served.count('"POST /predict HTTP/1.1" 503') >= 1, "the server never pushed back"
     assert served.count('"POST /predict HTTP/1.1" 200') == 6 * len(bags)
+
+
+@pytest.mark.parametrize("repeat", range(int(os.environ.get("STEPH_TEST_REPEAT", "0"))))
+def test_manifest_with_two_slides_per_patient_repeated(live, tmp_path, repeat):
+    """Opt-in stability check of the once-flaky client test: STEPH_TEST_REPEAT=20 runs it 20 times in a row."""
+    manifest_two_slides(live, tmp_path)

@@ -120,3 +120,17 @@ def test_target_patients_and_range():
 def test_bad_config_is_rejected(bad, message):
     with pytest.raises(ValueError, match=message):
         WorldConfig(cancers=3, **bad)
+
+
+def test_scarce_target_with_a_large_test_split_and_listed_sizes():
+    cfg = WorldConfig(cancers=3, dim=4, sizes=(12, 30, 9), target_patients=8, target_test_patients=20, patches=(1, 1))
+    world = make_world(cfg)
+    target = world.cancers[world.target]
+    assert [len(c.patients) for c in world.cancers.values()] == [28, 30, 9]
+    assert (len(target.splits["train"]), len(target.splits["test"])) == (8, 20)
+    assert set(target.splits["train"]).isdisjoint(target.splits["test"])
+    assert len(world.cancers["BRCA"].splits["test"]) == 9  # 30 % of 30: the other cancers are unchanged
+    with pytest.raises(ValueError, match="sizes"):
+        WorldConfig(cancers=3, sizes=(10, 10))
+    with pytest.raises(ValueError, match="target_test_patients"):
+        WorldConfig(cancers=3, target_test_patients=1)

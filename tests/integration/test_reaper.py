@@ -192,7 +192,7 @@ def test_redelivery_and_reapers_together_run_a_job_once(api, workers, tmp_path, 
     victim = runner_of(workers, until_running(client, admin, job_id, workers))
     workers.kill(victim)
     final = poll(client, admin, job_id, lambda j: j["status"] in TERMINAL, 90, workers)
-    assert final["status"] == "succeeded" and final["attempts"] == 2, final
+    assert final["status"] == "succeeded" and final["attempts"] == 2, (final, workers.logs())
     k = workers.procs.index(victim)
     (task_id,) = re.findall(r"run_merge_job\[([0-9a-f-]+)\] received", (tmp_path / f"worker{k}.log").read_text())
     others = [tmp_path / f"worker{i}.log" for i in range(3) if i != k]

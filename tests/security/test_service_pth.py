@@ -88,7 +88,9 @@ def test_the_child_dies_with_the_api_process_and_removes_the_upload(tmp_path):
         "import sys; from pathlib import Path; from app.io.checkpoints import _run_child; "
         f"_run_child(Path({str(upload)!r}), Path({str(work / 'state.safetensors')!r}), 'u.pth', 600, 512, True)"
     )
-    parent = subprocess.Popen([sys.executable, "-c", parent_code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     try:
         deadline = time.monotonic() + 60
         while not _children_reading(str(upload)) and time.monotonic() < deadline:

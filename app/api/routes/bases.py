@@ -28,9 +28,9 @@ async def create_base(
     ctx: Ctx,
     _key: AdminKey,
     file: Annotated[UploadFile, File(description="θ₀: .safetensors or reference .pth")],
-    name: Annotated[str, Form(max_length=200)],
-    encoder: Annotated[str, Form(max_length=200)],
-    n_bins: Annotated[int | None, Form(ge=1, le=1000)] = None,
+    name: Annotated[str, Form(max_length=200, description="display name of the family")],
+    encoder: Annotated[str, Form(max_length=200, description="feature encoder of the bags, e.g. uni2-h")],
+    n_bins: Annotated[int | None, Form(ge=1, le=1000, description="time bins (default: the head's outputs)")] = None,
     bin_width_days: Annotated[float | None, Form(ge=1, le=36500, description="days per bin")] = None,
 ) -> JSONResponse:
     name_, encoder_ = clean_label(name, "name", max_len=200), clean_label(encoder, "encoder", max_len=200)

@@ -31,10 +31,10 @@ async def create_checkpoint(
     ctx: Ctx,
     _key: AdminKey,
     file: Annotated[UploadFile, File(description=".safetensors or reference .pth")],
-    cancer: Annotated[str, Form(max_length=100)],
-    base_id: Annotated[str, Form(max_length=64)],
-    name: Annotated[str | None, Form(max_length=200)] = None,
-    description: Annotated[str | None, Form(max_length=2000)] = None,
+    cancer: Annotated[str, Form(max_length=100, description="the cancer it was trained on, e.g. brca")],
+    base_id: Annotated[str, Form(max_length=64, description="the base (θ₀) it was fine-tuned from")],
+    name: Annotated[str | None, Form(max_length=200, description="display name (default: the cancer)")] = None,
+    description: Annotated[str | None, Form(max_length=2000, description="free text")] = None,
 ) -> JSONResponse:
     cancer_ = svc.clean_label(cancer, "cancer")
     name_ = svc.clean_label(name, "name", max_len=200, required=False)
@@ -61,8 +61,8 @@ def list_checkpoints(
     ctx: Ctx,
     _key: AdminKey,
     page: Page,
-    base_id: Annotated[str | None, Query(max_length=64)] = None,
-    cancer: Annotated[str | None, Query(max_length=100)] = None,
+    base_id: Annotated[str | None, Query(max_length=64, description="only checkpoints of this base")] = None,
+    cancer: Annotated[str | None, Query(max_length=100, description="only this cancer")] = None,
 ) -> CheckpointList:
     rows, total = svc.list_checkpoints(ctx, base_id=base_id, cancer=cancer, limit=page.limit, offset=page.offset)
     return CheckpointList(

@@ -32,8 +32,8 @@ _BODY_DOC = {
                             "format": "binary",
                             "description": "zip / tar / tar.gz of a cohort dir",
                         },
-                        "name": {"type": "string"},
-                        "base_id": {"type": "string"},
+                        "name": {"type": "string", "description": "display name of the cohort"},
+                        "base_id": {"type": "string", "description": "the base whose D the bags must match"},
                     },
                 }
             },
@@ -101,7 +101,10 @@ async def create_cohort(ctx: Ctx, _key: AdminKey, request: Request, response: Re
 
 @router.get("", response_model=CohortList, summary="List cohorts")
 def list_cohorts(
-    ctx: Ctx, _key: AdminKey, page: Page, base_id: Annotated[str | None, Query(max_length=64)] = None
+    ctx: Ctx,
+    _key: AdminKey,
+    page: Page,
+    base_id: Annotated[str | None, Query(max_length=64, description="only cohorts of this base")] = None,
 ) -> CohortList:
     rows, total = svc.list_cohorts(ctx, base_id=base_id, limit=page.limit, offset=page.offset)
     return CohortList(

@@ -25,12 +25,17 @@ router = APIRouter(prefix="/merge-jobs", tags=["merge jobs"])
         **error_responses(404, 409, 422, 503),
     },
     summary="Queue a merge job; poll GET /merge-jobs/{id} (the finished job names its model_id)",
+    description="Everything is validated before the job is queued (ids, method, params). Send an "
+    "`Idempotency-Key` header to make retries safe: the same key and body return the same job (200). "
+    "With `webhook_url`, the job POSTs a signed summary there when it ends (see X-STEPH-Signature).",
 )
 async def submit_job(
     ctx: Ctx,
     _key: AdminKey,
     body: MergeJobCreate,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=200, description="a client-chosen key that makes retries return the same job")
+    ] = None,
 ) -> JSONResponse:
     job, created = await run_in_threadpool(
         svc.submit_merge_job, ctx=ctx, request=body.model_dump(), idempotency_key=idempotency_key or None
@@ -39,13 +44,18 @@ async def submit_job(
     return JSONResponse(out, status_code=202 if created else 200, headers={"Location": f"/merge-jobs/{job['id']}"})
 
 
-@router.get("", response_model=MergeJobList, summary="List merge jobs, newest first (filter by status, method)")
+@router.get(
+    "",
+    response_model=MergeJobList,
+    summary="List merge jobs, newest first (filter by status, method)",
+    description="Paged with ?limit and ?offset.",
+)
 def list_jobs(
     ctx: Ctx,
     _key: AdminKey,
     page: Page,
-    status: Annotated[JobStatus | None, Query()] = None,
-    method: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
+    method: Annotated[str | None, Query(max_length=64, description="only this merge method")] = None,
 ) -> MergeJobList:
     items, total = svc.list_jobs(ctx=ctx, status=status, method=method, limit=page.limit, offset=page.offset)
     return MergeJobList(
@@ -61,6 +71,8 @@ def list_jobs(
     response_model=MergeJobOut,
     responses=error_responses(404),
     summary="A job: status, progress (epoch, step, loss, ETA), comparison when done, error when failed",
+    description="Once the job has ended its progress is final (stage done / failed / cancelled, no ETA); "
+    "`comparison_skipped` says why a succeeded job has no comparison; `webhook` records the delivery.",
 )
 def get_job(ctx: Ctx, _key: AdminKey, job_id: str) -> MergeJobOut:
     return MergeJobOut.model_validate(svc.get_job(ctx=ctx, job_id=job_id))
@@ -71,6 +83,7 @@ def get_job(ctx: Ctx, _key: AdminKey, job_id: str) -> MergeJobOut:
     response_model=MergeJobOut,
     responses=error_responses(404, 409),
     summary="Cancel: a queued job at once, a running one at its next training step; finished → 409",
+    description="A running job gets `cancel_requested: true` and stops at its next training step.",
 )
 def cancel_job(ctx: Ctx, _key: AdminKey, job_id: str) -> MergeJobOut:
     return MergeJobOut.model_validate(svc.cancel_merge_job(ctx=ctx, job_id=job_id))

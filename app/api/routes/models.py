@@ -15,13 +15,19 @@ from app.services import models as svc
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-@router.get("", response_model=ModelList, summary="List merged models, newest first")
+@router.get(
+    "",
+    response_model=ModelList,
+    summary="List merged models, newest first",
+    description="Every model a merge job produced; filter by method and base. Register one under a name with "
+    "POST /registered-models/{name}/versions to refer to it as name@alias.",
+)
 def list_models(
     ctx: Ctx,
     _key: PredictKey,
     page: Page,
-    method: Annotated[str | None, Query(max_length=64)] = None,
-    base_id: Annotated[str | None, Query(max_length=64)] = None,
+    method: Annotated[str | None, Query(max_length=64, description="only this merge method")] = None,
+    base_id: Annotated[str | None, Query(max_length=64, description="only this base")] = None,
 ) -> ModelList:
     items, total = svc.list_models(ctx=ctx, method=method, base_id=base_id, limit=page.limit, offset=page.offset)
     return ModelList(
@@ -34,6 +40,8 @@ def list_models(
     response_model=ModelOut,
     responses=error_responses(404),
     summary="A model: method, params, sources, metrics vs the target's own checkpoint, provenance",
+    description="`provenance` names every input by sha256 (base, target and sources, cohort) with the code and "
+    "torch versions, so the model can be rebuilt.",
 )
 def get_model(ctx: Ctx, _key: PredictKey, model_id: str) -> ModelOut:
     return ModelOut.model_validate(svc.get_model_dict(ctx=ctx, model_id=model_id))
@@ -44,6 +52,8 @@ def get_model(ctx: Ctx, _key: PredictKey, model_id: str) -> ModelOut:
     response_class=FileResponse,
     responses=error_responses(404, 503),
     summary="Download the self-contained model file (safetensors; sha256 verified, ETag = sha256)",
+    description="The file is re-hashed before it is sent (503 when the stored copy is corrupt). Send "
+    '`If-None-Match: "<sha256>"` to get 304 when you already have it.',
 )
 def download_artifact(ctx: Ctx, _key: PredictKey, model_id: str, request: Request) -> Response:
     path, sha = svc.model_artifact(ctx=ctx, model_id=model_id)

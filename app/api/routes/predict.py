@@ -52,6 +52,9 @@ def _run(ctx: Ctx, model_id: str, files: list[UploadFile], ids: list[str] | None
     response_model=PredictResponse,
     responses=error_responses(404, 413, 422, 503),
     summary="Score bags (.h5/.hdf5/.pt/.npy/.safetensors): risk, survival curve, hazards, STEPH sources",
+    description="`model_id` may be a model id, `name@alias` (e.g. brca@champion), `name/<version>` or "
+    "`name/latest`; the response names the model id it resolved to. Each file is one patient unless "
+    "patient ids group several slides into one bag. The survival curve starts at day 0 with S(0) = 1.",
 )
 async def predict(
     ctx: Ctx,

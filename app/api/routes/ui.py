@@ -82,7 +82,7 @@ def login(request: Request, ctx: Ctx, key: Annotated[str, Form(max_length=200)])
     key = key.strip()
     if _scope(ctx, key) is None:
         ctx_ = {"nav": "login", "error": "That key is not valid (unknown or revoked). Check it and try again."}
-        return templates.TemplateResponse(request, "login.html", ctx_, status_code=401)
+        return templates.TemplateResponse(request, "login.html", ctx_)  # the form again, with the message
     response = RedirectResponse("/ui", status_code=303)
     response.set_cookie(COOKIE, key, httponly=True, samesite="strict", path="/ui",
                         secure=request.url.scheme == "https")  # fmt: skip
@@ -149,8 +149,17 @@ async def submit_job(request: Request, ctx: Ctx) -> Response:
     """The form's POST: CSRF token checked, then the same service as POST /merge-jobs; redirects to the job."""
     form = await request.form()
     key = _key(request)
-    if key is None or _scope(ctx, key) != "admin" or not hmac.compare_digest(str(form.get("csrf", "")), csrf_token(key)):
+    scope = _scope(ctx, key)
+    if key is None or scope is None:
         return _login_redirect()
+    msg = None
+    if not hmac.compare_digest(str(form.get("csrf", "")), csrf_token(key)):
+        msg = "This form was not sent from this service's page (CSRF check failed): reload the page and try again."
+    elif scope != "admin":
+        msg = "Starting a merge job needs an admin key. Log out and enter an admin key."
+    if msg is not None:
+        base = {"scope": scope, "csrf": csrf_token(key), "nav": "error", "message": msg}
+        return templates.TemplateResponse(request, "error.html", base, status_code=403)
     return await run_in_threadpool(_submit, request, ctx, form)
 
 

@@ -167,7 +167,8 @@ class StephModel(MixupModel):
         if bag.shape[1] != self.dims.in_dim:
             raise ValueError(f"bag has D = {bag.shape[1]}, the model expects D = {self.dims.in_dim}")
         e = project(bag, self.shared.weight, self.shared.bias).mean(dim=0)  # bf16/fp16 bag: reduced-precision matmul
-        w = torch.relu(self.mlp_w(e))
+        raw_w = self.mlp_w(e)  # issue 12: softplus (default) cannot die; ReLU is the 'paper' preset
+        w = nn.functional.softplus(raw_w) if self.params.w_act == "softplus" else torch.relu(raw_w)
         if self.mlp_r is not None:
             lam = 1.0 / (1.0 + torch.relu(self.mlp_r(e)))
         elif self.lam_logit is not None:

@@ -172,3 +172,61 @@ def test_artifact_holds_base_stack_hypernetworks_and_head(inputs):
 def test_bag_with_wrong_dimension_is_rejected(inputs):
     with pytest.raises(ValueError, match="D = 16"):
         build(inputs)(torch.randn(4, 15))
+
+
+# issue 12: presets, weights that cannot die, collapse detection and per-bag merge statistics
+
+
+def _kill_w(model: StephModel) -> None:
+    """MLP_w outputs −10 for every bag: ReLU weights are exactly 0, softplus ones ≈ 4.5e-5 (still a gradient)."""
+    last = model.mlp_w[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-10.0)
+
+
+def test_presets_resolve_the_weight_activation():
+    assert METHOD.parse_params({}).w_act == "softplus"
+    paper = METHOD.parse_params({"preset": "paper"})
+    assert (paper.w_act, paper.topk, paper.beta, paper.lam_mode) == ("relu", 5, 0.05, "hyper")
+    assert METHOD.parse_params({"preset": "paper", "w_act": "softplus"}).w_act == "softplus"
+    with pytest.raises(ValueError, match="w_act"):
+        METHOD.parse_params({"w_act": "tanh"})
+
+
+def test_softplus_weights_cannot_die_but_relu_weights_collapse_to_the_base(inputs, bags):
+    from app.domain.merging.mix_stats import merge_statistics
+    from app.domain.data import Sample
+
+    samples = [Sample(f"p{i}", b, 100.0 + i, 1) for i, b in enumerate(bags)]
+    paper, default = build(inputs, preset="paper").eval(), build(inputs).eval()
+    for model in (paper, default):
+        _kill_w(model)
+    for bag in bags:
+        assert float(paper.hyper(bag).weights.detach().abs().max()) == 0.0
+        assert_close(paper.merged_encoder_for(bag), encoder_part(inputs.base))
+        assert float(default.hyper(bag).weights.detach().min()) > 0.0
+    dead = merge_statistics(paper, samples)
+    alive = merge_statistics(default, samples)
+    assert dead["collapsed"] and dead["zero_w_bags"] == 1.0 and dead["sum_w"]["mean"] == 0.0
+    assert not alive["collapsed"] and alive["zero_w_bags"] == 0.0 and alive["sum_w"]["q10"] > 0.0
+
+
+def test_merge_statistics_match_the_hypernetworks(inputs, bags):
+    from app.domain.merging.mix_stats import merge_statistics
+    from app.domain.data import Sample
+
+    model = build(inputs, topk=2).eval()
+    samples = [Sample(f"p{i}", b, 100.0 + i, 1) for i, b in enumerate(bags)]
+    stats = merge_statistics(model, samples)
+    mixes = [model.hyper(b) for b in bags]
+    sum_w = torch.tensor([float(m.weights[m.selected].sum()) for m in mixes], dtype=torch.float64)
+    lam = torch.tensor([float(m.lam[m.selected].mean()) for m in mixes], dtype=torch.float64)
+    assert stats["bags"] == 4
+    assert stats["sum_w"]["mean"] == pytest.approx(float(sum_w.mean()))
+    assert stats["lam"]["q50"] == pytest.approx(float(lam.median()) if len(lam) % 2 else float(lam.sort()[0][1:3].mean()))
+    assert sum(stats["topk_share"].values()) == pytest.approx(2.0)  # k sources per bag
+    first = inputs.source_names[int(mixes[0].selected[0])]
+    assert stats["topk_share"][first] >= 0.25
+    with pytest.raises(ValueError, match="STEPH"):
+        merge_statistics(object(), samples)

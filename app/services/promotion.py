@@ -1,0 +1,53 @@
+"""The promotion gate in merge jobs: which gate a job runs, and what its model row and job row record.
+
+The estimate itself is domain logic (app.domain.promotion, run inside app.domain.pipeline.run_merge); this
+module turns job params + settings into a GateConfig and a finished run into database fields:
+
+    models.promotion_status   promoted | not_promoted | unchecked
+    models.promotion          {status, reason, estimate?, gate, collapsed?}
+    merge_jobs.promotion      {status, reason, collapsed?}   (the summary shown on the job)
+
+A `not_promoted` model is still stored and downloadable; its status is on the model JSON, so clients and the
+registry can offer only promoted models as the target's model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.services.errors import UnprocessableInput
+
+STATUSES = ("promoted", "not_promoted", "unchecked")
+
+
+def gate_config(params: dict[str, Any] | None, settings: Any = None) -> Any:
+    """GateConfig from the job params (gate, gate_folds, gate_margin); missing keys take the settings'
+    merge_gate / merge_gate_margin (default fast, 0.0). UnprocessableInput on a bad value."""
+    from app.domain.merging.base import MergeParamsError
+    from app.domain.promotion import split_gate
+
+    raw = dict(params or {})
+    raw.setdefault("gate", getattr(settings, "merge_gate", "fast"))
+    raw.setdefault("gate_margin", getattr(settings, "merge_gate_margin", 0.0))
+    try:
+        return split_gate(raw)[0]
+    except MergeParamsError as exc:
+        raise UnprocessableInput(str(exc)) from None
+
+
+def promotion_fields(run: Any) -> dict[str, Any]:
+    """{"promotion_status", "promotion" (model row), "job_promotion" (job row)} from a pipeline MergeRun."""
+    promotion = dict(run.promotion or {"status": "unchecked", "reason": "no promotion gate ran"})
+    collapsed = (run.merge_stats or {}).get("collapsed")
+    if collapsed is not None:
+        promotion["collapsed"] = bool(collapsed)
+        if collapsed:
+            promotion["reason"] += (
+                "; WARNING: the STEPH merge collapsed (every merge weight w is 0 on every train bag, the encoder "
+                "is θ₀): use the default preset (softplus weights) instead of 'paper'"
+            )
+    status = promotion.get("status", "unchecked")
+    if status not in STATUSES:
+        raise ValueError(f"unknown promotion status {status!r}")
+    summary = {k: promotion[k] for k in ("status", "reason", "collapsed") if k in promotion}
+    return {"promotion_status": status, "promotion": promotion, "job_promotion": summary}

@@ -1,0 +1,199 @@
+"""bench.predict_load, part 4: the real service. One `steph serve` (embedded defaults, default settings: auto
+inference dtype, auto forward slots, queue 16) with a STEPH merge of a random target and 12 sources (D = 1536),
+and one 10 000 × 1536 float16 TRIDENT .h5 bag (29 MiB).
+
+- HTTP vs in-process: median wall time of POST /predict (client side: upload + server + response) against the
+  same model in this process: forward alone (the bag already in memory, same dtype) and read + forward.
+- clients: 1 / 4 / 16 threads, each with its own connection, posting the bag back to back; throughput
+  (requests / s), p50 / p95 latency and the server's peak RSS above its idle level (sampled every 10 ms).
+- cold start: a fresh `steph serve` on the same home (the model on disk, loaded on the first request): seconds
+  from the spawn to the first 200 from POST /predict.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import h5py
+import httpx
+import numpy as np
+import torch
+
+from bench.service_throughput import REPO, _free_port, write_inputs
+
+N_PATCHES, SOURCES = 10000, 12
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        line = next(x for x in fh if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+class RssSampler:
+    """Peak RSS (MiB) of `pid` while active, sampled every 10 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_mb(self.pid))
+            time.sleep(0.01)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _spawn(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _setup(root: Path, dims: Any, url: str, key: str) -> str:
+    """Register base, checkpoints and cohort; run a one-epoch STEPH merge; return the model id."""
+    from app.client import Client
+
+    inputs = write_inputs(root, dims, 0, 1, SOURCES)
+    with Client(url, key, timeout=600) as c:
+        base = c.register_base(root / "base.safetensors", "bench", f"random-{dims.in_dim}")
+        ids = {n: c.register_checkpoint(path, n, base.id).id for n, path in inputs["ckpts"].items()}
+        cohort = c.register_cohort(inputs["cohort"], "bench", base.id)
+        job = c.submit_merge_job("steph", base.id, ids["target"], cohort.id, params={"epochs": 1, "accum": 4})
+        job = c.wait_for_job(job.id, poll_s=0.5)
+        assert job.model_id, f"merge job failed: {job.raw.get('error')}"
+        return job.model_id
+
+
+def _post(http: httpx.Client, model_id: str, data: bytes) -> float:
+    t0 = time.perf_counter()
+    r = http.post("/predict", data={"model_id": model_id}, files=[("files", ("bag.h5", data, "application/x-hdf5"))])
+    r.raise_for_status()
+    return time.perf_counter() - t0
+
+
+def _clients(url: str, key: str, model_id: str, data: bytes, n: int, per_client: int, pid: int) -> dict:
+    def run(_: int) -> list[float]:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
+            return [_post(http, model_id, data) for _ in range(per_client)]
+
+    idle = _rss_mb(pid)
+    with RssSampler(pid) as rss, ThreadPoolExecutor(n) as pool:
+        t0 = time.perf_counter()
+        lat = sorted(x for chunk in pool.map(run, range(n)) for x in chunk)
+        wall = time.perf_counter() - t0
+    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+    return {"clients": n, "requests": len(lat), "throughput": len(lat) / wall, "p50_s": statistics.median(lat),
+            "p95_s": p95, "peak_rss_over_idle_mb": rss.peak - idle}  # fmt: skip
+
+
+def _in_process(root: Path, url: str, key: str, model_id: str, bag_path: Path, reps: int) -> dict:
+    from app.client import Client
+    from app.domain.precision import cast_bag, resolve_inference_dtype
+    from app.io.artifacts import load_model_file
+    from app.io.bags import read_bag
+
+    with Client(url, key) as c:
+        artifact = c.download_artifact(model_id, root / "model.safetensors")
+    model = load_model_file(Path(artifact)).model.eval()
+    dtype = resolve_inference_dtype("auto")
+
+    def forward(bag: torch.Tensor) -> None:
+        with torch.inference_mode():
+            model(cast_bag(bag, dtype))
+
+    bag = read_bag(bag_path, expected_dim=model.dims.in_dim).features
+    forward(bag)
+    fwd, full = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        forward(bag)
+        fwd.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        forward(read_bag(bag_path, expected_dim=model.dims.in_dim).features)
+        full.append(time.perf_counter() - t0)
+    return {"forward_s": statistics.median(fwd), "read_forward_s": statistics.median(full), "dtype": str(dtype)}
+
+
+def _cold_start(env: dict[str, str], cwd: Path, key: str, model_id: str, data: bytes) -> dict[str, float]:
+    """Seconds from the spawn of `steph serve` to GET /health/ready = 200, and to the first POST /predict = 200."""
+    proc, url = _spawn(env, cwd)
+    t0, ready = time.perf_counter(), None
+    try:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
+            while time.perf_counter() - t0 < 120:
+                try:
+                    if ready is None and http.get("/health/ready").status_code == 200:
+                        ready = time.perf_counter() - t0
+                    if ready is not None:
+                        _post(http, model_id, data)
+                        return {"ready_s": ready, "first_predict_s": time.perf_counter() - t0}
+                except (httpx.TransportError, httpx.HTTPStatusError):
+                    pass
+                time.sleep(0.05)
+        raise RuntimeError("the server never answered POST /predict")
+    finally:
+        _stop(proc)
+
+
+def service_rows(*, quick: bool = False) -> dict[str, Any]:
+    from app.domain.mil import FamilyDims
+
+    dims = FamilyDims(in_dim=1536, hidden_dim=512, attn_dim=384, n_bins=32)
+    if quick:
+        dims = FamilyDims(in_dim=64, hidden_dim=32, attn_dim=16, n_bins=8)
+    root = Path(tempfile.mkdtemp(prefix="steph-predict-load-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPH_")}
+    env.update(STEPH_HOME=str(root / "home"), PYTHONPATH=str(REPO))
+    bag_path = root / "bag10k.h5"
+    n = 500 if quick else N_PATCHES
+    with h5py.File(bag_path, "w") as fh:
+        fh.create_dataset(
+            "features", data=np.random.default_rng(0).standard_normal((n, dims.in_dim), np.float32).astype(np.float16)
+        )
+    data = bag_path.read_bytes()
+    proc, url = _spawn(env, root)
+    out: dict[str, Any] = {"bag_mb": len(data) / 2**20, "n_patches": n}
+    try:
+        for _ in range(600):
+            if (root / "home" / "admin.key").is_file():
+                break
+            time.sleep(0.1)
+        key = (root / "home" / "admin.key").read_text().strip()
+        model_id = _setup(root, dims, url, key)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
+            _post(http, model_id, data)  # load the model, warm up
+            out["http_s"] = statistics.median(_post(http, model_id, data) for _ in range(5))
+        out.update(_in_process(root, url, key, model_id, bag_path, reps=5))
+        out["clients"] = [_clients(url, key, model_id, data, c, per, proc.pid) for c, per in ((1, 6), (4, 3), (16, 2))]
+    finally:
+        _stop(proc)
+    out["cold_start"] = _cold_start(env, root, key, model_id, data)
+    shutil.rmtree(root, ignore_errors=True)
+    return out

@@ -19,11 +19,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,postgres]'
 	touch $@
 
-# The integration tests need a real redis-server and PostgreSQL (the production database); install them with
-# apt when they are missing (needs root).
+# The integration tests need a real redis-server and PostgreSQL (the production database), the browser tests
+# (tests/browser, issue 10) Debian's chromium; install them with apt when they are missing (needs root).
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
 	  || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \

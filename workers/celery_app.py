@@ -1,11 +1,14 @@
 """Celery wiring for production: Redis broker, JSON only, late acks, prefetch 1, tasks take a job id.
 
-A worker that dies mid-job (kill -9, OOM, lost machine) never acks its message; Redis makes it visible
-again after `visibility_timeout` seconds and another worker picks it up. `run_merge_job` bounds the
-retries with the job's `attempts` counter (`max_job_attempts`), so a job that keeps killing workers
-ends as failed with the reason. Set the visibility timeout above your longest job: a redelivered
-message for a job still running elsewhere (its heartbeat is fresh) is retried later, never run twice
-at once.
+A worker that dies mid-job (kill -9, OOM, lost machine) never acks its message. The job reaper
+(app/services/reaper.py, a thread in every API and worker process) puts the job back in the queue once its
+heartbeat is older than `job_lease_s` (and re-sends queued jobs whose message Redis lost), so recovery takes
+`job_lease_s + reaper_interval_s` (docs/jobs-guarantees.md), not the visibility timeout. Redis still makes
+the dead worker's message visible again after `visibility_timeout` seconds; that late copy finds the job
+finished (or running elsewhere: retried later) and does nothing. `run_merge_job` bounds the retries with the
+job's `attempts` counter (`max_job_attempts`), so a job that keeps killing workers ends as failed with the
+reason. Keep the visibility timeout above your longest job (a redelivered message of a running job costs a
+retry every lease, never a second run).
 """
 
 from __future__ import annotations

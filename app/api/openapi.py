@@ -89,10 +89,10 @@ def api_routes(routes: list[Any]) -> list[APIRoute]:
 
 def complete_schema(schema: dict[str, Any], routes: list[Any]) -> dict[str, Any]:
     """Walk every operation of `schema` and complete it from its route (see the module docstring)."""
-    by_key = {}
-    for route in api_routes(routes):
-        for method in route.methods:
-            by_key[(route.path_format, method.lower())] = route
+    by_key: dict[tuple[str, str], APIRoute] = {}
+    for api_route in api_routes(routes):
+        for method in api_route.methods or ():
+            by_key[(api_route.path_format, method.lower())] = api_route
     for path, item in schema.get("paths", {}).items():
         for method, op in item.items():
             route = by_key.get((path, method))

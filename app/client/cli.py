@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from app import __version__
 from app.client import commands as c
@@ -31,7 +32,7 @@ def _common(parser: argparse.ArgumentParser | None = None, *, suppress: bool = T
     """The connection flags, accepted before and after the command. The sub-commands' copies default to SUPPRESS
     so a flag given before the command is not overwritten by the sub-command's default."""
     common = parser or argparse.ArgumentParser(add_help=False)
-    d = {"default": argparse.SUPPRESS} if suppress else {}
+    d: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
     g = common.add_argument_group("connection (flags > STEPH_URL / STEPH_API_KEY > config file)")
     g.add_argument("--url", help="service base URL, e.g. https://steph.example.org", **d)
     g.add_argument("--key", help="API key (prefer STEPH_API_KEY or the config file: flags show up in `ps`)", **d)
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="CSV with patient_id, t (days), e (1 event, 0 censored)")
     p.add_argument("--bootstrap", type=int, default=200, help="resamples for the 95%% interval (0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--report", metavar="HTML", help="also write KM / calibration / C-index figures (needs matplotlib)")
+    p.add_argument("--groups", type=int, default=2, choices=(2, 3, 4), help="risk groups in the report's KM plot")
     p.set_defaults(func=c.cmd_validate, offline=True)
     return parser
 

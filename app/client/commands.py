@@ -237,6 +237,11 @@ def cmd_validate(args: argparse.Namespace, client: Client | None = None) -> int:
     result.matched_by = matched_by
     survival = {y: by_patient(v, outcomes, slides)[0] for y, v in read_survival(args.scores).items()}
     result.calibration = calibration(survival, outcomes) or None
+    if getattr(args, "report", None):  # issue 10: figures for the hospital's own outcomes
+        from app.client.validate_report import write_report
+
+        write_report(args.report, patients, outcomes, survival, result, n_groups=args.groups, seed=args.seed,
+                     n_boot=args.bootstrap)  # fmt: skip
     emit(result.to_dict())
     if len(models) > 1:
         print(f"steph-client: warning: the scores come from {len(models)} models: {', '.join(models)}",

@@ -38,8 +38,8 @@ PathLike = str | os.PathLike[str]
 
 
 def _is_model_id(ref: str) -> bool:
-    """A plain model id (`model_<hex>`), not a registry reference (name@alias, name/version, name)."""
-    return ref.startswith("model_") and "@" not in ref and "/" not in ref
+    """Not a registry reference (name@alias, name/version): a model id, or possibly a bare registered name."""
+    return "@" not in ref and "/" not in ref
 
 
 def _items(body: Any) -> list[dict[str, Any]]:
@@ -235,9 +235,14 @@ class Client:
 
     def get_model(self, model_id: str) -> Model:
         """A model by id, or by reference: `name@alias`, `name/<version>`, `name/latest`, a registered name."""
-        if _is_model_id(model_id):
+        if not _is_model_id(model_id):
+            return self.resolve_model(model_id)
+        try:
             return from_json(Model, self._json("GET", f"/models/{model_id}"))
-        return self.resolve_model(model_id)
+        except ClientError as exc:
+            if exc.status != 404 or model_id.startswith("model_"):
+                raise
+            return self.resolve_model(model_id)  # a bare registered name: its latest version
 
     def resolve_model(self, ref: str) -> Model:
         """The model a reference names now (GET /model-refs/resolve): pin it once for a batch."""

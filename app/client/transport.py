@@ -2,9 +2,9 @@
 
 delay_n = min(max_backoff, backoff · 2ⁿ) · U(0.5, 1.0)   (n = 0, 1, …), unless the server sends `Retry-After`
 (seconds or an HTTP date), which is honoured instead (capped at `max_backoff` · 4). A `503 server_busy` (the
-server's prediction slots and wait queue are full) is retried up to `busy_retries` times (default 30, on top of
-nothing else: it says "come back later", not "failed"), each after Retry-After · U(1, 1.5) so that clients told the
-same delay do not all return at once. Other 4xx are never
+server's prediction slots and wait queue are full) is retried up to `busy_retries` times (default 30; none when
+`retries` is 0): it says "come back later", not "failed"; each wait is Retry-After · U(1, 1.5), so that clients told
+the same delay do not all return at once. Other 4xx are never
 retried: they raise `ClientError(status, message)` with the server's own message. The API key is only ever
 placed in the `Authorization` header; every message raised from here is scrubbed of it.
 """
@@ -186,7 +186,7 @@ class Transport:
                     return response
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 busy = is_server_busy(response)
-                limit = max(self.retries, self.busy_retries) if busy else self.retries
+                limit = max(self.retries, self.busy_retries) if busy and self.retries else self.retries
                 if not should_retry(response.status_code) or attempt >= limit:
                     raise self._error(response)
                 wait = self.busy_delay(retry_after) if busy else self.delay(attempt, retry_after)

@@ -230,6 +230,26 @@ def comparable_pairs(time: list[float], event: list[int], risk: list[float]) -> 
     return pairs
 
 
+def bootstrap_c(pairs: list[tuple[int, int, float]], n: int, *, n_boot: int, seed: int) -> list[float]:
+    """Sorted C-indices of `n_boot` patient resamples (multiplicities w): Σ w_i w_j s_ij / Σ w_i w_j over the
+    comparable pairs; resamples without a comparable pair are dropped."""
+    rng = random.Random(seed)
+    boots: list[float] = []
+    for _ in range(max(0, n_boot)):
+        w = [0] * n
+        for _ in range(n):
+            w[rng.randrange(n)] += 1
+        num = den = 0.0
+        for i, j, s in pairs:
+            wij = w[i] * w[j]
+            if wij:
+                num += wij * s
+                den += wij
+        if den > 0:
+            boots.append(num / den)
+    return sorted(boots)
+
+
 def validate(
     scores: dict[str, float], outcomes: dict[str, tuple[float, int]], *, n_boot: int = 200, seed: int = 0,
     model_ids: list[str] | None = None,
@@ -250,26 +270,10 @@ def validate(
         )
     c = sum(s for _, _, s in pairs) / len(pairs)
     low = high = None
-    boots: list[float] = []
-    if n_boot > 0:
-        rng = random.Random(seed)
-        n = len(ids)
-        for _ in range(n_boot):
-            w = [0] * n
-            for _ in range(n):
-                w[rng.randrange(n)] += 1
-            num = den = 0.0
-            for i, j, s in pairs:
-                wij = w[i] * w[j]
-                if wij:
-                    num += wij * s
-                    den += wij
-            if den > 0:
-                boots.append(num / den)
-        if boots:
-            boots.sort()
-            low = boots[min(len(boots) - 1, int(0.025 * len(boots)))]
-            high = boots[min(len(boots) - 1, int(math.ceil(0.975 * len(boots))) - 1)]
+    boots = bootstrap_c(pairs, len(ids), n_boot=n_boot, seed=seed)
+    if boots:
+        low = boots[min(len(boots) - 1, int(0.025 * len(boots)))]
+        high = boots[min(len(boots) - 1, int(math.ceil(0.975 * len(boots))) - 1)]
     return ValidationResult(
         c_index=c, pairs=len(pairs), patients=len(ids), events=sum(event), ci_low=low, ci_high=high,
         n_boot=len(boots), scored_not_labelled=sum(p not in outcomes for p in scores),

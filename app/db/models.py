@@ -228,5 +228,5 @@ class AliasEvent(OrmBase):
 
 
 MergedModel = Model  # alias: "models" rows are merged models
-ALL_TABLES = ("api_keys", "bases", "checkpoints", "cohorts", "merge_jobs", "models")
+ALL_TABLES: tuple[str, ...] = ("api_keys", "bases", "checkpoints", "cohorts", "merge_jobs", "models")
 ALL_TABLES += ("registered_models", "model_versions", "model_aliases", "alias_events")  # issue 9

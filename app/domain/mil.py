@@ -128,6 +128,31 @@ def project(bag: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.relu(F.linear(bag if bag.dtype == torch.float32 else bag.float(), weight, bias))
 
 
+CHUNK_ROWS = 8192  # inference processes bigger bags in row blocks of this size (memory: one block, not [N, attn])
+
+
+def project_mean(bag: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """mean_n ReLU(x_n Wᵀ + b): bag [N, D] -> [H] float32 (STEPH's hypernetwork input e).
+
+    Without autograd (inference) a bag of more than CHUNK_ROWS patches is projected block by block, so the
+    [N, H] activations never exist at once; with autograd (training) it is one `project(...).mean(0)`.
+    """
+    if torch.is_grad_enabled() or bag.shape[0] <= CHUNK_ROWS:
+        return project(bag, weight, bias).mean(dim=0)
+    total = torch.stack([project(block, weight, bias).sum(dim=0) for block in bag.split(CHUNK_ROWS)]).sum(dim=0)
+    return total / bag.shape[0]
+
+
+def _gated_logits(h: Tensor, params: Mapping[str, Tensor], dropout_p: float, training: bool) -> Tensor:
+    """attention_c(Dropout(tanh(attention_a(h))) ⊙ Dropout(σ(attention_b(h)))): h [N, hidden] -> [N]."""
+    pre = "attention_net.attention_"
+    gate_a = torch.tanh(F.linear(h, params[pre + "a.0.weight"], params[pre + "a.0.bias"]))
+    gate_a = F.dropout(gate_a, dropout_p, training)
+    gate_b = torch.sigmoid(F.linear(h, params[pre + "b.0.weight"], params[pre + "b.0.bias"]))
+    gate_b = F.dropout(gate_b, dropout_p, training)
+    return F.linear(gate_a * gate_b, params[pre + "c.weight"], params[pre + "c.bias"]).squeeze(-1)
+
+
 def encode_with(
     params: Mapping[str, Tensor], bag: Tensor, *, dropout_p: float = 0.0, training: bool = False
 ) -> Encoded:
@@ -140,18 +165,17 @@ def encode_with(
     mutated, so any number of threads may call it at once with shared or per-call parameters. Dropout (p =
     `dropout_p`, only when `training`) draws from the global RNG exactly as nn.Dropout does (a, then b).
     A bfloat16/float16 bag runs the N×D×hidden matmul in that dtype (see `project`); the rest is float32.
+    Without autograd, the gates of a bag of more than CHUNK_ROWS patches are computed block by block (memory).
     """
     bag = as_bag(bag)
     in_dim = params["feat_proj.0.weight"].shape[-1]
     if bag.shape[1] != in_dim:
         raise ValueError(f"bag has D = {bag.shape[1]}, the model expects D = {in_dim}")
     h = project(bag, params["feat_proj.0.weight"], params["feat_proj.0.bias"])
-    pre = "attention_net.attention_"
-    gate_a = torch.tanh(F.linear(h, params[pre + "a.0.weight"], params[pre + "a.0.bias"]))
-    gate_a = F.dropout(gate_a, dropout_p, training)
-    gate_b = torch.sigmoid(F.linear(h, params[pre + "b.0.weight"], params[pre + "b.0.bias"]))
-    gate_b = F.dropout(gate_b, dropout_p, training)
-    logits = F.linear(gate_a * gate_b, params[pre + "c.weight"], params[pre + "c.bias"]).squeeze(-1)
+    if training or torch.is_grad_enabled() or h.shape[0] <= CHUNK_ROWS:
+        logits = _gated_logits(h, params, dropout_p, training)
+    else:  # inference on a big bag: the [N, attn] gates one block of rows at a time
+        logits = torch.cat([_gated_logits(block, params, 0.0, False) for block in h.split(CHUNK_ROWS)])
     attention = torch.softmax(logits, dim=0)
     return Encoded(attention @ h, attention)
 

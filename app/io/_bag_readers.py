@@ -186,6 +186,26 @@ def read_pt(path: Path, name: str, header: BagHeader) -> RawBag:
     return RawBag(features, coords)
 
 
+def read_h5_into(path: Path, name: str, header: BagHeader, out: np.ndarray) -> Any:
+    """Features straight into `out` [N, D] (HDF5 converts the dtype chunk by chunk: no full-size temporary);
+    returns the coords array (or None)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        ds = _h5_dataset(f, "features", name)
+        ds.read_direct(out.reshape(header.shape))
+        return _h5_dataset(f, "coords", name)[()] if header.coords_shape is not None else None
+
+
+def read_npy_into(path: Path, name: str, header: BagHeader, out: np.ndarray) -> Any:
+    """Features copied into `out` [N, D] from a read-only memory map of the file; .npy has no coords."""
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    out[...] = mapped.reshape(out.shape)
+    del mapped
+    return None
+
+
+INTO_READERS: dict[str, Callable[[Path, str, BagHeader, np.ndarray], Any]] = {"h5": read_h5_into, "npy": read_npy_into}
 PEEKERS: dict[str, Callable[[Path, str], BagHeader]] = {
     "h5": peek_h5,
     "npy": peek_npy,

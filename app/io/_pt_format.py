@@ -147,8 +147,16 @@ def _check_view(ref: TensorRef, name: str) -> None:
         )
 
 
+class _ReadOnly:
+    """A file seen through read()/readline() only: the C unpickler's readinto() path leaks a bytearray export
+    when a declared BYTEARRAY8 length runs past the end of the file."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.read, self.readline = fh.read, fh.readline
+
+
 def _load_pickle(data: bytes | IO[bytes], name: str) -> tuple[Any, dict[str, StorageRef]]:
-    up = _PeekUnpickler(io.BytesIO(data) if isinstance(data, bytes) else data, name)
+    up = _PeekUnpickler(_ReadOnly(io.BytesIO(data) if isinstance(data, bytes) else data), name)  # type: ignore[arg-type]
     try:
         return up.load(), up.storages
     except BagFormatError:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from app.io._bag_formats import BagHeader, RawBag, check_header, check_shape, clean_exc, detect_format, out_dtype_name
-from app.io._bag_readers import PEEKERS, READERS, VERIFIERS
+from app.io._bag_readers import INTO_READERS, PEEKERS, READERS, VERIFIERS
 from app.io.errors import BagFormatError, display_name_of
 from app.io.limits import all_finite, check_request_bytes, count_non_finite, process_budget, request_limit_bytes
 
@@ -117,6 +117,32 @@ def load_peeked(peeked: PeekedBag, expected_dim: int | None, max_patches: int | 
         _guard(h.fmt, path, name, lambda: VERIFIERS[h.fmt](path, name, h))
     raw = _guard(h.fmt, peeked.path, peeked.name, lambda: READERS[h.fmt](peeked.path, peeked.name, h))
     return validate_raw_bag(raw, peeked.name, expected_dim, max_patches, keep_reduced=keep_reduced)
+
+
+def fill_peeked(peeked: PeekedBag, out: Tensor, expected_dim: int | None) -> Tensor | None:
+    """Read a peeked bag's features straight into `out` ([N, D] float32/float16 rows of a patient's bag) when its
+    format allows (.h5, .npy: no temporary copy); returns its coords int64 [N, 2] or None. Falls back to
+    load_peeked + copy for the other formats."""
+    h, path, name = peeked.header, peeked.path, peeked.name
+    if h.fmt not in INTO_READERS or out.dtype not in (torch.float32, torch.float16):
+        bag = load_peeked(peeked, expected_dim, None, keep_reduced=out.dtype != torch.float32)
+        if bag.n_patches != out.shape[0] or bag.dim != out.shape[1]:
+            raise BagFormatError(f"{name}: the data does not match its header; re-export the bag", file_name=name)
+        out.copy_(bag.features)
+        return bag.coords
+    if h.fmt in VERIFIERS:
+        _guard(h.fmt, path, name, lambda: VERIFIERS[h.fmt](path, name, h))
+    if h.kind not in "fiu":
+        raise BagFormatError(f"{name}: features have dtype {h.dtype}; store them as float32", file_name=name)
+    coords = _guard(h.fmt, path, name, lambda: INTO_READERS[h.fmt](path, name, h, out.numpy()))
+    if not all_finite(out):
+        n_nan, n_inf = count_non_finite(out)
+        raise BagFormatError(
+            f"{name}: features hold {n_nan} NaN and {n_inf} Inf value(s) out of {out.numel()}; "
+            "re-extract the features or drop the broken patches",
+            file_name=name,
+        )
+    return None if coords is None else _coords_tensor(coords, name, out.shape[0])
 
 
 def read_bag(

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from app.io.bags import Bag, PeekedBag, load_peeked, peek_bag
+from app.io._bag_readers import INTO_READERS
+from app.io.bags import Bag, PeekedBag, fill_peeked, load_peeked, peek_bag
 from app.io.errors import BagFormatError, display_name_of
 from app.io.limits import MemoryBudget, check_request_bytes, process_budget, request_limit_bytes
 
@@ -69,12 +70,16 @@ def _out_dtype(peeked: list[PeekedBag], keep_reduced: bool) -> torch.dtype:
 
 
 def needed_bytes(peeked: list[PeekedBag], keep_reduced: bool) -> int:
-    """Peak bytes of reading: one file as read, or the [ΣN, D] output plus the largest file being copied in."""
+    """Peak bytes of reading: one file as read, or the [ΣN, D] output plus the largest file that cannot be read
+    straight into it (.pt, .safetensors, bfloat16)."""
     if len(peeked) == 1:
         return peeked[0].needed_bytes(keep_reduced)
     total, d = sum(p.header.n for p in peeked), peeked[0].header.d
-    out = total * d * torch.empty((), dtype=_out_dtype(peeked, keep_reduced)).element_size() + total * 16
-    return out + max(p.needed_bytes(keep_reduced) for p in peeked)
+    dtype = _out_dtype(peeked, keep_reduced)
+    out = total * d * torch.empty((), dtype=dtype).element_size() + total * 16
+    direct = dtype in (torch.float32, torch.float16)
+    extra = [p.needed_bytes(keep_reduced) for p in peeked if not (direct and p.header.fmt in INTO_READERS)]
+    return out + max(extra, default=0)
 
 
 def _load_all(peeked: list[PeekedBag], expected_dim: int | None, max_patches: int | None, keep_reduced: bool) -> Bag:
@@ -86,16 +91,12 @@ def _load_all(peeked: list[PeekedBag], expected_dim: int | None, max_patches: in
     coords: torch.Tensor | None = torch.empty(total, 2, dtype=torch.int64)
     row = 0
     for p in peeked:
-        bag = load_peeked(p, expected_dim, max_patches, keep_reduced=dtype != torch.float32)
-        if bag.n_patches != p.header.n or bag.dim != d:
-            raise BagFormatError(f"{p.name}: the data does not match its header; re-export the bag", file_name=p.name)
-        features[row : row + bag.n_patches].copy_(bag.features)
-        if coords is not None and bag.coords is not None:
-            coords[row : row + bag.n_patches].copy_(bag.coords)
+        rows = fill_peeked(p, features[row : row + p.header.n], expected_dim)
+        if coords is not None and rows is not None:
+            coords[row : row + p.header.n].copy_(rows)
         else:
             coords = None
-        row += bag.n_patches
-        del bag
+        row += p.header.n
     return Bag(features, coords)
 
 

@@ -28,6 +28,12 @@ CAPTIONS = {
     "training": "Training loss of the merge job.",
     "patient": "One patient's predicted survival curve, with the KM curve of its risk group.",
 }
+TITLES = {
+    "km": "Kaplan–Meier curves by predicted risk group", "calibration": "Calibration at 1, 3 and 5 years",
+    "time-metrics": "Time-dependent AUC and Brier score", "comparison": "Comparison with the target's own model",
+    "sources": "What the merge borrows from each source", "training": "Training curve",
+    "patient": "One patient's predicted survival",
+}  # fmt: skip
 TEMPLATES = Path(__file__).with_name("templates")
 
 
@@ -85,7 +91,12 @@ def patient_figure(data: dict[str, Any], n_groups: int, patient: str | None) -> 
 
 
 def build_figures(
-    data: dict[str, Any], meta: dict[str, Any], *, n_groups: int = 2, patient: str | None = None, only: str | None = None
+    data: dict[str, Any],
+    meta: dict[str, Any],
+    *,
+    n_groups: int = 2,
+    patient: str | None = None,
+    only: str | None = None,
 ) -> dict[str, Any]:
     """name -> Figured for every figure the data allow (a figure without data is left out), or just `only`."""
     names = (only,) if only else FIGURES
@@ -103,7 +114,8 @@ def render_html(data: dict[str, Any], meta: dict[str, Any], figures: dict[str, A
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     images = [
-        {"name": n, "caption": CAPTIONS[n], "src": data_uri(f.figure, "png")} for n, f in figures.items()
+        {"name": n, "title": TITLES[n], "caption": CAPTIONS[n], "src": data_uri(f.figure, "png")}
+        for n, f in figures.items()
     ]
     km_panels = figures["km"].data["panels"] if "km" in figures else []
     return env.get_template("report.html").render(

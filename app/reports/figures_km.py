@@ -7,7 +7,7 @@ Every function takes plain lists (no torch: the hospital client uses them too) a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -79,7 +79,7 @@ def km_figure(panels: Sequence[KMPanel], n_groups: int = 2) -> Figured:
     its group and has x = [0, *years of the distinct times], y = [1, *Ŝ]."""
     fig = new_figure(6.0 * len(panels), 4.6 + 0.25 * n_groups)
     grid = fig.add_gridspec(2, len(panels), height_ratios=[4.0, 0.45 + 0.28 * n_groups])
-    data = {"n_groups": n_groups, "panels": []}
+    data: dict[str, Any] = {"n_groups": n_groups, "panels": []}
     for col, panel in enumerate(panels):
         info = km_groups(panel, n_groups)
         data["panels"].append(info)
@@ -94,8 +94,8 @@ def km_figure(panels: Sequence[KMPanel], n_groups: int = 2) -> Figured:
         ax.set_xticks(info["at_risk_years"])
         ax.set_xlim(0, max([*info["at_risk_years"], *(g["times_years"][-1] for g in info["groups"])]) * 1.02 + 1e-9)
         style_axis(ax, xlabel="time (years)", ylabel="survival probability", title=panel.title)
-        ax.legend(loc="upper right", fontsize=8, title=format_p(info["logrank"]["p_value"] if info["logrank"] else None),
-                  title_fontsize=8)  # fmt: skip
+        p_value = info["logrank"]["p_value"] if info["logrank"] else None
+        ax.legend(loc="upper right", fontsize=8, title=format_p(p_value), title_fontsize=8)
         _at_risk_table(table, ax, info)
     return Figured(fig, data)
 
@@ -125,7 +125,7 @@ def _at_risk_table(table: Any, ax: Any, info: dict[str, Any]) -> None:
 
 
 def calibration_figure(
-    time: Sequence[float], event: Sequence[int], predicted: dict[int, Sequence[float]], n_bins: int = 10
+    time: Sequence[float], event: Sequence[int], predicted: Mapping[int, Sequence[float]], n_bins: int = 10
 ) -> Figured:
     """Predicted vs Kaplan–Meier observed survival per risk bin (deciles) at each horizon (years → predicted
     S(horizon) per patient). A horizon beyond the longest follow-up is skipped with the reason."""
@@ -147,7 +147,10 @@ def calibration_figure(
             continue
         bins = km.calibration_bins(predicted[h], time, event, h * DAYS_PER_YEAR, n_bins=n_bins)
         xs, ys = [b.predicted for b in bins], [b.observed for b in bins]
-        err = [[y - b.lower for y, b in zip(ys, bins, strict=True)], [b.upper - y for y, b in zip(ys, bins, strict=True)]]
+        err = [
+            [y - b.lower for y, b in zip(ys, bins, strict=True)],
+            [b.upper - y for y, b in zip(ys, bins, strict=True)],
+        ]
         ax.errorbar(xs, ys, yerr=err, fmt="o", color=COLORS[3], markersize=5, capsize=3, label="risk bins (95% CI)")
         ax.legend(loc="upper left", fontsize=8)
         data["horizons"].append({"years": h, "bins": [asdict(b) for b in bins], "skipped": None})

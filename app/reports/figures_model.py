@@ -58,7 +58,9 @@ def comparison_figure(comparison: dict[str, Any], differences: Sequence[float]) 
     if diffs:
         ax_d.hist(diffs, bins=min(40, max(5, len(diffs) // 10)), color=COLORS[4], alpha=0.75, label="bootstrap")
     lo, hi = comparison["ci_low"], comparison["ci_high"]
-    ax_d.axvline(comparison["difference"], color="black", linewidth=1.5, label=f"difference {comparison['difference']:+.3f}")
+    ax_d.axvline(
+        comparison["difference"], color="black", linewidth=1.5, label=f"difference {comparison['difference']:+.3f}"
+    )
     ax_d.axvline(lo, color="black", linestyle="--", linewidth=1, label=f"95% CI [{lo:+.3f}, {hi:+.3f}]")
     ax_d.axvline(hi, color="black", linestyle="--", linewidth=1)
     ax_d.axvline(0.0, color="red", linestyle=":", linewidth=1, label="no difference")
@@ -137,3 +139,24 @@ def training_figure(step_losses: Sequence[float] | None, epoch_losses: Sequence[
     if steps or epochs:
         ax.legend(fontsize=8)
     return Figured(fig, {"steps": steps, "epochs": epochs, "epoch_x": ex})
+
+
+def c_index_figure(
+    c_index: float, ci: tuple[float | None, float | None], boots: Sequence[float], patients: int
+) -> Figured:
+    """One model's Harrell C-index with its bootstrap 95% interval (the hospital's validation)."""
+    fig = new_figure(7.0, 3.8)
+    ax = fig.add_subplot()
+    values = [float(b) for b in boots]
+    if values:
+        ax.hist(values, bins=min(40, max(5, len(values) // 10)), color=COLORS[4], alpha=0.75, label="bootstrap")
+    ax.axvline(c_index, color="black", linewidth=1.5, label=f"C-index {c_index:.3f}")
+    lo, hi = ci
+    if lo is not None and hi is not None:
+        ax.axvline(lo, color="black", linestyle="--", linewidth=1, label=f"95% CI [{lo:.3f}, {hi:.3f}]")
+        ax.axvline(hi, color="black", linestyle="--", linewidth=1)
+    ax.axvline(0.5, color="red", linestyle=":", linewidth=1, label="chance (0.5)")
+    style_axis(ax, xlabel="Harrell's C-index", ylabel="bootstrap resamples",
+               title=f"C-index on {patients} local patients")  # fmt: skip
+    ax.legend(fontsize=8)
+    return Figured(fig, {"c_index": c_index, "ci": [lo, hi], "bootstrap": values})

@@ -45,8 +45,11 @@ def to_bytes(fig: Any, fmt: str) -> bytes:
     """The figure as PNG (100 dpi) or SVG bytes; ValueError for another format."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown figure format {fmt!r}; use one of {sorted(FORMATS)}")
+    import matplotlib
+
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=100, metadata={"Date": None} if fmt == "svg" else None)
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text (searchable, small)
+        fig.savefig(buf, format=fmt, dpi=100, metadata={"Date": None} if fmt == "svg" else None)
     return buf.getvalue()
 
 

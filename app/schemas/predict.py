@@ -26,6 +26,12 @@ class TopPatch(BaseModel):
     coords: list[int] | None = Field(default=None, description="patch coordinates from the bag file, when it has them")
 
 
+class CurveImage(BaseModel):  # issue 10
+    format: str = Field(description="png or svg")
+    media_type: str = Field(description="image/png or image/svg+xml")
+    data: str = Field(description="the image, base64-encoded (e.g. for a data: URI)")
+
+
 class PatientResult(BaseModel):
     patient_id: str = Field(description="patient id (file stem unless given)")
     files: list[str] = Field(description="the uploads pooled for this patient")
@@ -39,6 +45,9 @@ class PatientResult(BaseModel):
     top_patches: list[TopPatch] | None = Field(
         default=None, description="the highest-attention patches (when top_patches > 0)"
     )
+    curve_image: CurveImage | None = Field(
+        default=None, description="the survival curve as an image (when curve_image = png or svg)"
+    )  # issue 10
 
 
 class PredictResponse(BaseModel):

@@ -148,10 +148,10 @@ def resolve_model_ref(session: Session, ref: str) -> Model:
         row = session.get(Model, ref)
         if row is not None:
             return row
-        rm = find_registered(session, ref)
-        if rm is None:
+        named = find_registered(session, ref)
+        if named is None:
             raise not_found("model", ref, hint="give a model id (GET /models), name@alias or name/version")
-        mv = latest_version(session, rm)
+        mv = latest_version(session, named)
     model = session.get(Model, mv.model_id)
     if model is None:  # cannot happen while the FK holds; say so clearly if it ever does
         raise NotFound(f"model reference {ref!r} points at model {mv.model_id!r}, which no longer exists")

@@ -46,7 +46,8 @@ def _record(s: Session, rm: RegisteredModel, alias: str, old: int | None, new: i
 def _move(s: Session, rm: RegisteredModel, alias: str, version: int, actor: Actor) -> int | None:
     """Point `alias` at `version` (creating it), record the change; returns the previous version."""
     get_version(s, rm, version)
-    row = s.scalar(select(ModelAlias).where(ModelAlias.registered_model_id == rm.id, ModelAlias.alias == alias))
+    stmt = select(ModelAlias).where(ModelAlias.registered_model_id == rm.id, ModelAlias.alias == alias)
+    row = s.scalar(stmt.with_for_update())  # PostgreSQL: concurrent moves of one alias queue up here
     old = None if row is None else row.version
     if row is None:
         s.add(
@@ -142,18 +143,21 @@ def update_version(
 def set_alias(*, ctx: Any, name: str, alias: str, version: int, actor: Actor) -> dict[str, Any]:
     """Move (or create) `alias` to `version` atomically; returns {name, alias, version, previous_version, …}."""
     check_alias(alias)
-    with ctx.session() as s:
-        rm = get_registered(s, name)
-        old = _move(s, rm, alias, version, actor)
-        mv = get_version(s, rm, version)
-        return {
-            "name": name,
-            "alias": alias,
-            "version": version,
-            "previous_version": old,
-            "model_id": mv.model_id,
-            "updated_by": actor.name,
-        }
+    try:
+        with ctx.session() as s:
+            rm = get_registered(s, name)
+            old = _move(s, rm, alias, version, actor)
+            mv = get_version(s, rm, version)
+    except IntegrityError:  # the same alias created concurrently
+        raise Conflict(f"alias {name}@{alias} was changed concurrently; send the request again") from None
+    return {
+        "name": name,
+        "alias": alias,
+        "version": version,
+        "previous_version": old,
+        "model_id": mv.model_id,
+        "updated_by": actor.name,
+    }
 
 
 def get_alias_dict(*, ctx: Any, name: str, alias: str) -> dict[str, Any]:

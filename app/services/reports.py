@@ -189,3 +189,27 @@ def model_figure(
     if name not in figures:
         raise NotFound(f"model {model_id!r} has no {name!r} figure (no data for it: see the report page)")
     return to_bytes(figures[name].figure, fmt)
+
+
+CURVE_FORMATS = ("png", "svg")
+
+
+def attach_curve_images(result: dict[str, Any], fmt: str | None) -> dict[str, Any]:
+    """For POST /predict with `curve_image=png|svg`: add to each patient result `curve_image` =
+    {format, media_type, data (base64)} — its predicted survival curve as a figure. `fmt` None: unchanged."""
+    if fmt is None:
+        return result
+    if fmt not in CURVE_FORMATS:
+        raise UnprocessableInput(f"curve_image must be png or svg; got {fmt!r}")
+    import base64
+
+    from app.reports.figures_km import patient_curve_figure
+    from app.reports.render import FORMATS, to_bytes
+
+    for patient in result["results"]:
+        surv = patient["survival"]
+        title = f"{patient['patient_id']}: predicted survival (risk {patient['risk']:.3f})"
+        fig = patient_curve_figure(surv["times_days"], surv["probabilities"][1:], title=title)
+        data = base64.b64encode(to_bytes(fig.figure, fmt)).decode("ascii")
+        patient["curve_image"] = {"format": fmt, "media_type": FORMATS[fmt], "data": data}
+    return result

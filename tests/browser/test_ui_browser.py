@@ -87,7 +87,7 @@ def test_ui_job_to_model_to_report(browser, live, tmp_path) -> None:
     _figures_ok(page, {"km", "calibration", "time-metrics", "comparison", "sources", "training", "patient"})
     assert page.inner_text("#verdict") in ("better", "worse", "inconclusive")
     _shot(page, tmp_path, "report-top")
-    page.locator("#fig-km").screenshot(path=str(tmp_path / "report-km.png"))
+    _shot_element(page, tmp_path, "#fig-km", "report-km")
     _shot_element(page, tmp_path, "#fig-sources", "report-sources")
     watch.check()
 

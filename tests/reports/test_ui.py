@@ -51,7 +51,7 @@ def test_admin_flow_start_job_follow_to_model_and_report(client, admin, world, f
     progress = client.get(f"/ui/jobs/{job_id}/progress").json()
     assert progress["status"] == "succeeded" and progress["percent"] == 100 and progress["model_id"] == job["model_id"]
     page = client.get(f"/ui/jobs/{job_id}").text
-    assert f'/ui/models/{job["model_id"]}' in page
+    assert f"/ui/models/{job['model_id']}" in page
     model_page = client.get(f"/ui/models/{job['model_id']}")
     assert model_page.status_code == 200 and 'data-figure="km"' in model_page.text
     fig = client.get(f"/ui/models/{job['model_id']}/figures/km.png")

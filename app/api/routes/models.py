@@ -1,16 +1,20 @@
-"""Merged models: list, read, download the artifact (ETag = sha256). Predict or admin scope."""
+"""Merged models: list, read, download the artifact (ETag = sha256): predict scope; upload an artifact: admin."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import Ctx, Page, PredictKey
+from app.api.deps import AdminKey, Ctx, Page, PredictKey, receive_upload
 from app.schemas.common import error_responses
 from app.schemas.models import ModelList, ModelOut
 from app.services import models as svc
+from app.services.model_upload import register_model_upload
+from app.services.registry import Actor
+from app.services.registry_versions import register_version
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -33,6 +37,43 @@ def list_models(
     return ModelList(
         items=[ModelOut.model_validate(m) for m in items], total=total, limit=page.limit, offset=page.offset
     )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ModelOut,
+    responses={
+        200: {"model": ModelOut, "description": "the same bytes were already uploaded for this base and target"},
+        **error_responses(400, 404, 413, 422),
+    },
+    summary="Upload a model artifact made elsewhere (e.g. `steph merge --out`) so it can be registered and used",
+    description="The file must be a complete STEPH model artifact (its content digest is checked) whose dims and "
+    "time bins are the base's. With `register_as`, it also becomes the next version of that registered name.",
+)
+async def upload_model(
+    ctx: Ctx,
+    key: AdminKey,
+    file: Annotated[UploadFile, File(description="the model artifact (.safetensors written by steph)")],
+    base_id: Annotated[str, Form(max_length=64, description="the base (family) the model belongs to")],
+    target_checkpoint_id: Annotated[str, Form(max_length=64, description="the target cancer's checkpoint")],
+    register_as: Annotated[
+        str | None, Form(max_length=100, description="optional registered name to add it to as a new version")
+    ] = None,
+) -> JSONResponse:
+    upload = await receive_upload(ctx, file, (".safetensors",), what="model artifact")
+    try:
+        model, created = await run_in_threadpool(
+            register_model_upload, ctx, upload=upload, base_id=base_id, target_checkpoint_id=target_checkpoint_id
+        )
+    finally:
+        upload.path.unlink(missing_ok=True)
+    if register_as:
+        await run_in_threadpool(
+            lambda: register_version(ctx=ctx, name=register_as, model_ref=model["id"], actor=Actor.from_key(key))
+        )
+    body = ModelOut.model_validate(model).model_dump(mode="json")
+    return JSONResponse(body, status_code=201 if created else 200, headers={"Location": f"/models/{model['id']}"})
 
 
 @router.get(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +15,7 @@ from app.services import predict as svc
 from app.services.admission import get_admission
 from app.services.errors import UnprocessableInput
 from app.services.registry import resolve_model_id
+from app.services.reports import attach_curve_images
 
 router = APIRouter(tags=["prediction"])
 
@@ -31,7 +32,7 @@ def _patient_ids(patient_id: list[str] | None, patient_ids: str | None) -> list[
     return patient_id or None
 
 
-def _run(ctx: Ctx, model_id: str, files: list[UploadFile], ids: list[str] | None, top: int) -> dict:
+def _run(ctx: Ctx, model_id: str, files: list[UploadFile], ids: list[str] | None, top: int, image: str | None) -> dict:
     svc.check_file_count(ctx.settings, len(files))
     model_id = resolve_model_id(ctx=ctx, ref=model_id)  # name@alias / name/version → id; 404 before any upload
     saved: list[svc.BagFile] = []
@@ -41,7 +42,8 @@ def _run(ctx: Ctx, model_id: str, files: list[UploadFile], ids: list[str] | None
             dest = ctx.store.new_tmp_path()
             svc.save_bag_upload(f.file, dest, limit_bytes=ctx.settings.max_upload_bytes, name=name)
             saved.append(svc.BagFile(name=name, path=dest))
-        return svc.predict(ctx=ctx, model_id=model_id, files=saved, patient_ids=ids, top_patches=top)
+        result = svc.predict(ctx=ctx, model_id=model_id, files=saved, patient_ids=ids, top_patches=top)
+        return attach_curve_images(result, image)  # issue 10: optional survival-curve image per patient
     finally:
         for b in saved:
             b.path.unlink(missing_ok=True)
@@ -66,8 +68,11 @@ async def predict(
     patient_id: Annotated[list[str] | None, Form(description="one per file, or one for all files")] = None,
     patient_ids: Annotated[str | None, Form(description="alternative: a JSON list of patient ids")] = None,
     top_patches: Annotated[int, Form(ge=0, le=1000, description="return the k highest-attention patches")] = 0,
+    curve_image: Annotated[
+        Literal["png", "svg"] | None, Form(description="also return each survival curve as a base64 png/svg image")
+    ] = None,
 ) -> PredictResponse:
     ids = _patient_ids(patient_id, patient_ids)
     async with get_admission(ctx).slot():  # issue 7: bounded forwards; 503 + Retry-After past the wait queue
-        result = await run_in_threadpool(_run, ctx, model_id, files, ids, top_patches)
+        result = await run_in_threadpool(_run, ctx, model_id, files, ids, top_patches, curve_image)
     return PredictResponse.model_validate(result)

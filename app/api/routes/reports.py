@@ -18,7 +18,10 @@ Groups = Annotated[int, Query(description="risk groups: 2 = median split, 3 = te
 Patient = Annotated[str | None, Query(max_length=200, description="held-out patient id for the patient figure")]
 CohortId = Annotated[str | None, Query(max_length=64, description="cohort to report on (default: the job's)")]
 MEDIA = {"png": "image/png", "svg": "image/svg+xml"}
-REPORT_HEADERS = {"Cache-Control": "private, max-age=300", "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
+REPORT_HEADERS = {
+    "Cache-Control": "private, max-age=300",
+    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+}
 
 
 @router.get(

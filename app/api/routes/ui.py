@@ -169,7 +169,7 @@ def _submit(request: Request, ctx: Any, form: Any) -> Response:
     try:
         params = json.loads(str(form.get("params") or "{}"))
         if not isinstance(params, dict):
-            raise ValueError("parameters must be a JSON object such as {\"epochs\": 5}")
+            raise ValueError('parameters must be a JSON object such as {"epochs": 5}')
         sources = [str(s) for s in form.getlist("source_checkpoint_ids")] or None
         body = {k: str(form.get(k, "")) for k in ("method", "base_id", "target_checkpoint_id", "cohort_id")}
         job, _ = submit_merge_job(ctx=ctx, request={**body, "source_checkpoint_ids": sources, "params": params})

@@ -44,7 +44,7 @@ from app.domain.merging.stacked import (
     logit,
     seeded,
 )
-from app.domain.mil import FamilyDims, as_bag, project
+from app.domain.mil import FamilyDims, as_bag, project_mean
 from app.domain.task_vectors import StateDict
 
 
@@ -166,7 +166,7 @@ class StephModel(MixupModel):
         bag = as_bag(bag)
         if bag.shape[1] != self.dims.in_dim:
             raise ValueError(f"bag has D = {bag.shape[1]}, the model expects D = {self.dims.in_dim}")
-        e = project(bag, self.shared.weight, self.shared.bias).mean(dim=0)  # bf16/fp16 bag: reduced-precision matmul
+        e = project_mean(bag, self.shared.weight, self.shared.bias)  # issue 7: bf16 bag / big-bag memory
         raw_w = self.mlp_w(e)  # issue 12: softplus (default) cannot die; ReLU is the 'paper' preset
         w = nn.functional.softplus(raw_w) if self.params.w_act == "softplus" else torch.relu(raw_w)
         if self.mlp_r is not None:

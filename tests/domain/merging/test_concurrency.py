@@ -95,3 +95,18 @@ def test_encode_with_mutates_nothing_and_matches_the_module():
     assert all(torch.equal(params[k], before[k]) for k in params)
     with pytest.raises(ValueError, match="expects D = 16"):
         encode_with(params, torch.randn(3, 5))
+
+
+@pytest.mark.parametrize("name", ["steph", "cancer_specific"])
+def test_big_bags_are_scored_in_row_blocks_with_the_same_result(name):
+    from app.domain.mil import CHUNK_ROWS
+
+    model = _model(name, {})
+    bag = torch.randn(2 * CHUNK_ROWS + 123, DIMS.in_dim, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        blocks = model(bag)  # no autograd: the gates (and STEPH's e) are computed block by block
+    with torch.enable_grad():
+        whole = model(bag)  # autograd on: one pass over all rows
+    assert blocks.attention is not None and whole.attention is not None
+    torch.testing.assert_close(blocks.logits, whole.logits.detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(blocks.attention, whole.attention.detach(), rtol=0, atol=1e-8)

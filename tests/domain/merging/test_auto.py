@@ -1,0 +1,70 @@
+"""auto: candidate parsing, the choice rule, the registry entry, and run_merge("auto") returning the winner."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.domain.merging.auto import CANDIDATES, AutoMethod, AutoParams, choose
+from app.domain.merging.base import MergeParamsError, StaticModel
+from app.domain.merging.registry import get_method, list_methods
+from app.domain.promotion import TARGET_LABEL, GateConfig
+from app.domain.training import TrainConfig
+
+from ..conftest import learnable_samples
+from .tiny import DIMS, EDGES, make_inputs
+
+METHOD = AutoMethod()
+
+
+def test_params_select_candidates_and_always_keep_the_target():
+    labels = [c.label for c in METHOD.parse_params({"candidates": ["steph", "base_head"]}).chosen()]
+    assert labels == ["steph", "θ₀ encoder + retrained head", TARGET_LABEL]
+    assert len(METHOD.parse_params({}).chosen()) == len(CANDIDATES)
+    with pytest.raises(MergeParamsError, match="unknown auto candidate 'ties'"):
+        METHOD.parse_params({"candidates": ["ties"]})
+    with pytest.raises(MergeParamsError, match="folds"):
+        METHOD.parse_params({"folds": 1})
+
+
+def test_choose_takes_the_best_candidate_that_beats_the_target_by_the_margin():
+    scores = {
+        TARGET_LABEL: {"c": 0.60, "difference": 0.0},
+        "a": {"c": 0.63, "difference": 0.03},
+        "b": {"c": 0.65, "difference": 0.05},
+        "c": {"c": 0.65, "difference": 0.05},
+    }
+    order = ["a", "b", "c", TARGET_LABEL]
+    assert choose(scores, order, 0.0) == "b"  # highest C; the tie with "c" goes to the earlier one
+    assert choose(scores, order, 0.04) == "b"
+    assert choose(scores, order, 0.06) == TARGET_LABEL  # nobody beats the target by 0.06
+    assert choose({TARGET_LABEL: scores[TARGET_LABEL], "a": {"c": 0.5, "difference": -0.1}}, ["a"], 0.0) == TARGET_LABEL
+
+
+def test_auto_is_registered_but_only_runs_through_run_merge():
+    assert get_method("auto").name == "auto"
+    assert any(m["name"] == "auto" for m in list_methods())
+    with pytest.raises(ValueError, match="run_merge"):
+        METHOD.build(make_inputs(), AutoParams(), seed=0)
+
+
+def test_run_merge_auto_returns_the_winner_with_its_evidence():
+    from app.domain.pipeline import run_merge
+
+    inputs, samples = make_inputs(3), learnable_samples(24)
+    config = TrainConfig(epochs=1, accum=8, lr=1e-2, seed=1)
+    run = run_merge(
+        method="auto", inputs=inputs, params={"candidates": ["base_head", "target_head"]}, train_config=config,
+        train_samples=samples[:18], test_samples=samples[18:], reference=StaticModel(inputs.target, DIMS, EDGES),
+        gate=GateConfig("fast"),
+    )  # fmt: skip
+    evidence = run.notes["auto"]
+    cands = evidence["candidates"]
+    assert set(cands) == {"θ₀ encoder + retrained head", "target encoder + retrained head", TARGET_LABEL}
+    assert evidence["winner"] == choose(cands, list(cands), 0.0)
+    if evidence["winner"] == TARGET_LABEL:
+        assert run.promotion["status"] == "not_promoted" and run.train_result is None
+        assert all(torch.equal(v, inputs.target[k]) for k, v in run.model.artifact_tensors().items())
+    else:
+        assert run.model.method == "task_arithmetic" and run.train_result is not None
+        assert run.promotion["estimate"]["difference"] == cands[evidence["winner"]]["difference"]

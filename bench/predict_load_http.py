@@ -162,6 +162,49 @@ def _cold_start(env: dict[str, str], cwd: Path, key: str, model_id: str, data: b
         _stop(proc)
 
 
+RSS_CHILD = """
+import resource, sys, tempfile, time, h5py, numpy as np, torch
+from pathlib import Path
+from app.domain.precision import cast_bag, resolve_inference_dtype
+from app.services.bag_reading import read_patient
+from app.services.predict import BagFile
+from app.settings import Settings
+from bench.predict_load import build_models
+from app.domain.mil import FamilyDims
+n, d, path = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+model = build_models(FamilyDims(d, 512, 384, 32) if d > 64 else FamilyDims(d, 32, 16, 8))["steph"]
+settings = Settings(home=Path(tempfile.mkdtemp()))
+dtype = resolve_inference_dtype(sys.argv[4])
+with torch.inference_mode():
+    model(torch.randn(16, d).to(dtype))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+patient = read_patient(settings, [BagFile(name="big.h5", path=path)], d)
+with torch.inference_mode():
+    model(cast_bag(patient.features, dtype))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((peak - base) / 1024)
+"""
+
+
+def rss_rows(root: Path, n: int, dim: int) -> dict[str, Any]:
+    """Peak RSS of reading one n × dim float16 .h5 and scoring it with STEPH, over the level before, as a
+    multiple of the bag's float32 size; in a child process each for float32 and the auto dtype."""
+    path = root / "big.h5"
+    with h5py.File(path, "w") as fh:
+        block = np.random.default_rng(1).standard_normal((n, dim), np.float32).astype(np.float16)
+        fh.create_dataset("features", data=block)
+    del block
+    fp32_mb = n * dim * 4 / 2**20
+    out: dict[str, Any] = {"n": n, "fp32_bag_mb": fp32_mb}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for dtype in ("float32", "auto"):
+        cmd = [sys.executable, "-c", RSS_CHILD, str(n), str(dim), str(path), dtype]
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=1200, check=True)
+        out[dtype] = float(run.stdout.strip().splitlines()[-1]) / fp32_mb
+    path.unlink()
+    return out
+
+
 def service_rows(*, quick: bool = False) -> dict[str, Any]:
     from app.domain.mil import FamilyDims
 
@@ -195,5 +238,6 @@ def service_rows(*, quick: bool = False) -> dict[str, Any]:
     finally:
         _stop(proc)
     out["cold_start"] = _cold_start(env, root, key, model_id, data)
+    out["rss"] = rss_rows(root, 2000 if quick else 100000, dims.in_dim)
     shutil.rmtree(root, ignore_errors=True)
     return out

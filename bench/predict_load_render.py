@@ -61,7 +61,10 @@ def _service(s: dict[str, Any]) -> list[str]:
         f"forward** ({s['forward_s'] * 1e3:,.0f} ms) and {s['http_s'] / s['read_forward_s']:.2f}× in-process "
         f"read + forward ({s['read_forward_s'] * 1e3:,.0f} ms). Cold start (`steph serve` spawn → first 200 from "
         f"POST /predict, model loaded on that request): **{s['cold_start']['first_predict_s']:.1f} s** "
-        f"(GET /health/ready answered 200 after {s['cold_start']['ready_s']:.1f} s).",
+        f"(GET /health/ready answered 200 after {s['cold_start']['ready_s']:.1f} s). Memory: reading a "
+        f"{s['rss']['n']:,} × 1536 float16 .h5 and scoring it with STEPH raises the peak RSS by "
+        f"**{s['rss']['auto']:.2f}×** the bag's float32 size ({s['rss']['fp32_bag_mb']:,.0f} MiB) with the auto "
+        f"dtype, {s['rss']['float32']:.2f}× in float32.",
         "",
         "| concurrent clients | requests | throughput (req/s) | p50 latency (s) | p95 latency (s) | "
         "server peak RSS over idle (MiB) | × 1 client |",

@@ -179,7 +179,11 @@ def cv_evidence(prep: dict[str, Any], target: str, seed: int, folds: int) -> dic
     return out
 
 
-def run(reg: Regime, seed: int, control: bool, sink: Any, folds: int) -> None:
+CORE = {"cancer_specific (budget-matched)", "target encoder + retrained head", "θ₀ encoder + retrained head",
+        "average", "steph", "steph paper (ReLU w)", "steph λ = 0"}  # fmt: skip
+
+
+def run(reg: Regime, seed: int, control: bool, sink: Any, folds: int, core: bool = False) -> None:
     from app.domain.merging.base import StaticModel
     from app.domain.merging.mix_stats import merge_statistics, supports_mix_stats
 
@@ -191,6 +195,8 @@ def run(reg: Regime, seed: int, control: bool, sink: Any, folds: int) -> None:
         ckpt = StaticModel(prep["states"][target], prep["dims"], prep["edges"])
         sink({**common, "method": CKPT_ROW, **c_index_of(ckpt, test_s), "seconds": 0.0})
         for label, method, params, use_sources in ROWS:
+            if core and label not in CORE:
+                continue
             t0 = time.perf_counter()
             model = fit_row(prep, target, method, params, use_sources, seed)
             row = {**common, "method": label, **c_index_of(model, test_s)}
@@ -249,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--folds", type=int, default=3)
     r.add_argument("--tag")
+    r.add_argument("--core", action="store_true", help="only the CORE rows (+ the inner CV): for a loaded machine")
     r.add_argument("--out", default="bench/results")
     tb = sub.add_parser("table")
     tb.add_argument("dirs", nargs="+", type=Path)
@@ -277,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             fh.flush()
 
         for seed in args.seeds:
-            run(REGIMES[args.regime], seed, args.world == "control", sink, args.folds)
+            run(REGIMES[args.regime], seed, args.world == "control", sink, args.folds, args.core)
     meta["wall_s"] = round(time.perf_counter() - start, 1)
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return 0

@@ -40,6 +40,7 @@ def run_merge_job_task(self: Any, job_id: str) -> None:
 def start_worker_reaper(**_: Any) -> None:
     """Every worker also runs the job reaper (app/services/reaper.py): jobs are recovered while any worker or
     API process is up."""
+    import app.services.merge_jobs  # noqa: F401  (imported now: the first job is claimed without import delay)
     from app.services.reaper import start_reaper
 
     start_reaper(worker_context())
@@ -49,4 +50,5 @@ def start_worker_reaper(**_: Any) -> None:
 def stop_worker_reaper(**_: Any) -> None:
     from app.services.reaper import stop_reaper
 
-    stop_reaper(worker_context())
+    if worker_context.cache_info().currsize:  # nothing to stop if the worker never got ready
+        stop_reaper(worker_context())

@@ -4,7 +4,6 @@ template (unknown methods and paths collapse to one label value each, so the lab
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -12,7 +11,6 @@ import anyio
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import error_body
 from app.services.uploads import mib
 
 FORM_OVERHEAD = 1 << 20  # room for multipart headers and form fields next to a file at the cap
@@ -26,7 +24,9 @@ def _too_large_message(limit_bytes: int) -> str:
 
 
 class BodySizeLimit:
-    """Refuse bodies over `max_upload_bytes + 1 MiB`: at once from Content-Length, else while streaming."""
+    """Refuse bodies over `max_upload_bytes + 1 MiB` (413): from Content-Length as soon as the app first asks for
+    the body — without reading any of it, and after AuthBeforeBody, so a caller without a key learns nothing
+    about the limits — else while streaming. A request whose body is never read is not refused."""
 
     def __init__(self, app: ASGIApp, *, max_upload_bytes: int) -> None:
         self.app = app
@@ -37,14 +37,14 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(send)
-            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"").strip()
+        too_large = declared.isdigit() and int(declared) > self.limit
         received = 0
 
         async def limited_receive() -> Message:
             nonlocal received
+            if too_large:
+                raise HTTPException(413, _too_large_message(self.file_limit), headers={"Connection": "close"})
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -53,21 +53,6 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited_receive, send)
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(error_body("payload_too_large", _too_large_message(self.file_limit))).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -96,13 +81,13 @@ def required_scope(route: Any) -> str | None:
     """The API-key scope a route needs ('admin' / 'predict'), from its dependency tree; None when public."""
     from app.api.deps import AUTH_DEPENDENCIES
 
-    stack = list(getattr(getattr(route, "dependant", None), "dependencies", ()))
+    stack, found = list(getattr(getattr(route, "dependant", None), "dependencies", ())), set()
     while stack:
         dep = stack.pop()
         if dep.call in AUTH_DEPENDENCIES:
-            return AUTH_DEPENDENCIES[dep.call]
+            found.add(AUTH_DEPENDENCIES[dep.call])
         stack.extend(dep.dependencies)
-    return None
+    return "admin" if "admin" in found else ("predict" if found else None)
 
 
 def _bearer_key(scope: Scope) -> str | None:
@@ -113,13 +98,15 @@ def _bearer_key(scope: Scope) -> str | None:
 
 def _check_key(ctx: Any, key: str | None, needed: str) -> Exception | None:
     from app.services import auth
-    from app.services.errors import ServiceError
+    from app.services.errors import ServiceError, ServiceUnavailable
 
     try:
         with ctx.session() as s:
             auth.authenticate(s, key=key, required_scope=needed)
     except ServiceError as exc:
         return exc
+    except Exception:  # the database blinked: refuse now rather than read a body nobody may send
+        return ServiceUnavailable("the API key could not be checked (database unreachable); retry in a moment")
     return None
 
 
@@ -159,7 +146,7 @@ def _as_http_error(exc: Exception) -> HTTPException:
     from app.api.errors import classify
 
     status, _ = classify(exc) or (401, "unauthorized")
-    headers = {"WWW-Authenticate": "Bearer", "Connection": "close"} if status == 401 else {"Connection": "close"}
+    headers = {"Connection": "close", **({"WWW-Authenticate": "Bearer"} if status == 401 else {})}
     return HTTPException(status, str(exc), headers=headers)
 
 

@@ -98,6 +98,7 @@ def merge_provenance(args: argparse.Namespace, train_config: Any, run: Any) -> d
 def cmd_merge(args: argparse.Namespace) -> int:
     from app.domain.merging.base import MergeInputs, StaticModel
     from app.domain.pipeline import run_merge, split_params
+    from app.domain.promotion import split_gate
     from app.domain.task_vectors import check_compatible
     from app.io.artifacts import save_model
 
@@ -108,7 +109,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     for path in args.source:
         sources.append(read_state(path))
         check_compatible(base, sources[-1], name=Path(path).name)
-    train_config, params = split_params(merge_params(args))
+    raw_params = merge_params(args)
+    train_config, params = split_params(raw_params)
+    gate = split_gate({"gate": "off", **raw_params})[0]  # issue 12: --param gate=fast|full runs the gate
     inputs = MergeInputs(
         base=base, target=target, sources=sources, source_names=[Path(p).stem for p in args.source],
         target_name=Path(args.target).stem, dims=dims, bin_edges=edges,
@@ -118,7 +121,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         method=args.method, inputs=inputs, params=params, train_config=train_config,
         train_samples=cohort_samples(args.cohort, "train", dims.in_dim),
         test_samples=cohort_samples(args.cohort, "test", dims.in_dim),
-        reference=StaticModel(target, dims, edges), progress=bar,
+        reference=StaticModel(target, dims, edges), progress=bar, gate=gate,
     )  # fmt: skip
     bar.close()
     provenance = merge_provenance(args, train_config, run)
@@ -131,6 +134,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         "train": {"steps": result.steps, "final_loss": result.final_loss} if result else None,
         "comparison": provenance["comparison"], "comparison_skipped": run.comparison_skipped,
         "test_metrics": run.test_metrics, "notes": run.notes,
+        "promotion": run.promotion, "merge_stats": run.merge_stats,  # issue 12
         "artifact": {"path": str(args.out), "sha256": sha},
     })  # fmt: skip
     return 0
@@ -264,7 +268,7 @@ def _add_merge(sub: Any) -> None:
         "split, compare it with the target checkpoint on the test split, write the artifact; "
         "prints a JSON summary. See `steph methods` for every method's parameters.",
     )
-    p.add_argument("--method", required=True, help="merge method (steph, average, task_arithmetic, ...)")
+    p.add_argument("--method", required=True, help="merge method (steph, auto, average, task_arithmetic, ...)")
     p.add_argument("--base", required=True, help="base θ₀ (.safetensors or .pth)")
     p.add_argument("--target", required=True, help="the target cancer's checkpoint (.safetensors or .pth)")
     p.add_argument("--source", required=True, nargs="+", action="extend", help="source checkpoints")

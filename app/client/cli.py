@@ -22,6 +22,7 @@ from app.client import commands as c
 from app.client.config import ConfigError, resolve_config
 from app.client.inputs import InputError
 from app.client.outputs import FORMATS, OutputError
+from app.client.registry_commands import add_registry_commands
 from app.client.sdk import Client
 from app.client.transport import AuthError, ClientError, ConnectionFailed
 
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "health", c.cmd_health, "check the service is ready", common)
     _add_registration(sub, common)
     _add_jobs(sub, common)
+    add_registry_commands(sub, common, _add)
     p = _add(sub, "models", c.cmd_models, "list models, or show one", common)
     p.add_argument("model_id", nargs="?", help=MODEL_HELP + " (default: list all models)")
     p = _add(sub, "download", c.cmd_download, "download a model artifact", common)

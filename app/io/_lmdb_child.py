@@ -113,7 +113,7 @@ class Reader:
             RawBag(value, None), f"{self.name}[{key}]", req.get("expected_dim"), req.get("max_patches")
         )
         features = bag.features.contiguous()
-        return {"ok": True, "shape": list(features.shape)}, memoryview(features.numpy()).cast("B")
+        return {"ok": True, "shape": list(features.shape)}, memoryview(features.numpy().data).cast("B")
 
 
 class _Refused(Exception):
@@ -163,8 +163,9 @@ def serve(conn: Any, path: str, subdir: bool, memory_mb: int, name: str) -> None
 
 
 def fork_server(fd: int) -> None:
-    """Fork one reader per request received on socket `fd`; exit when the parent closes it (or dies)."""
-    _die_with_parent()
+    """Fork one reader per request received on socket `fd`; exit when the parent closes it or dies (the kernel
+    closes a dead process's sockets). No PR_SET_PDEATHSIG here: it fires when the *thread* that started this
+    server exits, and the API starts it from any worker thread. Readers do use it (this server is one thread)."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # readers are reaped automatically
     ctl = socket.socket(fileno=fd)
     while True:

@@ -6,8 +6,10 @@
     .safetensors   key `features` (optional `coords`)
 
 Every problem (unknown format, missing key, wrong rank or D, NaN/Inf, empty, too many patches, truncated or
-garbled file, pickled code) raises `BagFormatError` naming the file; library exceptions never escape.
-Declared shapes are checked against the file size before any data is read.
+garbled file, pickled code, a view or record that declares more than it holds) raises `BagFormatError` naming the
+file; library exceptions never escape. Order (issue 8): peek the header (app.io._bag_readers) -> check it
+(rank, D, N, dtype, coords rows) -> check what reading needs against the per-request limit and reserve it in the
+process budget (app.io.limits) -> verify stored sizes -> read. A patient's several files: app.io.patient_bags.
 """
 
 from __future__ import annotations

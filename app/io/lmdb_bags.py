@@ -208,7 +208,7 @@ class LmdbBags:
             try:
                 out = torch.empty(shape, dtype=torch.float32)
                 try:
-                    child.read_into(memoryview(out.numpy()).cast("B"), deadline)
+                    child.read_into(memoryview(out.numpy().data).cast("B"), deadline)
                 except (EOFError, OSError, TimeoutError) as exc:
                     self._fail(child, f"reading slide {slide_id!r}", isinstance(exc, TimeoutError))
             finally:

@@ -49,8 +49,9 @@ class ServiceContext:
 
 
 def build_context(settings: Settings, *, queue: JobQueue | None = None) -> ServiceContext:
-    """A context for `settings`: engine + session factory on `settings.database_url`, store at
-    `settings.store_root` (created). The queue is whatever is passed (see `start_queue` to build one)."""
+    """A context for `settings`: engine + session factory on `settings.database_url`, the store from
+    `app.storage.open_store` (STEPH_STORE: local directory at `settings.store_root`, or an S3 bucket with that
+    directory as scratch cache). The queue is whatever is passed (see `start_queue` to build one)."""
     if settings.store_root is None:  # Settings' validator fills it; only a later assignment can unset it
         raise ValueError("settings.store_root is not set; build Settings through its constructor")
     engine = make_engine(settings.database_url)

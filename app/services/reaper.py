@@ -116,6 +116,8 @@ def _reclaim_stale(ctx: Any, cutoff: datetime, now: datetime, report: ReapReport
         outcome.append(job_id)
         if outcome is report.requeued:
             _send(ctx, job_id)
+        else:
+            _ended(ctx, job_id)
 
 
 def _resend_lost(ctx: Any, cutoff: datetime, now: datetime, report: ReapReport) -> None:
@@ -141,6 +143,15 @@ def _resend_lost(ctx: Any, cutoff: datetime, now: datetime, report: ReapReport) 
                 continue  # taken by a worker meanwhile, or re-sent by another reaper
         report.resent.append(job_id)
         _send(ctx, job_id)
+
+
+def _ended(ctx: Any, job_id: str) -> None:
+    """A job the reaper ended (failed / cancelled): its completion webhook, like any finished job (issue 9)."""
+    try:
+        from app.services.job_events import notify_finished
+    except ImportError:
+        return
+    notify_finished(ctx, job_id)  # never raises
 
 
 def _send(ctx: Any, job_id: str) -> None:

@@ -14,6 +14,7 @@ AWS_PROFILE, an instance role); endpoint, bucket, prefix and region from the set
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tarfile
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app.storage.s3_io import download_verified, is_missing, s3_errors, upload_verified
-from app.storage.store import OBJECT_SUFFIX, ArtifactStore, StoreError, sha256_file, writing
+from app.storage.store import _SAFE_ID, OBJECT_SUFFIX, ArtifactStore, StoreError, sha256_file, writing
 
 
 def make_client(*, endpoint_url: str | None = None, region: str | None = None) -> Any:
@@ -110,7 +111,8 @@ class S3ArtifactStore(ArtifactStore):
         does not exist when the bucket has no such object."""
         local = super().path(sha256)
         if local.is_file():
-            os.utime(local)  # most recently used: trimmed last
+            with contextlib.suppress(OSError):
+                os.utime(local)  # most recently used: trimmed last
             return local
         if download_verified(self.client, self.bucket, self.object_key(sha256), local, self.tmp_dir(), sha256=sha256):
             self._trim_cache(keep=local)
@@ -133,14 +135,29 @@ class S3ArtifactStore(ArtifactStore):
         sha = sha256_file(src)
         key = self.object_key(sha)
         try:
-            if self._head(key) is None:
+            head = self._head(key)
+            if head is None:
                 upload_verified(self.client, self.bucket, key, src, sha, part_size=self.part_size)
+            else:
+                self._touch(key, head)
             if move:
                 self._cache(src, sha)
         finally:
             if move:
                 src.unlink(missing_ok=True)
         return sha
+
+    def _touch(self, key: str, head: dict[str, Any]) -> None:
+        """Refresh LastModified (a server-side copy onto itself) so garbage collection's grace period spares an
+        object that a new row is about to reference again."""
+        with s3_errors(self.bucket):
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": key},
+                Metadata=dict(head.get("Metadata") or {}),
+                MetadataDirective="REPLACE",
+            )
 
     def _cache(self, src: Path, sha256: str) -> None:
         try:
@@ -155,6 +172,11 @@ class S3ArtifactStore(ArtifactStore):
     def size(self, sha256: str) -> int | None:
         head = self._head(self.object_key(sha256))
         return None if head is None else int(head["ContentLength"])
+
+    def modified_at(self, sha256: str) -> float | None:
+        """The object's LastModified in the bucket (epoch seconds), None when absent (GC spares young objects)."""
+        head = self._head(self.object_key(sha256))
+        return None if head is None else float(head["LastModified"].timestamp())
 
     def list_keys(self) -> Iterator[str]:
         """Every object's sha256 in the bucket under `<prefix>objects/` (for garbage collection)."""
@@ -234,6 +256,16 @@ class S3ArtifactStore(ArtifactStore):
             tar_path.unlink(missing_ok=True)
             shutil.rmtree(work, ignore_errors=True)
         return local
+
+    def list_cohort_ids(self) -> list[str]:
+        """Ids of the cohorts published in the bucket (for garbage collection)."""
+        start = f"{self.prefix}cohorts/"
+        names = (key[len(start) : -len(".tar")] for key in self._list(start) if key.endswith(".tar"))
+        return sorted(n for n in names if _SAFE_ID.match(n))
+
+    def cohort_modified_at(self, cohort_id: str) -> float | None:
+        head = self._head(self.cohort_key(cohort_id))
+        return None if head is None else float(head["LastModified"].timestamp())
 
     def delete_cohort(self, cohort_id: str) -> None:
         super().delete_cohort(cohort_id)

@@ -93,11 +93,14 @@ class ArtifactStore:
     # --- objects --------------------------------------------------------------------------------------------
     def put_file(self, src_path: str | Path, *, move: bool = False) -> str:
         """Store a file by content; returns its sha256. `move=True` consumes `src_path` (same filesystem:
-        rename)."""
+        rename). Storing bytes the store already holds refreshes the object's time, so garbage collection's
+        grace period also spares an old unreferenced object that a new row is about to reference."""
         src = Path(src_path)
         sha = sha256_file(src)
         dest = self.path(sha)
         if dest.is_file():
+            with writing():
+                os.utime(dest)
             if move:
                 src.unlink(missing_ok=True)
             return sha

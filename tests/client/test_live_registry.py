@@ -37,3 +37,17 @@ def test_model_references_work_in_the_sdk_and_the_cli(live, bag_folder, tmp_path
     assert {row["model_id"] for row in read_rows(out)} == {live.model_id}
     missing = run_client(live, "models", "live-ref@nope")
     assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def test_register_model_and_alias_commands(live):
+    made = run_client(live, "register-model", "cli-ref", live.model_id, "--alias", "candidate", key=live.admin_key)
+    assert made.returncode == 0, made.stderr
+    version = json.loads(made.stdout)
+    assert (version["version"], version["aliases"], version["model_id"]) == (1, ["candidate"], live.model_id)
+    moved = run_client(live, "alias", "cli-ref", "champion", "1", key=live.admin_key)
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["previous_version"] is None
+    refused = run_client(live, "alias", "cli-ref", "champion", "1")  # the predict key may not move aliases
+    assert refused.returncode == 2 and "scope" in refused.stderr
+    with Client(live.url, live.predict_key) as client:
+        assert client.get_model("cli-ref@champion").id == live.model_id

@@ -44,7 +44,11 @@ def test_split_gate_defaults_override_and_errors():
     gate, rest = split_gate({"topk": 3, "gate": "full", "gate_margin": 0.01})
     assert (gate.mode, gate.n_folds, gate.margin, rest) == ("full", 5, 0.01, {"topk": 3})
     assert split_gate({})[0].n_folds == 3 and split_gate({"gate_folds": 4})[0].n_folds == 4
-    for raw, key in (({"gate": "slow"}, "gate"), ({"gate_folds": 1}, "gate_folds"), ({"gate_margin": 2}, "gate_margin")):
+    for raw, key in (
+        ({"gate": "slow"}, "gate"),
+        ({"gate_folds": 1}, "gate_folds"),
+        ({"gate_margin": 2}, "gate_margin"),
+    ):
         with pytest.raises(MergeParamsError, match=key):
             split_gate(raw)
 

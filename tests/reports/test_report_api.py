@@ -67,3 +67,12 @@ def test_report_errors(client, predict, model) -> None:
     assert_error(bad, 422, contains="tertiles")
     missing = client.get(f"/models/{model['id']}/report", headers=predict, params={"patient": "nobody"})
     assert_error(missing, 404, contains="nobody")
+
+
+def test_matplotlib_is_not_imported_by_the_api_until_a_figure_is_drawn() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, app.main; app.main.create_app(); assert 'matplotlib' not in sys.modules, 'imported eagerly'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

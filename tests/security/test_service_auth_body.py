@@ -30,7 +30,8 @@ def _body_routes(app) -> list[tuple[str, str]]:
     return out
 
 
-def _call(app, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes | None = None):
+def _call(app, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes | None = None,
+          declared: int = GIB):  # fmt: skip
     """Run one request through the ASGI app; returns (status, body, bytes the app received)."""
     got = {"bytes": 0, "calls": 0}
 
@@ -48,7 +49,7 @@ def _call(app, method: str, path: str, headers: list[tuple[bytes, bytes]], body:
     async def send(message):
         sent.append(message)
 
-    length = str(GIB if body is None else len(body)).encode()
+    length = str(declared if body is None else len(body)).encode()
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
         "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "state": {},
@@ -85,6 +86,16 @@ def test_an_authorised_request_does_read_its_body(client, admin):  # noqa: F811
     headers = [(b"authorization", admin["Authorization"].encode()), (b"content-type", b"application/json")]
     status, payload, read = _call(client.app, "POST", "/merge-jobs", headers, body=b"{}")
     assert status == 422 and read == 2, (status, payload)
+
+
+def test_the_key_is_checked_before_the_size_limit(client, admin):  # noqa: F811
+    """A body over the upload cap: 401 without a key (the limits stay private), 413 with one; neither reads it."""
+    too_big = client.app.state.settings.max_upload_bytes + 2**21
+    status, payload, read = _call(client.app, "POST", "/bases", [], declared=too_big)
+    assert (status, read) == (401, 0) and b"unauthorized" in payload
+    key = [(b"authorization", admin["Authorization"].encode())]
+    status, payload, read = _call(client.app, "POST", "/bases", key, declared=too_big)
+    assert (status, read) == (413, 0) and b"STEPH_MAX_UPLOAD_MB" in payload
 
 
 @pytest.mark.slow

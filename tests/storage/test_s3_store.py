@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,16 @@ def test_gc_primitives_are_the_same_on_both_adapters(any_store, tmp_path) -> Non
         any_store.verify(shas[0])
     assert any_store.read_verified(shas[1]) == b"second, longer object"
     assert list(any_store.tmp_dir().iterdir()) == []
+    assert any_store.modified_at(shas[0]) is None and abs(any_store.modified_at(shas[1]) - time.time()) < 60
+
+
+def test_storing_known_bytes_again_refreshes_their_time(any_store) -> None:
+    """GC spares objects younger than its grace period: a re-registration must make an old object young."""
+    sha = any_store.put_bytes(b"weights stored twice")
+    first = any_store.modified_at(sha)
+    time.sleep(1.2)  # S3's LastModified has one-second resolution
+    assert any_store.put_bytes(b"weights stored twice") == sha and any_store.count_objects() == 1
+    assert any_store.modified_at(sha) >= first + 1
 
 
 def test_a_process_with_an_empty_scratch_dir_reads_verified_objects(s3_server, s3_bucket, tmp_path) -> None:
@@ -132,8 +143,10 @@ def test_cohorts_travel_as_verified_objects(s3_server, s3_bucket, tmp_path) -> N
     (work / "labels.csv").write_text("case_id,slide_id,time,event\nP1,S1,10,1\n")
     (work / "bags" / "S1.npy").write_bytes(b"\x93NUMPY fake")
     api.add_cohort_dir(work, "coh_1")
-    assert api.count_cohorts() == 1 and list(api.list_keys()) == []  # not visible to garbage collection
+    assert api.count_cohorts() == 1 and list(api.list_keys()) == []  # not among the objects
     worker = make_store(s3_server, s3_bucket, tmp_path / "worker")
+    assert worker.list_cohort_ids() == ["coh_1"] and abs(worker.cohort_modified_at("coh_1") - time.time()) < 60
+    assert worker.cohort_modified_at("coh_2") is None and not (tmp_path / "worker" / "cohorts").exists()
     got = worker.cohort_dir("coh_1")
     assert (got / "labels.csv").read_text() == (api.cohort_dir("coh_1") / "labels.csv").read_text()
     assert (got / "bags" / "S1.npy").read_bytes() == b"\x93NUMPY fake"

@@ -195,8 +195,8 @@ def test_presets_resolve_the_weight_activation():
 
 
 def test_softplus_weights_cannot_die_but_relu_weights_collapse_to_the_base(inputs, bags):
-    from app.domain.merging.mix_stats import merge_statistics
     from app.domain.data import Sample
+    from app.domain.merging.mix_stats import merge_statistics
 
     samples = [Sample(f"p{i}", b, 100.0 + i, 1) for i, b in enumerate(bags)]
     paper, default = build(inputs, preset="paper").eval(), build(inputs).eval()
@@ -213,8 +213,8 @@ def test_softplus_weights_cannot_die_but_relu_weights_collapse_to_the_base(input
 
 
 def test_merge_statistics_match_the_hypernetworks(inputs, bags):
-    from app.domain.merging.mix_stats import merge_statistics
     from app.domain.data import Sample
+    from app.domain.merging.mix_stats import merge_statistics
 
     model = build(inputs, topk=2).eval()
     samples = [Sample(f"p{i}", b, 100.0 + i, 1) for i, b in enumerate(bags)]
@@ -224,7 +224,9 @@ def test_merge_statistics_match_the_hypernetworks(inputs, bags):
     lam = torch.tensor([float(m.lam[m.selected].mean()) for m in mixes], dtype=torch.float64)
     assert stats["bags"] == 4
     assert stats["sum_w"]["mean"] == pytest.approx(float(sum_w.mean()))
-    assert stats["lam"]["q50"] == pytest.approx(float(lam.median()) if len(lam) % 2 else float(lam.sort()[0][1:3].mean()))
+    assert stats["lam"]["q50"] == pytest.approx(
+        float(lam.median()) if len(lam) % 2 else float(lam.sort()[0][1:3].mean())
+    )
     assert sum(stats["topk_share"].values()) == pytest.approx(2.0)  # k sources per bag
     first = inputs.source_names[int(mixes[0].selected[0])]
     assert stats["topk_share"][first] >= 0.25

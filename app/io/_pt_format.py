@@ -148,11 +148,25 @@ def _check_view(ref: TensorRef, name: str) -> None:
 
 
 class _ReadOnly:
-    """A file seen through read()/readline() only: the C unpickler's readinto() path leaks a bytearray export
-    when a declared BYTEARRAY8 length runs past the end of the file."""
+    """A file seen through read()/readline() only, at most MAX_PICKLE_BYTES of it: a pickle that declares a
+    huge bytes object is refused before the read allocates it (the C unpickler's readinto() path is avoided)."""
 
     def __init__(self, fh: IO[bytes]) -> None:
-        self.read, self.readline = fh.read, fh.readline
+        self.fh, self.left = fh, MAX_PICKLE_BYTES
+
+    def _take(self, n: int) -> None:
+        if n > self.left:
+            raise ValueError(f"the pickle is larger than {MAX_PICKLE_BYTES} bytes")
+        self.left -= n
+
+    def read(self, n: int = -1) -> bytes:
+        self._take(self.left + 1 if n is None or n < 0 else n)
+        return self.fh.read(n)
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self.fh.readline(self.left + 1 if limit is None or limit < 0 else min(limit, self.left + 1))
+        self._take(len(line))
+        return line
 
 
 def _load_pickle(data: bytes | IO[bytes], name: str) -> tuple[Any, dict[str, StorageRef]]:

@@ -38,7 +38,7 @@ from bench.reproduction import c_index_of, log, machine_info
 
 HIDDEN, ATTN, BINS = 64, 32, 32
 CKPT_EPOCHS, SOURCE_EPOCHS, CKPT_ACCUM = 20, 10, 16
-CACHE = "bench/results/cache"  # checkpoints per (regime, world, seed, settings)
+CACHE = "bench/out/regimes-cache"  # checkpoints per (regime, world, seed, settings); git-ignored
 
 
 @dataclass(frozen=True)

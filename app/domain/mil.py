@@ -123,9 +123,8 @@ def project(bag: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     precision for the big matmul only); any other bag dtype is computed in float32.
     """
     if bag.dtype in REDUCED_DTYPES:
-        out = F.linear(bag, weight.to(bag.dtype), bias.to(bag.dtype))
-        return torch.relu(out).float()
-    return torch.relu(F.linear(bag if bag.dtype == torch.float32 else bag.float(), weight, bias))
+        return F.linear(bag, weight.to(bag.dtype), bias.to(bag.dtype)).relu_().float()
+    return F.linear(bag if bag.dtype == torch.float32 else bag.float(), weight, bias).relu_()  # in place: memory
 
 
 CHUNK_ROWS = 8192  # inference processes bigger bags in row blocks of this size (memory: one block, not [N, attn])

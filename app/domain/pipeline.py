@@ -21,13 +21,19 @@ from app.domain.training import Progress, TrainConfig, TrainingCancelled, TrainR
 
 TRAIN_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
 AUTO = "auto"
+PRESET_KEY = "train_preset"
+# Training presets (BENCHMARKS.md, "Where merging pays": chosen for the cancer-specific baseline on a separate
+# tuning world, then applied to every method): "paper" = SPEC §1 (lr 1e-4, 16 bags per step, 20 epochs: only
+# 4 · 20 = 80 tiny steps on a 60-patient target); "tuned" = lr 1e-3, 16 bags per step, 40 epochs.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "tuned": {"lr": 1e-3, "accum": 16, "epochs": 40}}
 
 
 def split_params(raw: dict[str, Any] | None) -> tuple[TrainConfig, dict[str, Any]]:
-    """raw {TRAIN_KEYS…, method params…} → (TrainConfig, the remaining method params).
+    """raw {train_preset?, TRAIN_KEYS…, method params…} → (TrainConfig, the remaining method params).
 
-    TrainConfig fields missing from `raw` keep their defaults. A training value of the wrong type or out of
-    range raises MergeParamsError (a ValueError) naming the key. Method params are not validated here
+    TrainConfig fields missing from `raw` take the values of the preset `train_preset` (TRAIN_PRESETS;
+    default "paper" = the TrainConfig defaults). A training value of the wrong type or out of range raises
+    MergeParamsError (a ValueError) naming the key. Method params are not validated here
     (MergeMethod.parse_params does that). The promotion-gate keys (GATE_KEYS) are dropped: read them with
     app.domain.promotion.split_gate.
     """
@@ -35,8 +41,12 @@ def split_params(raw: dict[str, Any] | None) -> tuple[TrainConfig, dict[str, Any
         raw = {}
     if not isinstance(raw, dict):
         raise MergeParamsError(f"parameters must be an object (a dict), got {type(raw).__name__}")
-    train_raw = {k: raw[k] for k in TRAIN_KEYS if k in raw}
-    method_params = {k: v for k, v in raw.items() if k not in TRAIN_KEYS and k not in GATE_KEYS}
+    preset = raw.get(PRESET_KEY, "paper")
+    if preset not in TRAIN_PRESETS:
+        raise MergeParamsError(f"training parameter {PRESET_KEY!r}: {preset!r} is not one of {list(TRAIN_PRESETS)}")
+    train_raw = {**TRAIN_PRESETS[preset], **{k: raw[k] for k in TRAIN_KEYS if k in raw}}
+    skip = {*TRAIN_KEYS, *GATE_KEYS, PRESET_KEY}
+    method_params = {k: v for k, v in raw.items() if k not in skip}
     try:
         config = TrainConfig(**train_raw)
     except ValueError as exc:
@@ -140,14 +150,15 @@ def run_merge(
     parsed = impl.parse_params(params)
     gate = gate or GateConfig(mode="off")
     _check_cancel(should_cancel, "before building the model")
-    hooks = {"progress": progress, "should_cancel": should_cancel}
     if method == AUTO:
         from app.domain.merging.auto import run_auto
 
         auto = run_auto(inputs, parsed, train_config, train_samples, gate=gate, should_cancel=should_cancel)
         model, result, notes, promotion = auto.model, auto.train_result, {"auto": auto.evidence}, auto.promotion
     else:
-        model, result, notes = fit_parsed(impl, parsed, inputs, train_config, train_samples, **hooks)
+        model, result, notes = fit_parsed(
+            impl, parsed, inputs, train_config, train_samples, progress=progress, should_cancel=should_cancel
+        )
         promotion = gate_model(method, params, inputs, train_config, train_samples, gate, should_cancel)
     stats = steph_stats(model, train_samples, test_samples)
     if len(test_samples) > 0:

@@ -92,21 +92,22 @@ def read_h5(path: Path, name: str, header: BagHeader) -> RawBag:
     return RawBag(features, coords)
 
 
-def _npy_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
+def _npy_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype, int, bool]:
+    """(shape, dtype, data offset, fortran order) of a .npy file, from its header only."""
     fmt = np.lib.format
     with open(path, "rb") as fh:
         version = fmt.read_magic(fh)
         if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(fh)
+            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
         elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(fh)
+            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
         else:
             raise BagFormatError(f"{name}: unsupported .npy version {version}; re-save with np.save", file_name=name)
-        return tuple(int(s) for s in shape), dtype, fh.tell()
+        return tuple(int(s) for s in shape), dtype, fh.tell(), bool(fortran)
 
 
 def peek_npy(path: Path, name: str) -> BagHeader:
-    shape, dtype, offset = _npy_header(path, name)
+    shape, dtype, offset, _ = _npy_header(path, name)
     if dtype.hasobject:
         raise BagFormatError(
             f"{name}: refusing to load a pickled object array (pickles can run code); save a float array "
@@ -198,10 +199,22 @@ def read_h5_into(path: Path, name: str, header: BagHeader, out: np.ndarray) -> A
 
 
 def read_npy_into(path: Path, name: str, header: BagHeader, out: np.ndarray) -> Any:
-    """Features copied into `out` [N, D] from a read-only memory map of the file; .npy has no coords."""
-    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    out[...] = mapped.reshape(out.shape)
-    del mapped
+    """Features read into `out` [N, D] in row chunks (plain reads, no memory map: a file that shrinks meanwhile
+    is an error, not a SIGBUS); Fortran-ordered files are loaded whole, then copied. .npy has no coords."""
+    shape, dtype, offset, fortran = _npy_header(path, name)
+    if fortran:
+        out[...] = np.load(path, allow_pickle=False).reshape(out.shape)
+        return None
+    flat = out.reshape(-1, out.shape[-1])
+    rows_per_chunk = max(1, (8 << 20) // max(flat.shape[1] * dtype.itemsize, 1))
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for start in range(0, flat.shape[0], rows_per_chunk):
+            rows = min(rows_per_chunk, flat.shape[0] - start)
+            chunk = np.fromfile(fh, dtype=dtype, count=rows * flat.shape[1])
+            if chunk.size != rows * flat.shape[1]:
+                raise _truncated(name, math.prod(shape) * dtype.itemsize, offset + start * flat.shape[1])
+            flat[start : start + rows] = chunk.reshape(rows, flat.shape[1])
     return None
 
 

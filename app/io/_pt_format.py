@@ -178,7 +178,7 @@ def _load_pickle(data: bytes | IO[bytes], name: str) -> tuple[Any, dict[str, Sto
     except Exception as exc:  # garbage, truncation, absurd opcodes: a clean error, never a crash
         raise BagFormatError(
             f"{name}: cannot read the file as torch — it is truncated, corrupt or not a torch.save file "
-            f"({type(exc).__name__}); re-export or re-upload it",
+            f"({type(exc).__name__}: {str(exc)[:120]}); re-export or re-upload it",
             file_name=name,
         ) from None
 

@@ -125,3 +125,13 @@ def test_run_merge_gate_reports_an_estimate_and_a_status():
         test_samples=[], reference=StaticModel(inputs.target, DIMS, EDGES), gate=GateConfig("fast"),
     )  # fmt: skip
     assert tiny.promotion["status"] == "unchecked" and "6 patients" in tiny.promotion["reason"]
+
+
+def test_train_presets_fill_missing_training_keys():
+    from app.domain.pipeline import split_params
+
+    config, rest = split_params({"train_preset": "tuned", "epochs": 5, "gate": "off", "topk": 2})
+    assert (config.lr, config.accum, config.epochs, rest) == (1e-3, 16, 5, {"topk": 2})
+    assert split_params({"train_preset": "paper"})[0] == TrainConfig()
+    with pytest.raises(MergeParamsError, match="train_preset"):
+        split_params({"train_preset": "fast"})

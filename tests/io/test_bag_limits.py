@@ -192,3 +192,31 @@ def test_npy_and_safetensors_headers_declaring_more_than_the_file(tmp_path: Path
     with pytest.raises(BagFormatError) as ei:
         read_bag(tmp_path / "t.safetensors")
     _msg(ei, "t.safetensors", "cannot read the file as safetensors")
+
+
+def test_pt_pickles_are_bounded_before_they_allocate(tmp_path: Path) -> None:
+    feats = torch.from_numpy(make_features(2))
+    torch.save(
+        {"features": feats, "blob": b"x" * (5 * 2**20)}, tmp_path / "blob.pt", _use_new_zipfile_serialization=False
+    )
+    with pytest.raises(BagFormatError) as ei:
+        read_bag(tmp_path / "blob.pt")
+    _msg(ei, "blob.pt", "cannot read the file as torch", "larger than 4194304 bytes")
+    torch.save({"features": feats, "note": b"small"}, tmp_path / "note.pt", _use_new_zipfile_serialization=False)
+    assert torch.equal(read_bag(tmp_path / "note.pt").features, feats)
+
+
+def test_several_files_are_read_straight_into_one_tensor(tmp_path: Path) -> None:
+    a = make_features(700, seed=3)
+    b = np.asfortranarray(make_features(7, seed=4)).astype(">f8")
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    write_bag(tmp_path / "c.h5", make_features(5, seed=5), np.ones((5, 2), np.int64))
+    read = read_patient_files([tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "c.h5"])
+    expected = np.concatenate([a, b.astype(np.float32), make_features(5, seed=5)])
+    assert read.sizes == [700, 7, 5] and read.bag.coords is None
+    assert torch.equal(read.bag.features, torch.from_numpy(expected))
+    raw = (tmp_path / "a.npy").read_bytes()
+    (tmp_path / "a.npy").write_bytes(raw[: len(raw) - 64])  # shrinks after a peek would have passed
+    with pytest.raises(BagFormatError, match="truncated"):
+        read_patient_files([tmp_path / "a.npy", tmp_path / "b.npy"])

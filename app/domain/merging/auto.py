@@ -111,7 +111,7 @@ def run_auto(
         cv = cross_validate(cands, inputs, samples, config, folds=folds, should_cancel=should_cancel)
     except ValueError as exc:
         evidence = {"winner": TARGET.label, "error": str(exc), "folds": folds}
-        promotion = {"status": "not_promoted", "reason": f"auto could not validate any candidate: {exc}"}
+        promotion: dict[str, Any] = {"status": "not_promoted", "reason": f"auto could not validate: {exc}"}
         return AutoResult(_target_model(inputs), None, evidence, promotion)
     scores: dict[str, dict[str, Any]] = {TARGET.label: {"c": c_index(cv, TARGET.label), "difference": 0.0}}
     for cand in cands:
@@ -136,9 +136,8 @@ def run_auto(
         impl, impl.parse_params(cand.params), candidate_inputs(cand, inputs), config, samples,
         should_cancel=should_cancel,
     )  # fmt: skip
-    promotion = decide(scores[winner], gate.margin)
+    promotion = {**decide(scores[winner], gate.margin), "estimate": scores[winner]}
     promotion["reason"] += f" (best of {len(cands)} candidates: optimistic)"
-    promotion["estimate"] = scores[winner]
     return AutoResult(model, result, evidence, promotion)
 
 

@@ -49,9 +49,7 @@ class RoutingParams:
         if self.topk is not None and not 1 <= self.topk <= 4096:
             raise ValueError(f"topk must be in [1, 4096] (or null for all experts); got {self.topk}")
         if not (0 <= self.balance_coef < float("inf") and 0 <= self.z_coef < float("inf")):  # NaN fails too
-            raise ValueError(
-                f"balance_coef and z_coef must be finite and ≥ 0; got {self.balance_coef}, {self.z_coef}"
-            )
+            raise ValueError(f"balance_coef and z_coef must be finite and ≥ 0; got {self.balance_coef}, {self.z_coef}")
 
 
 class RoutingModel(SurvivalModel):

@@ -54,7 +54,8 @@ def _garbage_objects(ctx: Any, refs: set[str], grace: float, now: float) -> list
     stamp = getattr(ctx.store, "modified_at", None)
     found = []
     for key in sorted(set(ctx.store.list_keys()) - refs):
-        if stamp is None or _old_enough(stamp(key), grace, now):
+        # a store that cannot say an object's age gets no grace only when none is asked for (gc_grace_s = 0)
+        if (grace <= 0) if stamp is None else _old_enough(stamp(key), grace, now):
             found.append({"key": key, "bytes": ctx.store.size(key) or 0})
     return found
 
@@ -67,7 +68,7 @@ def _garbage_cohorts(ctx: Any, s: Any, grace: float, now: float) -> list[str]:
     return [
         cid
         for cid in ctx.store.list_cohort_ids()
-        if cid not in known and (stamp is None or _old_enough(stamp(cid), grace, now))
+        if cid not in known and ((grace <= 0) if stamp is None else _old_enough(stamp(cid), grace, now))
     ]
 
 

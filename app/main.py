@@ -75,7 +75,7 @@ def start_context(settings: Settings) -> ServiceContext:
     start_queue(ctx)
     if settings.queue == "embedded":
         recover_jobs(ctx)
-    start_reaper(ctx)  # issue 8: stale running / lost queued jobs are re-enqueued (docs/jobs-guarantees.md)
+    start_reaper(ctx)  # issue 8: stale running / lost queued jobs are re-enqueued (README, "Job guarantees")
     bootstrap_admin_key(ctx)
     return ctx
 

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     celery_visibility_timeout_s: float = Field(default=3600.0, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model_cache_size: int = Field(default=8, ge=1)
-    # issue 8: the job reaper (app/services/reaper.py; bound in docs/jobs-guarantees.md)
+    # issue 8: the job reaper (app/services/reaper.py; bound in README, "Job guarantees")
     reaper_interval_s: float = Field(
         default=10.0,
         ge=0,
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     pth_wait_s: float = Field(
         default=10.0, ge=0, description="how long a .pth upload waits for a conversion slot before a 503"
     )
-    # issue 11: artifact store adapter (docs/production.md): the local directory, or an S3-compatible bucket with
+    # issue 11: artifact store adapter (README, "Production"): the local directory, or an S3-compatible bucket with
     # STEPH_STORE_ROOT as this process's scratch cache; credentials from the standard AWS_* variables
     store: Literal["local", "s3"] = "local"
     s3_bucket: str = ""

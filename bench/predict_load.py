@@ -103,6 +103,10 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
+def _log(stage: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {stage}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench import predict_load_render as render
     from bench.predict_load_quality import quality_rows, train_cost_rows
@@ -111,23 +115,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small N and a tiny world (a smoke run, ~1 min)")
     p.add_argument("--ns", type=int, nargs="+", default=[1000, 10000, 100000])
     p.add_argument("--skip-http", action="store_true", help="no `steph serve` part")
+    p.add_argument("--parts", nargs="+", default=["compute", "quality", "train", "service"],
+                   help="which parts to run (default all: compute quality train service)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=OUT, help=f"JSON results (default {OUT})")
     args = p.parse_args(argv)
     low = resolve_inference_dtype("auto")
     low = torch.bfloat16 if low == torch.float32 else low  # a CPU without native bf16 still gets the bf16 row
     ns = [200, 1000] if args.quick else args.ns
     t0 = time.perf_counter()
     result: dict[str, Any] = {"machine": machine(), "low_dtype": str(low).removeprefix("torch.")}
-    result["compute"] = compute_rows(ns, low, FamilyDims(64, 32, 16, 8) if args.quick else DIMS)
-    result["quality"] = quality_rows(low, quick=args.quick)
-    result["train"] = train_cost_rows(low, n=1000 if args.quick else 10000)
-    if not args.skip_http:
+    if "compute" in args.parts:
+        _log("compute")
+        result["compute"] = compute_rows(ns, low, FamilyDims(64, 32, 16, 8) if args.quick else DIMS)
+    if "quality" in args.parts:
+        _log("precision (bench world)")
+        result["quality"] = quality_rows(low, quick=args.quick)
+    if "train" in args.parts:
+        _log("training cost")
+        result["train"] = train_cost_rows(low, n=1000 if args.quick else 10000)
+    if "service" in args.parts and not args.skip_http:
         from bench.predict_load_http import service_rows
 
+        _log("service")
         result["service"] = service_rows(quick=args.quick)
     result["wall_s"] = time.perf_counter() - t0
     result["command"] = "nice -n 10 python -m bench.predict_load " + " ".join(sys.argv[1:] if argv is None else argv)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
     print(render.markdown(result))
     return 0
 

@@ -205,7 +205,7 @@ def rss_rows(root: Path, n: int, dim: int) -> dict[str, Any]:
     return out
 
 
-def service_rows(*, quick: bool = False) -> dict[str, Any]:
+def service_rows(*, quick: bool = False, rss_n: int = 100000) -> dict[str, Any]:
     from app.domain.mil import FamilyDims
 
     dims = FamilyDims(in_dim=1536, hidden_dim=512, attn_dim=384, n_bins=32)
@@ -238,6 +238,6 @@ def service_rows(*, quick: bool = False) -> dict[str, Any]:
     finally:
         _stop(proc)
     out["cold_start"] = _cold_start(env, root, key, model_id, data)
-    out["rss"] = rss_rows(root, 2000 if quick else 100000, dims.in_dim)
+    out["rss"] = rss_rows(root, 2000 if quick else rss_n, dims.in_dim)
     shutil.rmtree(root, ignore_errors=True)
     return out

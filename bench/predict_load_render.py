@@ -85,19 +85,15 @@ def markdown(result: dict[str, Any]) -> str:
     parts = [
         f"Command: `{result['command'].strip()}`  \nMachine: {result['machine']}; wall time "
         f"{result['wall_s'] / 60:.1f} min. Reduced dtype here: **{low}** (what `STEPH_INFERENCE_DTYPE=auto` picks).",
-        "",
-        "**Compute** (random weights, 12 sources, top-k 5; median of round-robin calls):",
-        "",
-        *_compute(result["compute"], low),
-        "",
-        "**Precision**:",
-        "",
-        *_quality(result["quality"], low),
-        "",
-        "**Training cost** (a merge epoch is these bags plus one AdamW step per 16 bags):",
-        "",
-        *_train(result["train"], low),
     ]
+    if "compute" in result:
+        parts += ["", "**Compute** (random weights, 12 sources, top-k 5; median of round-robin calls):", ""]
+        parts += _compute(result["compute"], low)
+    if "quality" in result:
+        parts += ["", "**Precision**:", "", *_quality(result["quality"], low)]
+    if "train" in result:
+        parts += ["", "**Training cost** (a merge epoch is these bags plus one AdamW step per 16 bags):", ""]
+        parts += _train(result["train"], low)
     if "service" in result:
         parts += ["", "**Service** (`steph serve`, default settings, client and server on this machine):", ""]
         parts += _service(result["service"])

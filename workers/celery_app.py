@@ -3,7 +3,7 @@
 A worker that dies mid-job (kill -9, OOM, lost machine) never acks its message. The job reaper
 (app/services/reaper.py, a thread in every API and worker process) puts the job back in the queue once its
 heartbeat is older than `job_lease_s` (and re-sends queued jobs whose message Redis lost), so recovery takes
-`job_lease_s + reaper_interval_s` (docs/jobs-guarantees.md), not the visibility timeout. Redis still makes
+`job_lease_s + reaper_interval_s` (README, "Job guarantees"), not the visibility timeout. Redis still makes
 the dead worker's message visible again after `visibility_timeout` seconds; that late copy finds the job
 finished (or running elsewhere: retried later) and does nothing. `run_merge_job` bounds the retries with the
 job's `attempts` counter (`max_job_attempts`), so a job that keeps killing workers ends as failed with the

@@ -15,7 +15,7 @@ whose old message re-appears is harmless because the runner's claim is itself a 
 (status, attempts) and a finished job is never claimed again. For a queued job, `heartbeat_at` records when a
 reaper last re-sent it (the condition of step 2 uses it, so concurrent reapers send it once per lease).
 
-Bound (see docs/jobs-guarantees.md): a job whose worker died is back in the queue (or terminal) within
+Bound (see README, "Job guarantees"): a job whose worker died is back in the queue (or terminal) within
 `job_lease_s + reaper_interval_s` seconds (40 s by default); a lost message is re-sent within the same time.
 """
 

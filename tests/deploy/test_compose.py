@@ -1,4 +1,4 @@
-"""docker-compose.yml, Dockerfile, .env.example, docs/production.md and app/settings.py agree (`docker compose
+"""docker-compose.yml, Dockerfile, .env.example, the README and app/settings.py agree (`docker compose
 config` cannot run here, so the compose file is parsed and checked against the code it starts)."""
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
 ENV_EXAMPLE = (REPO / ".env.example").read_text()
-PRODUCTION_DOC = (REPO / "docs" / "production.md").read_text()
 SETTING_VARS = {f"STEPH_{name.upper()}" for name in Settings.model_fields}
 COMPOSE_OWN = {"COMPOSE_PROFILES"}  # read by docker compose itself
 _REF = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -128,14 +127,14 @@ def _readme_sections(*keywords: str) -> str:
 
 def test_docs_name_only_real_variables_services_and_profiles() -> None:
     listed = set(env_example_names())
-    docs = PRODUCTION_DOC + _readme_sections("configuration", "production")
+    docs = _readme_sections("configuration", "production")
     for name in set(_ENV_LIKE.findall(docs)):
         if name.startswith("STEPH_"):
             assert name in SETTING_VARS or name in listed, f"the docs name {name}: not a setting nor in .env.example"
         else:
             assert name in listed, f"the docs name {name}, which .env.example does not list"
     svc, profiles = services(), {p for s in services().values() for p in s.get("profiles", [])}
-    for cmd in re.findall(r"docker compose [^\n`#]*", PRODUCTION_DOC):
+    for cmd in re.findall(r"docker compose [^\n`#]*", _readme_sections("production")):
         words = shlex.split(cmd)
         for i, w in enumerate(words):
             if w == "--profile":

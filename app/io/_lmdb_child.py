@@ -1,6 +1,6 @@
 """Child process of app.io.lmdb_bags: reads an untrusted LMDB where a crash cannot hurt the server.
 
-    python -I -m app.io._lmdb_child FD     a fork server: preloads torch once, then for every request on the
+    python -I -c "…main(sys.argv)" FD     a fork server: preloads torch once, then for every request on the
                                            Unix socket FD (JSON args + one passed socket) forks a reader that
                                            runs serve(channel, path, subdir, memory_mb, name)
 
@@ -201,6 +201,11 @@ def _preload() -> None:
     import app.io.safe_unpickle  # noqa: F401
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> None:
+    """Entry point of the fork server: `main([prog, FD])`."""
     _preload()
-    fork_server(int(sys.argv[1]))
+    fork_server(int(argv[1]))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -35,11 +35,13 @@ MAX_CRASHES = 2  # a child that crashed this often marks the LMDB as unreadable
 
 
 class _ForkServer:
-    """`python -I -m app.io._lmdb_child FD`: preloads torch once, forks one reader per LMDB (~0.1 s each)."""
+    """`python -I` running app.io._lmdb_child.main(FD): preloads torch once, forks one reader per LMDB (~0.1 s each)."""
 
     def __init__(self) -> None:
         self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cmd = [sys.executable, "-I", "-m", "app.io._lmdb_child", str(theirs.fileno())]
+        root = str(Path(__file__).resolve().parents[2])  # the directory holding `app`, importable under -I too
+        boot = f"import sys; sys.path.insert(0, {root!r}); from app.io._lmdb_child import main; main(sys.argv)"
+        cmd = [sys.executable, "-I", "-c", boot, str(theirs.fileno())]
         self.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         self.pid = os.getpid()  # a forked API worker starts its own server
         theirs.close()

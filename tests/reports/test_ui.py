@@ -78,3 +78,20 @@ def test_predict_key_sees_models_not_admin_pages(client, predict) -> None:
     out = client.post("/ui/logout", follow_redirects=False)
     assert out.status_code == 303
     assert client.get("/ui/models", follow_redirects=False).status_code == 303
+
+
+def test_models_show_registry_names_and_aliases(client, admin, world, family) -> None:
+    from tests.workers.api_helpers import run_job
+
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    model_id = run_job(client, admin, family, cohort["id"])["model_id"]
+    assert client.post("/registered-models", headers=admin, json={"name": "brca-survival"}).status_code == 201
+    r = client.post("/registered-models/brca-survival/versions", headers=admin, json={"model_id": model_id})
+    assert r.status_code == 201, r.text
+    r = client.put("/registered-models/brca-survival/aliases/champion", headers=admin, json={"version": 1})
+    assert r.status_code in (200, 201), r.text
+    _login(client, admin)
+    assert "brca-survival v1 (champion)" in client.get("/ui/models").text
+    assert "brca-survival v1 (champion)" in client.get(f"/ui/models/{model_id}").text
+    report = client.get(f"/ui/models/{model_id}/report").text
+    assert "Model report: brca-survival v1 (champion)" in report

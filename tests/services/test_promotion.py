@@ -33,3 +33,42 @@ def test_promotion_fields_report_the_status_and_a_collapse():
     assert "collapsed" in fields["job_promotion"]["reason"] and "estimate" not in fields["job_promotion"]
     plain = promotion_fields(SimpleNamespace(promotion=None, merge_stats=None))
     assert plain["promotion_status"] == "unchecked" and "collapsed" not in plain["promotion"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from tests.fixtures import make_tiny_world
+
+    return make_tiny_world(tmp_path_factory.mktemp("promotion_world"))
+
+
+@pytest.mark.parametrize("method", ["steph", "auto"])
+def test_a_merge_job_records_the_gate_on_the_job_and_the_model(tmp_path, world, method):
+    from app.db import repositories as repo
+    from app.services import merge_jobs as mj
+    from app.services.models import model_to_dict
+    from tests.workers.world import job_request, make_ctx, register_family
+
+    ctx = make_ctx(tmp_path)
+    try:
+        request = job_request(register_family(ctx, world))
+        request = {**request, "method": method, "params": {**request.get("params", {}), "gate": "fast"}}
+        job, _ = mj.submit_merge_job(ctx=ctx, request=request)
+        mj.run_merge_job(ctx=ctx, job_id=job["id"])
+        done = mj.get_job(ctx=ctx, job_id=job["id"])
+        assert done["status"] == "succeeded", done["error"]
+        with ctx.session() as s:
+            model = model_to_dict(repo.get_model(s, model_id=done["model_id"]))
+        assert model["promotion_status"] in ("promoted", "not_promoted", "unchecked")
+        assert done["promotion"]["status"] == model["promotion_status"] == model["metrics"]["promotion"]["status"]
+        if method == "steph":
+            stats = model["metrics"]["merge_stats"]
+            assert stats["collapsed"] is False and done["promotion"]["collapsed"] is False
+            assert set(stats["test"]["topk_share"]) == {"luad", "kirc"}
+        if model["promotion_status"] != "unchecked" and method == "steph":
+            est = model["promotion"]["estimate"]
+            assert (model["promotion_status"] == "promoted") == (est["difference"] > 0)
+        with pytest.raises(Exception, match="gate"):
+            mj.submit_merge_job(ctx=ctx, request={**request, "params": {"gate": "always"}})
+    finally:
+        ctx.close()

@@ -52,7 +52,10 @@ def test_a_merge_job_records_the_gate_on_the_job_and_the_model(tmp_path, world, 
     ctx = make_ctx(tmp_path)
     try:
         request = job_request(register_family(ctx, world))
-        request = {**request, "method": method, "params": {**request.get("params", {}), "gate": "fast"}}
+        params = {**request.get("params", {}), "gate": "fast"}
+        if method == "auto":  # the STEPH parameters go to auto's STEPH candidates
+            params = {"epochs": params["epochs"], "gate": "fast", "steph_params": {"hyper_hidden": 8}}
+        request = {**request, "method": method, "params": params}
         job, _ = mj.submit_merge_job(ctx=ctx, request=request)
         mj.run_merge_job(ctx=ctx, job_id=job["id"])
         done = mj.get_job(ctx=ctx, job_id=job["id"])

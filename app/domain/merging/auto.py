@@ -20,6 +20,7 @@ promotion uses it anyway and says so in the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,9 @@ class AutoParams:
     margin: float = field(
         default=0.0, metadata={"help": "a candidate must beat the target's own model by more than this (C-index)"}
     )
+    steph_params: dict[str, Any] | None = field(
+        default=None, metadata={"help": 'extra STEPH parameters for the STEPH candidates, e.g. {"hyper_hidden": 64}'}
+    )
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.candidates or [] if c not in CANDIDATES]
@@ -71,10 +75,16 @@ class AutoParams:
             raise ValueError(f"folds must be ≥ 2 (or null); got {self.folds}")
         if not -1.0 < self.margin < 1.0:
             raise ValueError(f"margin must lie in (−1, 1) (C-index units); got {self.margin}")
+        if self.steph_params is not None:
+            from app.domain.merging.steph import StephMethod
+
+            StephMethod().parse_params(self.steph_params)  # fail at submission, naming the bad key
 
     def chosen(self) -> list[Candidate]:
         names = list(self.candidates or CANDIDATES)
-        return [CANDIDATES[n] for n in dict.fromkeys([*names, "target"])]
+        out = [CANDIDATES[n] for n in dict.fromkeys([*names, "target"])]
+        extra = self.steph_params or {}
+        return [dataclasses.replace(c, params={**c.params, **extra}) if c.method == "steph" else c for c in out]
 
 
 @dataclass

@@ -68,3 +68,13 @@ def test_run_merge_auto_returns_the_winner_with_its_evidence():
     else:
         assert run.model.method == "task_arithmetic" and run.train_result is not None
         assert run.promotion["estimate"]["difference"] == cands[evidence["winner"]]["difference"]
+
+
+def test_steph_params_reach_the_steph_candidates_only():
+    chosen = METHOD.parse_params({"steph_params": {"topk": 2}}).chosen()
+    by = {c.label: c for c in chosen}
+    assert by["steph"].params == {"topk": 2}
+    assert by["steph λ = 0"].params == {"lam_mode": "fixed", "lam_value": 0.0, "topk": 2}
+    assert by["average + retrained head"].params == {}
+    with pytest.raises(MergeParamsError, match="topk"):
+        METHOD.parse_params({"steph_params": {"topk": 0}})

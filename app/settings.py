@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         "heartbeat older than job_lease_s) or whose queue message was lost; runs in every API and worker "
         "process; 0 turns it off (jobs can then stay stuck)",
     )
-    # issue 8: service hardening (docs/security-service.md)
+    # issue 8: service hardening (docs/security.md)
     pth_concurrency: int = Field(
         default=2, ge=1, le=64, description="most .pth conversions (child processes) running at once per process"
     )
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="seconds per webhook delivery attempt")
     webhook_max_attempts: int = Field(default=5, ge=1, description="webhook deliveries tried before giving up")
     webhook_backoff_s: float = Field(default=1.0, ge=0, description="first retry delay; doubles on each retry")
-    # issue 8: untrusted files — memory limits of the bag readers (docs/security-files.md)
+    # issue 8: untrusted files — memory limits of the bag readers (docs/security.md)
     request_memory_mb: int = Field(
         default=4096, gt=0, description="most memory the bags of one request (one patient) may take while read"
     )

@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--folds", type=int, default=3)
     r.add_argument("--tag")
     r.add_argument("--core", action="store_true", help="only the CORE rows (+ the inner CV): for a loaded machine")
+    r.add_argument("--targets", nargs="+", help="targets (default: the regime's)")
     r.add_argument("--out", default="bench/results")
     tb = sub.add_parser("table")
     tb.add_argument("dirs", nargs="+", type=Path)
@@ -284,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
             fh.flush()
 
         for seed in args.seeds:
-            run(REGIMES[args.regime], seed, args.world == "control", sink, args.folds, args.core)
+            reg = REGIMES[args.regime]
+            reg = replace(reg, targets=tuple(args.targets)) if args.targets else reg
+            run(reg, seed, args.world == "control", sink, args.folds, args.core)
     meta["wall_s"] = round(time.perf_counter() - start, 1)
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return 0

@@ -163,26 +163,29 @@ def _cold_start(env: dict[str, str], cwd: Path, key: str, model_id: str, data: b
 
 
 RSS_CHILD = """
-import resource, sys, tempfile, time, h5py, numpy as np, torch
+import gc, sys, tempfile, torch
 from pathlib import Path
 from app.domain.precision import cast_bag, resolve_inference_dtype
-from app.services.bag_reading import read_patient
-from app.services.predict import BagFile
+from app.services.predict import BagFile, score_patient
 from app.settings import Settings
 from bench.predict_load import build_models
 from app.domain.mil import FamilyDims
+def status(key):
+    with open("/proc/self/status") as fh:
+        return int(next(x for x in fh if x.startswith(key)).split()[1]) / 1024
 n, d, path = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 model = build_models(FamilyDims(d, 512, 384, 32) if d > 64 else FamilyDims(d, 32, 16, 8))["steph"]
 settings = Settings(home=Path(tempfile.mkdtemp()))
 dtype = resolve_inference_dtype(sys.argv[4])
 with torch.inference_mode():
     model(torch.randn(16, d).to(dtype))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-patient = read_patient(settings, [BagFile(name="big.h5", path=path)], d)
-with torch.inference_mode():
-    model(cast_bag(patient.features, dtype))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((peak - base) / 1024)
+gc.collect()
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")  # reset the peak (VmHWM) to the current RSS
+base = status("VmRSS:")
+settings.inference_dtype = sys.argv[4]
+score_patient(model, "P", [BagFile(name="big.h5", path=path)], settings, 0)  # the service's read + forward
+print(status("VmHWM:") - base)
 """
 
 

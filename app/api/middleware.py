@@ -14,6 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.services.uploads import mib
 
 FORM_OVERHEAD = 1 << 20  # room for multipart headers and form fields next to a file at the cap
+UI_PREFIX = "/ui"
+UI_BODY_LIMIT = 64 << 10  # the web UI's forms (login, start a merge) are a few hundred bytes
+UI_COOKIE = "steph_ui_key"  # app.api.routes.ui.COOKIE (not imported: the UI module pulls in Jinja2)
+UI_PUBLIC = ("/ui/login", "/ui/logout")  # the login form must read its body; logout only drops the cookie
 
 
 def _too_large_message(limit_bytes: int) -> str:
@@ -37,8 +41,9 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = UI_BODY_LIMIT if _is_ui(scope) else self.limit
         declared = dict(scope.get("headers") or []).get(b"content-length", b"").strip()
-        too_large = declared.isdigit() and int(declared) > self.limit
+        too_large = declared.isdigit() and int(declared) > limit
         received = 0
 
         async def limited_receive() -> Message:
@@ -48,7 +53,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     raise HTTPException(413, _too_large_message(self.file_limit))
             return message
 
@@ -90,6 +95,28 @@ def required_scope(route: Any) -> str | None:
     return "admin" if "admin" in found else ("predict" if found else None)
 
 
+def _is_ui(scope: Scope) -> bool:
+    path = scope.get("path", "")
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+
+
+def _ui_needs(scope: Scope) -> str | None:
+    """The scope a /ui form post needs before its body is read: a valid key of any scope in the session cookie
+    (the page itself answers a predict key on an admin form with a readable 403 page); None for login/logout."""
+    return None if scope.get("path") in UI_PUBLIC else "predict"
+
+
+def _cookie_key(scope: Scope) -> str | None:
+    from http.cookies import CookieError, SimpleCookie
+
+    raw = dict(scope.get("headers") or []).get(b"cookie", b"").decode("latin-1")
+    try:
+        morsel = SimpleCookie(raw).get(UI_COOKIE)
+    except CookieError:
+        return None
+    return morsel.value if morsel is not None else None
+
+
 def _bearer_key(scope: Scope) -> str | None:
     raw = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1").strip()
     scheme, _, credentials = raw.partition(" ")
@@ -114,6 +141,8 @@ class AuthBeforeBody:
     """Check the API key and its scope BEFORE any byte of the request body is received, on every route that
     needs a key: the app's first `receive()` (routing is done by then, so `scope["route"]` names the route and
     its auth dependency) authenticates first and raises a 401/403 HTTPException instead of pulling the body.
+    The web UI's form posts (under /ui, authenticated by the session cookie) are checked the same way, from the
+    cookie; only /ui/login and /ui/logout read their (≤ 64 KiB) body without a key.
     An unauthenticated 1 GiB upload is answered at once and none of its bytes are read; the route's own
     dependency checks the key again. Requests without a body are left to that dependency alone."""
 
@@ -131,9 +160,11 @@ class AuthBeforeBody:
             nonlocal checked
             if not checked:
                 checked = True
-                needed = required_scope(scope.get("route"))
+                ui = _is_ui(scope)
+                needed = _ui_needs(scope) if ui else required_scope(scope.get("route"))
                 if needed is not None:
-                    error = await anyio.to_thread.run_sync(_check_key, ctx, _bearer_key(scope), needed)
+                    key = _cookie_key(scope) if ui else _bearer_key(scope)
+                    error = await anyio.to_thread.run_sync(_check_key, ctx, key, needed)
                     if error is not None:
                         raise _as_http_error(error)
             return await receive()

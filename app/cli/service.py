@@ -7,6 +7,8 @@ keys create --scope admin|predict` prints ONLY the new key on stdout (scripts ca
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import sys
 import threading
 
@@ -18,6 +20,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     jobs). `--workers N` (N > 1) runs N API processes, each with its own model cache and forward slots; the
     one-time start-up (migrations, first admin key) runs here first, so the workers do not race for it."""
     _prefetch_model_imports()  # issue 7: cold start
+    _return_big_frees_to_the_os()  # issue 7: memory under concurrent requests
     import uvicorn
 
     settings = get_settings()
@@ -34,6 +37,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
     )
     return 0
+
+
+MMAP_THRESHOLD = 1 << 20  # bytes
+
+
+def _return_big_frees_to_the_os() -> None:
+    """glibc: blocks of ≥ 1 MiB (bags, activations) are mmapped and unmapped when freed, with a fixed
+    M_MMAP_THRESHOLD. Otherwise glibc raises the threshold up to 32 MiB after the first big free and every
+    thread's arena keeps its freed bag-sized blocks, so requests served by different threads pile up memory.
+    The environment variable makes `--workers` processes do the same; elsewhere this does nothing."""
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # -3 = M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _prefetch_model_imports() -> threading.Thread:

@@ -110,10 +110,11 @@ def _sources(info: dict[str, Any]) -> list[dict[str, Any]] | None:
 def score_patient(model: Any, pid: str, files: list[BagFile], settings: Any, top_k: int) -> dict[str, Any]:
     """One patient's result: risk = −Σ_j S_j, survival S at the bin edges (S(0) = 1), hazards σ(logits)."""
     patient = read_patient(settings, files, model.dims.in_dim)  # issue 8: peeked, checked, budgeted
-    bag, coords, sizes = patient.features, patient.coords, patient.sizes
     dtype = resolve_inference_dtype(str(getattr(settings, "inference_dtype", "float32")))  # issue 7
+    patient.features = cast_bag(patient.features, dtype)  # the stored dtype is dropped once cast (memory)
+    bag, coords, sizes = patient.features, patient.coords, patient.sizes
     with torch.inference_mode():
-        out = model(cast_bag(bag, dtype))
+        out = model(bag)
     logits = out.logits.detach().float().cpu().reshape(-1)
     surv = survival_curve(logits)
     edges = [float(e) for e in model.bin_edges][: logits.numel() + 1]

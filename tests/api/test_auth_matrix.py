@@ -33,7 +33,7 @@ def all_routes() -> list[tuple[str, str, str | None]]:
     out = []
     for router in ROUTERS:
         for route in router.routes:
-            if isinstance(route, APIRoute):
+            if isinstance(route, APIRoute) and route.include_in_schema:  # the /ui pages: test_ui_pages_need_a_login
                 out += [(m, route.path, _scope(route.dependant)) for m in sorted(route.methods) if m != "HEAD"]
     return out
 
@@ -75,6 +75,60 @@ def test_auth_matrix(client, admin, predict, ctx, method, path, scope):
         assert r.status_code not in (401, 403), r.text
     r = client.request(method, url, headers=admin)
     assert r.status_code not in (401, 403), r.text
+
+
+def ui_routes() -> list[tuple[str, str]]:
+    return [
+        (m, r.path)
+        for router in ROUTERS
+        for r in router.routes
+        if isinstance(r, APIRoute) and not r.include_in_schema
+        for m in sorted(r.methods)
+        if m != "HEAD"
+    ]
+
+
+def test_ui_pages_need_a_login(client):
+    """Every /ui page without the session cookie goes to the login form; every /ui form post but login/logout is
+    refused before its body is read (401), and /ui bodies are capped at 64 KiB even with a valid login."""
+    routes = ui_routes()
+    assert ("GET", "/ui/jobs") in routes and ("POST", "/ui/jobs") in routes
+    for method, path in routes:
+        url = _url(path).replace("{name}.{fmt}", "km.png")
+        if path in ("/ui/login", "/ui/logout"):
+            continue
+        if method == "GET":
+            r = client.get(url, follow_redirects=False)
+            if path.endswith(("/progress", "{fmt}")):  # fetched by the page (JSON, images): a 401, not a redirect
+                assert r.status_code == 401, (path, r.status_code)
+            else:
+                assert r.status_code == 303 and r.headers["location"] == "/ui/login", (path, r.status_code)
+        else:
+            form = {"content-type": "application/x-www-form-urlencoded"}
+            r = client.request(method, url, content=b"a=" + b"x" * 100, headers=form, follow_redirects=False)
+            assert r.status_code == 401, (path, r.status_code)
+
+
+def test_ui_form_posts_are_authenticated_before_the_body_and_capped(client, admin, predict):
+    huge = {"content-type": "application/x-www-form-urlencoded", "content-length": str(1 << 30)}
+
+    def body():  # an upload that would take long to send: the server must answer without reading it
+        yield b"a=1"
+        raise AssertionError("the body was read")
+
+    r = client.post("/ui/jobs", content=body(), headers=huge, follow_redirects=False)
+    assert r.status_code == 401
+    client.cookies.set("steph_ui_key", predict["Authorization"].split()[1], path="/ui")
+    r = client.post("/ui/jobs", content=body(), headers=huge, follow_redirects=False)
+    assert r.status_code == 413  # logged in: the 64 KiB cap applies before the body is read
+    client.cookies.clear()
+    client.cookies.set("steph_ui_key", admin["Authorization"].split()[1], path="/ui")
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    r = client.post("/ui/jobs", content=b"a=" + b"x" * (70 << 10), headers=form, follow_redirects=False)
+    assert r.status_code == 413, r.text
+    client.cookies.clear()
+    r = client.post("/ui/login", content=b"key=" + b"x" * (70 << 10), headers=form, follow_redirects=False)
+    assert r.status_code == 413
 
 
 def test_public_routes_need_no_key(client):

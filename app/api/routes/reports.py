@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
 from app.api.deps import Ctx, PredictKey
@@ -16,6 +16,10 @@ router = APIRouter(prefix="/models", tags=["reports"])
 
 Groups = Annotated[int, Query(description="risk groups: 2 = median split, 3 = tertiles, 4 = quartiles")]
 Patient = Annotated[str | None, Query(max_length=200, description="held-out patient id for the patient figure")]
+FigureName = Annotated[
+    str, Path(description="figure: km, calibration, time-metrics, comparison, sources, training or patient")
+]
+FigureFormat = Annotated[str, Path(description="image format: png or svg")]
 CohortId = Annotated[str | None, Query(max_length=64, description="cohort to report on (default: the job's)")]
 MEDIA = {"png": "image/png", "svg": "image/svg+xml"}
 REPORT_HEADERS = {
@@ -43,7 +47,7 @@ def report(
     summary="One report figure as PNG or SVG (km, calibration, time-metrics, comparison, sources, training, patient)",
 )
 def figure(
-    ctx: Ctx, _key: PredictKey, model_id: str, name: str, fmt: str, groups: Groups = 2, patient: Patient = None,
+    ctx: Ctx, _key: PredictKey, model_id: str, name: FigureName, fmt: FigureFormat, groups: Groups = 2, patient: Patient = None,
     cohort_id: CohortId = None,
 ) -> Response:  # fmt: skip
     body = svc.model_figure(ctx=ctx, model_id=model_id, name=name, fmt=fmt, n_groups=groups, patient=patient,

@@ -45,6 +45,9 @@ from app.services.job_events import final_progress, notify_finished  # issue 9
 log = logging.getLogger(__name__)
 
 
+EXHAUSTED = "exhausted"  # _claim failed the job itself because its attempts were used up
+
+
 class _LostOwnership(RuntimeError):
     """Another runner took over this job (our heartbeat went stale); drop our result."""
 
@@ -54,7 +57,8 @@ def worker_name() -> str:
 
 
 def _claim(ctx: Any, job_id: str, me: str) -> int | str:
-    """Claim the job for attempt n (returns n) or say why not (DONE, BUSY, MISSING)."""
+    """Claim the job for attempt n (returns n) or say why not (DONE, BUSY, MISSING; EXHAUSTED when this call
+    marked the job failed because its attempts were used up)."""
     m = orm()
     now = utcnow()
     max_attempts = int(cfg(ctx.settings, "max_job_attempts", 3))
@@ -75,8 +79,14 @@ def _claim(ctx: Any, job_id: str, me: str) -> int | str:
         attempt = job.attempts + 1  # read before the UPDATE (the ORM syncs the loaded row)
         if job.attempts >= max_attempts:
             reason = exhausted_reason(job.attempts, max_attempts)
-            s.execute(update(m.MergeJob).where(*where).values(status="failed", error=reason, finished_at=now))
-            return DONE
+            res = s.execute(
+                update(m.MergeJob)
+                .where(*where)
+                .values(
+                    status="failed", error=reason, finished_at=now, progress=final_progress(job.progress, "failed")
+                )
+            )
+            return EXHAUSTED if res.rowcount == 1 else DONE
         res = s.execute(
             update(m.MergeJob)
             .where(*where)
@@ -239,6 +249,9 @@ def run_merge_job(*, ctx: Any, job_id: str) -> str:
 
     me = worker_name()
     claim = _claim(ctx, job_id, me)
+    if claim == EXHAUSTED:  # this claim ended the job (attempts used up): it is terminal now
+        notify_finished(ctx, job_id)
+        return DONE
     if isinstance(claim, str):
         return claim
     lease = job_lease_s(ctx.settings)

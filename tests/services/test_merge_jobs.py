@@ -11,6 +11,7 @@ from sqlalchemy import update
 
 from app.db import repositories as repo
 from app.db.models import MergeJob
+from app.services import job_runner
 from app.services import merge_jobs as mj
 from app.services.errors import Conflict, NotFound, UnprocessableInput
 from tests.fixtures import TinyWorld, make_tiny_world
@@ -154,13 +155,17 @@ def test_cancel_a_running_job_stops_it_at_the_next_step(ctx, fam) -> None:
     assert counts(ctx)["models"] == 0
 
 
-def test_interrupted_job_is_retried_and_fails_past_max_attempts(ctx, fam) -> None:
+def test_interrupted_job_is_retried_and_fails_past_max_attempts(ctx, fam, monkeypatch) -> None:
+    sent: list[str] = []
+    monkeypatch.setattr(job_runner, "notify_finished", lambda _ctx, job_id: sent.append(job_id))
     job, _ = mj.submit_merge_job(ctx=ctx, request=job_request(fam))
     stale = mj.utcnow() - timedelta(seconds=60)
     set_job(ctx, job["id"], status="running", attempts=3, heartbeat_at=stale, started_at=stale)
     assert mj.run_merge_job(ctx=ctx, job_id=job["id"]) == mj.DONE
     failed = mj.get_job(ctx=ctx, job_id=job["id"])
     assert failed["status"] == "failed" and "worker died 3 times" in failed["error"]
+    assert failed["progress"]["stage"] == "failed" and failed["progress"]["eta_s"] is None  # final, no ETA
+    assert sent == [job["id"]]  # the completion webhook goes out when the claim itself ends the job
     assert counts(ctx)["models"] == 0
 
     job2, _ = mj.submit_merge_job(ctx=ctx, request=job_request(fam))

@@ -82,9 +82,7 @@ def _claim(ctx: Any, job_id: str, me: str) -> int | str:
             res = s.execute(
                 update(m.MergeJob)
                 .where(*where)
-                .values(
-                    status="failed", error=reason, finished_at=now, progress=final_progress(job.progress, "failed")
-                )
+                .values(status="failed", error=reason, finished_at=now, progress=final_progress(job.progress, "failed"))
             )
             return EXHAUSTED if res.rowcount == 1 else DONE
         res = s.execute(

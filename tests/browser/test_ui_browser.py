@@ -38,7 +38,8 @@ def _figures_ok(page, expected: set[str]) -> None:
 
 def _shot(page, out: Path, name: str, publish: bool = True, **kw) -> None:
     """Screenshot to the test's temp dir; UI pages also to docs/screenshots/ with STEPH_UPDATE_SCREENSHOTS=1 (the
-    report screenshots there come from `steph report` on a larger synthetic world, see the README, "Reports, the web UI and local validation plots")."""
+    report screenshots there come from `steph report` on a larger synthetic world: see the README's section
+    "Reports, the web UI and local validation plots")."""
     path = out / f"{name}.png"
     page.screenshot(path=str(path), **kw)
     assert path.stat().st_size > 5_000

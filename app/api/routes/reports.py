@@ -47,8 +47,8 @@ def report(
     summary="One report figure as PNG or SVG (km, calibration, time-metrics, comparison, sources, training, patient)",
 )
 def figure(
-    ctx: Ctx, _key: PredictKey, model_id: str, name: FigureName, fmt: FigureFormat, groups: Groups = 2, patient: Patient = None,
-    cohort_id: CohortId = None,
+    ctx: Ctx, _key: PredictKey, model_id: str, name: FigureName, fmt: FigureFormat, groups: Groups = 2,
+    patient: Patient = None, cohort_id: CohortId = None,
 ) -> Response:  # fmt: skip
     body = svc.model_figure(ctx=ctx, model_id=model_id, name=name, fmt=fmt, n_groups=groups, patient=patient,
                             cohort_id=cohort_id)  # fmt: skip

@@ -1,0 +1,32 @@
+"""`steph merge --method auto` and the promotion gate from the CLI (issue 12)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+from app.cli import main
+
+
+def test_merge_auto_reports_the_winner_the_gate_and_saves_a_loadable_model(tiny_world, tmp_path):
+    from app.io.artifacts import load_model_file
+
+    out_file = tmp_path / "auto.safetensors"
+    argv = [
+        "--quiet", "merge", "--method", "auto", "--base", tiny_world.base, "--target", tiny_world.ckpt("BLCA"),
+        "--source", tiny_world.ckpt("BRCA"), tiny_world.ckpt("CESC"), "--cohort", tiny_world.cohort("BLCA"),
+        "--out", str(out_file), "--epochs", "1", "--accum", "4", "--lr", "1e-3",
+        "--param", 'candidates=["steph", "base_head"]', "--param", 'steph_params={"topk": 1}',
+        "--param", "gate=fast",
+    ]  # fmt: skip
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    summary = json.loads(out.getvalue())
+    evidence = summary["notes"]["auto"]
+    assert set(evidence["candidates"]) == {"steph", "θ₀ encoder + retrained head", "target's own model"}
+    assert summary["promotion"]["status"] in ("promoted", "not_promoted")
+    model = load_model_file(out_file).model
+    expected = {"steph": "steph", "θ₀ encoder + retrained head": "task_arithmetic"}
+    assert model.method == expected.get(evidence["winner"], "cancer_specific")

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from app.domain.merging.base import ModelOutput
+from app.domain.merging.base import ModelOutput, SurvivalModel
 from app.domain.merging.mixup import Mix, MixupMethod, MixupModel
 from app.domain.merging.stacked import (
     hyper_mlp,
@@ -217,3 +217,11 @@ class StephMethod(MixupMethod):
     )
     params_type = StephParams
     model_type = StephModel
+
+    def load(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> SurvivalModel:
+        """Rebuild a STEPH model. Artifacts written before w_act existed were trained with the paper's w = ReLU(·):
+        a config without `w_act` loads as the `paper` preset, so an old artifact predicts exactly as before."""
+        params = dict(config.get("params") or {})
+        if "w_act" not in params:
+            params.setdefault("preset", "paper")
+        return super().load(tensors, {**config, "params": params})

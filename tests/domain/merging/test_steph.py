@@ -233,3 +233,17 @@ def test_merge_statistics_match_the_hypernetworks(inputs, bags):
     assert stats["topk_share"][first] >= 0.25
     with pytest.raises(ValueError, match="STEPH"):
         merge_statistics(object(), samples)
+
+
+def test_an_artifact_from_before_w_act_loads_with_the_papers_relu_weights(inputs, bags):
+    """Artifacts written before the `preset`/`w_act` parameters existed were trained with w = ReLU(·): their config
+    has neither key, and they must predict exactly as they did (not silently switch to softplus)."""
+    old = build(inputs, preset="paper").eval()
+    config = old.artifact_config()
+    for key in ("preset", "w_act"):
+        config["params"].pop(key)
+    loaded = METHOD.load(old.artifact_tensors(), config)
+    assert loaded.params.w_act == "relu"
+    for bag in bags:
+        assert_close(loaded(bag).logits, old(bag).logits, rtol=0, atol=0)
+    assert METHOD.load(build(inputs).artifact_tensors(), build(inputs).artifact_config()).params.w_act == "softplus"

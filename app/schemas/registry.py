@@ -49,6 +49,9 @@ class VersionCreate(BaseModel):
     )
     description: str | None = Field(default=None, max_length=5000, description="what this version is")
     tags: Tags = Field(default_factory=dict, description="flat string → string labels of this version")
+    allow_not_promoted: bool = Field(
+        default=False, description="allow `aliases` to point at a model its merge job's gate marked not_promoted"
+    )
     aliases: list[str] = Field(
         default_factory=list, max_length=20, description="aliases to point at the new version in the same step"
     )
@@ -69,6 +72,11 @@ class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 1}]})
 
     version: int = Field(ge=1, description="an existing version number of this registered model")
+    allow_not_promoted: bool = Field(
+        default=False,
+        description="point the alias at a model that its merge job's promotion gate marked not_promoted "
+        "(refused with 409 otherwise)",
+    )
 
 
 class VersionOut(BaseModel):

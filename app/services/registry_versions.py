@@ -9,7 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db.models import AliasEvent, ModelAlias, ModelVersion, RegisteredModel, utcnow
+from app.db.models import AliasEvent, Model, ModelAlias, ModelVersion, RegisteredModel, utcnow
 from app.db.repositories import new_id
 from app.services.errors import Conflict
 from app.services.registry import (
@@ -43,9 +43,27 @@ def _record(s: Session, rm: RegisteredModel, alias: str, old: int | None, new: i
     )
 
 
-def _move(s: Session, rm: RegisteredModel, alias: str, version: int, actor: Actor) -> int | None:
-    """Point `alias` at `version` (creating it), record the change; returns the previous version."""
-    get_version(s, rm, version)
+def check_promoted(s: Session, rm: RegisteredModel, mv: ModelVersion, alias: str, allow_not_promoted: bool) -> None:
+    """An alias is what clients predict with: it may point at a model that its merge job's promotion gate marked
+    `not_promoted` (not better than the target's own model on inner validation) only when asked explicitly."""
+    model = s.get(Model, mv.model_id)
+    if allow_not_promoted or model is None or model.promotion_status != "not_promoted":
+        return
+    reason = ((model.promotion or {}).get("reason") if isinstance(model.promotion, dict) else None) or ""
+    raise Conflict(
+        f"version {mv.version} of {rm.name!r} ({mv.model_id}) was not promoted by its merge job's gate"
+        + (f" ({reason})" if reason else "")
+        + f"; look at GET /models/{mv.model_id} (`promotion`), then send \"allow_not_promoted\": true to point "
+        f"{rm.name}@{alias} at it anyway"
+    )
+
+
+def _move(
+    s: Session, rm: RegisteredModel, alias: str, version: int, actor: Actor, allow_not_promoted: bool = False
+) -> int | None:
+    """Point `alias` at `version` (creating it), record the change; returns the previous version. A version whose
+    model was not promoted is refused unless `allow_not_promoted` (see check_promoted)."""
+    check_promoted(s, rm, get_version(s, rm, version), alias, allow_not_promoted)
     stmt = select(ModelAlias).where(ModelAlias.registered_model_id == rm.id, ModelAlias.alias == alias)
     row = s.scalar(stmt.with_for_update())  # PostgreSQL: concurrent moves of one alias queue up here
     old = None if row is None else row.version
@@ -78,9 +96,11 @@ def register_version(
     description: str | None = None,
     tags: dict[str, Any] | None = None,
     aliases: list[str] | None = None,
+    allow_not_promoted: bool = False,
 ) -> dict[str, Any]:
     """Register the model `model_ref` names as the next version of `name` (the name is created on first use)
-    and point `aliases` at it. Returns the version's view."""
+    and point `aliases` at it (refused for a not-promoted model unless `allow_not_promoted`). Returns the
+    version's view."""
     check_name(name)
     tags_ = check_tags(tags)
     for a in aliases or []:
@@ -113,7 +133,7 @@ def register_version(
             s.add(mv)
             s.flush()
             for a in aliases or []:
-                _move(s, rm, a, version, actor)
+                _move(s, rm, a, version, actor, allow_not_promoted)
             return version_dict(rm, mv, sorted(set(aliases or [])))
     except IntegrityError:
         raise Conflict(f"registered model {name!r} changed concurrently; register the version again") from None
@@ -140,13 +160,15 @@ def update_version(
         return version_dict(rm, mv, [a.alias for a in aliases_of(s, rm) if a.version == version])
 
 
-def set_alias(*, ctx: Any, name: str, alias: str, version: int, actor: Actor) -> dict[str, Any]:
+def set_alias(
+    *, ctx: Any, name: str, alias: str, version: int, actor: Actor, allow_not_promoted: bool = False
+) -> dict[str, Any]:
     """Move (or create) `alias` to `version` atomically; returns {name, alias, version, previous_version, …}."""
     check_alias(alias)
     try:
         with ctx.session() as s:
             rm = get_registered(s, name)
-            old = _move(s, rm, alias, version, actor)
+            old = _move(s, rm, alias, version, actor, allow_not_promoted)
             mv = get_version(s, rm, version)
     except IntegrityError:  # the same alias created concurrently
         raise Conflict(f"alias {name}@{alias} was changed concurrently; send the request again") from None

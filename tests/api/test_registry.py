@@ -110,7 +110,8 @@ def test_predict_accepts_alias_and_version(client, admin, predict, world, family
     cohort = register_cohort(client, admin, world, family["base"]["id"])
     job = run_job(client, admin, family, cohort["id"])
     mid = job["model_id"]
-    client.post("/registered-models/brca/versions", headers=admin, json={"model_id": mid, "aliases": ["champion"]})
+    body = {"model_id": mid, "aliases": ["champion"], "allow_not_promoted": True}  # a tiny world: the gate may refuse
+    assert client.post("/registered-models/brca/versions", headers=admin, json=body).status_code == 201
     files = [("files", ("p1.npy", _bag_bytes(), "application/octet-stream"))]
     results = {}
     for ref in (mid, "brca@champion", "brca/1"):
@@ -131,3 +132,26 @@ def _bag_bytes() -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()
+
+
+def test_an_alias_points_at_a_not_promoted_model_only_when_asked(client, admin, ctx, family) -> None:
+    """The promotion gate's `not_promoted` keeps a model out of the aliases clients predict with, unless the admin
+    says so explicitly; the refusal names the model and the gate's reason, and nothing moves."""
+    good, bad = fake_model(ctx, family), fake_model(ctx, family)
+    with ctx.session() as s:
+        row = s.get(Model, bad)
+        row.promotion_status = "not_promoted"
+        row.promotion = {"status": "not_promoted", "reason": "inner-CV difference -0.02 is below the margin 0"}
+    for mid in (good, bad):
+        assert client.post("/registered-models/brca/versions", headers=admin, json={"model_id": mid}).status_code == 201
+    assert client.put("/registered-models/brca/aliases/champion", headers=admin, json={"version": 1}).status_code == 200
+    r = client.put("/registered-models/brca/aliases/champion", headers=admin, json={"version": 2})
+    assert_error(r, 409, contains=(bad, "not promoted", "below the margin", "allow_not_promoted"))
+    assert client.get("/registered-models/brca", headers=admin).json()["aliases"] == {"champion": 1}
+    body = {"model_id": bad, "aliases": ["candidate"]}
+    assert_error(client.post("/registered-models/brca/versions", headers=admin, json=body), 409, contains="not promoted")
+    assert [v["version"] for v in client.get("/registered-models/brca", headers=admin).json()["versions"]] == [1, 2]
+    r = client.put(
+        "/registered-models/brca/aliases/champion", headers=admin, json={"version": 2, "allow_not_promoted": True}
+    )
+    assert r.status_code == 200 and r.json()["previous_version"] == 1 and r.json()["model_id"] == bad

@@ -26,9 +26,11 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """A headless Chromium with a fresh profile (--user-data-dir in a temp dir)."""
+    """A headless Chromium with a fresh profile (--user-data-dir in a temp dir). Module-scoped: Playwright's sync
+    API keeps an event loop running in the main thread while it is open, which would break every later test that
+    calls asyncio.run()."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev extra)")
     exe = chromium_path()
     if exe is None:

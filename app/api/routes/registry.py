@@ -121,7 +121,8 @@ def delete(ctx: Ctx, _key: AdminKey, name: Name) -> Response:
     responses=error_responses(400, 404, 409, 422),
     summary="Register a model as the next version of a name (created on first use)",
     description="Each registration gets the next number (1, 2, …; numbers are never reused). `aliases` are "
-    "pointed at the new version in the same transaction (each move is recorded).",
+    "pointed at the new version in the same transaction (each move is recorded); for a model that its merge "
+    "job's promotion gate marked `not_promoted` that needs `allow_not_promoted` (else 409).",
 )
 def add_version(ctx: Ctx, key: AdminKey, name: Name, body: VersionCreate) -> VersionOut:
     out = ops.register_version(
@@ -132,6 +133,7 @@ def add_version(ctx: Ctx, key: AdminKey, name: Name, body: VersionCreate) -> Ver
         description=body.description,
         tags=body.tags,
         aliases=body.aliases,
+        allow_not_promoted=body.allow_not_promoted,
     )
     return VersionOut.model_validate(out)
 
@@ -188,10 +190,18 @@ def delete_version(ctx: Ctx, _key: AdminKey, name: Name, version: Version) -> Re
     responses=error_responses(400, 404, 422),
     summary="Point an alias at a version (created or moved atomically; the change is recorded)",
     description="Clients that predict with `name@alias` use the new version from the next request on. "
-    "The response says which version the alias pointed at before.",
+    "The response says which version the alias pointed at before. A version whose model was marked "
+    "`not_promoted` by its merge job's promotion gate is refused (409) unless `allow_not_promoted` is true.",
 )
 def set_alias(ctx: Ctx, key: AdminKey, name: Name, alias: Alias, body: AliasSet) -> AliasOut:
-    out = ops.set_alias(ctx=ctx, name=name, alias=alias, version=body.version, actor=reg.Actor.from_key(key))
+    out = ops.set_alias(
+        ctx=ctx,
+        name=name,
+        alias=alias,
+        version=body.version,
+        actor=reg.Actor.from_key(key),
+        allow_not_promoted=body.allow_not_promoted,
+    )
     return AliasOut.model_validate(out)
 
 

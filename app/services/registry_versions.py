@@ -53,7 +53,7 @@ def check_promoted(s: Session, rm: RegisteredModel, mv: ModelVersion, alias: str
     raise Conflict(
         f"version {mv.version} of {rm.name!r} ({mv.model_id}) was not promoted by its merge job's gate"
         + (f" ({reason})" if reason else "")
-        + f"; look at GET /models/{mv.model_id} (`promotion`), then send \"allow_not_promoted\": true to point "
+        + f'; look at GET /models/{mv.model_id} (`promotion`), then send "allow_not_promoted": true to point '
         f"{rm.name}@{alias} at it anyway"
     )
 

@@ -149,7 +149,9 @@ def test_an_alias_points_at_a_not_promoted_model_only_when_asked(client, admin, 
     assert_error(r, 409, contains=(bad, "not promoted", "below the margin", "allow_not_promoted"))
     assert client.get("/registered-models/brca", headers=admin).json()["aliases"] == {"champion": 1}
     body = {"model_id": bad, "aliases": ["candidate"]}
-    assert_error(client.post("/registered-models/brca/versions", headers=admin, json=body), 409, contains="not promoted")
+    assert_error(
+        client.post("/registered-models/brca/versions", headers=admin, json=body), 409, contains="not promoted"
+    )
     assert [v["version"] for v in client.get("/registered-models/brca", headers=admin).json()["versions"]] == [1, 2]
     r = client.put(
         "/registered-models/brca/aliases/champion", headers=admin, json={"version": 2, "allow_not_promoted": True}

@@ -54,7 +54,16 @@ def cmd_alias(args: argparse.Namespace) -> int:
         else:
             if args.version is None:
                 raise ValueError("give the VERSION to point the alias at, or --delete")
-            emit(ops.set_alias(ctx=ctx, name=args.name, alias=args.alias, version=args.version, actor=actor))
+            emit(
+                ops.set_alias(
+                    ctx=ctx,
+                    name=args.name,
+                    alias=args.alias,
+                    version=args.version,
+                    actor=actor,
+                    allow_not_promoted=args.allow_not_promoted,
+                )
+            )
     finally:
         ctx.close()
     return 0
@@ -81,4 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("alias", help="alias, e.g. champion")
     p.add_argument("version", type=int, nargs="?", help="version number to point the alias at")
     p.add_argument("--delete", action="store_true", help="delete the alias instead")
+    p.add_argument(
+        "--allow-not-promoted",
+        action="store_true",
+        help="let the alias point at a model that its merge job's promotion gate marked not_promoted",
+    )
     p.set_defaults(func=cmd_alias)

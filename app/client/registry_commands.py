@@ -13,13 +13,21 @@ from app.client.sdk import Client
 
 def cmd_register_model(args: argparse.Namespace, client: Client) -> int:
     """Register MODEL (id or reference) as the next version of NAME, pointing --alias at it."""
-    emit(client.register_model_version(args.name, args.model, aliases=args.alias, description=args.description))
+    emit(
+        client.register_model_version(
+            args.name,
+            args.model,
+            aliases=args.alias,
+            description=args.description,
+            allow_not_promoted=args.allow_not_promoted,
+        )
+    )
     return EXIT_OK
 
 
 def cmd_alias(args: argparse.Namespace, client: Client) -> int:
     """Point NAME@ALIAS at VERSION; prints where it pointed before."""
-    emit(client.set_alias(args.name, args.alias, args.version))
+    emit(client.set_alias(args.name, args.alias, args.version, allow_not_promoted=args.allow_not_promoted))
     return EXIT_OK
 
 
@@ -30,7 +38,17 @@ def add_registry_commands(sub: argparse._SubParsersAction, common: argparse.Argu
     p.add_argument("model", help="model id (or a reference such as other-name@champion)")
     p.add_argument("--alias", action="append", default=[], help="alias to point at the new version (repeatable)")
     p.add_argument("--description", help="what this version is")
+    p.add_argument(
+        "--allow-not-promoted",
+        action="store_true",
+        help="let the alias point at a model that its merge job's promotion gate marked not_promoted",
+    )
     p = add(sub, "alias", cmd_alias, "move a registered model's alias to a version (recorded)", common)
     p.add_argument("name", help="registered model name")
     p.add_argument("alias", help="alias, e.g. champion")
     p.add_argument("version", type=int, help="version number to point the alias at")
+    p.add_argument(
+        "--allow-not-promoted",
+        action="store_true",
+        help="let the alias point at a model that its merge job's promotion gate marked not_promoted",
+    )

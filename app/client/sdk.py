@@ -253,15 +253,29 @@ class Client:
         return self._list("/registered-models")
 
     def register_model_version(
-        self, name: str, model_id: str, *, aliases: Sequence[str] = (), description: str | None = None
+        self,
+        name: str,
+        model_id: str,
+        *,
+        aliases: Sequence[str] = (),
+        description: str | None = None,
+        allow_not_promoted: bool = False,
     ) -> dict[str, Any]:
-        """Register `model_id` (id or reference) as the next version of `name` (admin key)."""
-        body = {"model_id": model_id, "aliases": list(aliases), "description": description}
+        """Register `model_id` (id or reference) as the next version of `name` (admin key); `aliases` may point at
+        a model its merge job's promotion gate marked not_promoted only with `allow_not_promoted`."""
+        body = {
+            "model_id": model_id,
+            "aliases": list(aliases),
+            "description": description,
+            "allow_not_promoted": allow_not_promoted,
+        }
         return self._json("POST", f"/registered-models/{name}/versions", json=body)
 
-    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
-        """Point `name@alias` at `version` (admin key); the answer names the previous version."""
-        return self._json("PUT", f"/registered-models/{name}/aliases/{alias}", json={"version": version})
+    def set_alias(self, name: str, alias: str, version: int, *, allow_not_promoted: bool = False) -> dict[str, Any]:
+        """Point `name@alias` at `version` (admin key); the answer names the previous version. A version whose
+        model was marked not_promoted by its promotion gate needs `allow_not_promoted` (else a 409 error)."""
+        body = {"version": version, "allow_not_promoted": allow_not_promoted}
+        return self._json("PUT", f"/registered-models/{name}/aliases/{alias}", json=body)
 
     def download_artifact(self, model_id: str, dest: PathLike) -> Path:
         """Stream `GET /models/{id}/artifact` to `dest` (file, or dir → `<id>.safetensors`), atomically.

@@ -43,7 +43,11 @@ def test_delete_chain_refuses_while_used_and_leaves_nothing_behind(client, admin
     job = run_job(client, admin, family, cohort["id"])
     mid = job["model_id"]
     model = client.get(f"/models/{mid}", headers=admin).json()
-    r = client.post("/registered-models/brca/versions", headers=admin, json={"model_id": mid, "aliases": ["champion"]})
+    r = client.post(
+        "/registered-models/brca/versions",
+        headers=admin,
+        json={"model_id": mid, "aliases": ["champion"], "allow_not_promoted": True},
+    )
     assert r.status_code == 201
 
     # a model in use by an alias cannot go; the 409 names the alias and the version

@@ -133,5 +133,7 @@ def test_train_presets_fill_missing_training_keys():
     config, rest = split_params({"train_preset": "tuned", "epochs": 5, "gate": "off", "topk": 2})
     assert (config.lr, config.accum, config.epochs, rest) == (1e-3, 16, 5, {"topk": 2})
     assert split_params({"train_preset": "paper"})[0] == TrainConfig()
+    default = split_params({"seed": 3})[0]  # no preset named: the tuned one (enough steps for a scarce target)
+    assert (default.lr, default.accum, default.epochs, default.seed) == (1e-3, 16, 40, 3)
     with pytest.raises(MergeParamsError, match="train_preset"):
         split_params({"train_preset": "fast"})

@@ -23,8 +23,9 @@ def test_split_params_separates_training_from_method_params():
     config, method = split_params({"epochs": 3, "lr": 0.001, "topk": 2, "gamma": 0.01, "seed": 7})
     assert (config.epochs, config.lr, config.seed, config.accum) == (3, 0.001, 7, 16)
     assert method == {"topk": 2, "gamma": 0.01}
-    default, empty = split_params(None)
-    assert default == TrainConfig() and empty == {}
+    default, empty = split_params(None)  # the default (tuned) preset; "paper" = the TrainConfig defaults
+    assert default == TrainConfig(lr=1e-3, accum=16, epochs=40) and empty == {}
+    assert split_params({"train_preset": "paper"})[0] == TrainConfig()
     raw = {"epochs": 2, "x": 1}
     split_params(raw)
     assert raw == {"epochs": 2, "x": 1}  # not modified

@@ -165,10 +165,15 @@ def run_merge(
         auto = run_auto(inputs, parsed, train_config, train_samples, gate=gate, should_cancel=should_cancel)
         model, result, notes, promotion = auto.model, auto.train_result, {"auto": auto.evidence}, auto.promotion
     else:
+        fit_start = time.monotonic()
         model, result, notes = fit_parsed(
             impl, parsed, inputs, train_config, train_samples, progress=progress, should_cancel=should_cancel
         )
-        promotion = gate_model(method, params, inputs, train_config, train_samples, gate, should_cancel)
+        fit_s = time.monotonic() - fit_start
+        gate_progress = GateProgress(progress, result, fit_s) if progress is not None else None
+        promotion = gate_model(
+            method, params, inputs, train_config, train_samples, gate, should_cancel, on_fold=gate_progress
+        )
     stats = steph_stats(model, train_samples, test_samples)
     if len(test_samples) > 0:
         _check_cancel(should_cancel, "before the evaluation on the test split")
@@ -192,17 +197,43 @@ def _compare(model, reference, train_samples, test_samples, n_boot, config) -> t
     return comparison, test_metrics, None
 
 
+class GateProgress:
+    """Progress reports while the promotion gate runs (it trains 2 models per fold, so it can take several times
+    the merge's own training): stage "promotion gate (fold k of n)", the ETA from the merge's training time
+    before the first fold (≈ 2 (n − 1) trainings in all), then from the folds done so far."""
+
+    def __init__(self, progress: Callable[[Progress], None], result: TrainResult | None, train_s: float) -> None:
+        self.progress, self.train_s, self.start = progress, train_s, time.monotonic()
+        self.steps = result.steps if result is not None else 0
+        self.loss = result.final_loss if result is not None else 0.0
+        self.epochs = len(result.history) if result is not None else 0  # the merge's training is complete
+
+    def __call__(self, k: int, n: int) -> None:
+        elapsed = time.monotonic() - self.start
+        if k > 1:
+            eta = elapsed / (k - 1) * (n - k + 1)
+        else:
+            eta = 2.0 * (n - 1) * self.train_s
+        stage = f"promotion gate (fold {k} of {n})"
+        total = self.train_s + elapsed  # the run's time so far: training, then the gate
+        self.progress(Progress(self.epochs, self.epochs, self.steps, self.steps, self.loss, total, eta, stage=stage))
+
+
 def gate_model(
     method: str, params: dict[str, Any], inputs: MergeInputs, config: TrainConfig, samples: Samples,
     gate: GateConfig, should_cancel: Callable[[], bool] | None = None,
+    on_fold: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The promotion gate for one method: inner CV of [the target's own model (refitted), the method]."""
+    """The promotion gate for one method: inner CV of [the target's own model (refitted), the method];
+    `on_fold(k, n)` is called before each fold (progress)."""
     if gate.mode == "off":
         return {**decide(None, gate.margin), "gate": dataclasses.asdict(gate)}
     cand = Candidate(method, method, dict(params))
     t0 = time.perf_counter()
     try:
-        cv = cross_validate([TARGET, cand], inputs, samples, config, folds=gate.n_folds, should_cancel=should_cancel)
+        cv = cross_validate(
+            [TARGET, cand], inputs, samples, config, folds=gate.n_folds, should_cancel=should_cancel, on_fold=on_fold
+        )
         estimate = paired_estimate(cv, cand.label, TARGET.label, seed=config.seed)
     except ValueError as exc:  # too few patients / no comparable pair: say so, do not fail the merge
         return {**decide(None, gate.margin, reason_if_none=f"gate not estimable: {exc}"), "gate": _gate_dict(gate)}

@@ -111,6 +111,7 @@ class Progress:
     loss: float
     elapsed_s: float
     eta_s: float
+    stage: str = "training"  # what runs now: "training", or e.g. "promotion gate (fold 2 of 3)"
 
 
 class TrainingCancelled(Exception):

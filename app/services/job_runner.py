@@ -167,7 +167,7 @@ class Heartbeat(threading.Thread):
 def _progress_dict(p: Any) -> dict[str, Any]:
     d = asdict(p) if hasattr(p, "__dataclass_fields__") else dict(vars(p))
     out = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
-    out["stage"] = "training"
+    out["stage"] = out.get("stage") or "training"
     return out
 
 

@@ -111,10 +111,18 @@ def test_run_merge_gate_reports_an_estimate_and_a_status():
     from app.domain.pipeline import run_merge
 
     inputs, samples = _inputs(), learnable_samples(24)
+    seen = []
     run = run_merge(
         method="average", inputs=inputs, params={}, train_config=TINY, train_samples=samples[:18],
         test_samples=samples[18:], reference=StaticModel(inputs.target, DIMS, EDGES), gate=GateConfig("fast"),
+        progress=seen.append,
     )  # fmt: skip
+    gate_stages = [p for p in seen if p.stage != "training"]  # the gate reports its folds (it can take long)
+    assert [p.stage for p in gate_stages] == [f"promotion gate (fold {k} of 3)" for k in (1, 2, 3)]
+    last_training = [p for p in seen if p.stage == "training"][-1]
+    for p in gate_stages:  # the merge's own training is complete: its counters stay at the end
+        assert (p.epoch, p.step, p.total_steps) == (last_training.epochs, last_training.step, last_training.step)
+        assert p.eta_s >= 0 and p.elapsed_s >= last_training.elapsed_s
     promo = run.promotion
     assert promo["status"] in ("promoted", "not_promoted") and promo["gate"]["folds"] == 3
     est = promo["estimate"]

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -70,20 +70,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 class Workers:
-    """Starts and kills `steph worker` processes with the integration settings in their environment."""
+    """Starts and kills `steph worker` processes (or any `steph` command: `args`, e.g. an API server) with the
+    integration settings in their environment (plus `env`); each logs to <log_dir>/<name>.log."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = env
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self) -> subprocess.Popen:
-        n = len(self.procs)
-        log = open(self.log_dir / f"worker{n}.log", "wb")  # noqa: SIM115 (closed with the process)
+    def start(
+        self, args: Sequence[str] = ("worker",), *, name: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        name = name or f"worker{len(self.procs)}"
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
+            [sys.executable, "-m", "app.cli", *args],
             cwd=REPO,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -96,7 +99,7 @@ class Workers:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(self.log_dir.glob("worker*.log"))
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(self.log_dir.glob("*.log"))
         )
 
     def stop_all(self) -> None:

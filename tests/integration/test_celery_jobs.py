@@ -10,25 +10,9 @@ import pytest
 
 from app.db import repositories as repo
 from tests.fixtures import make_tiny_world
-from tests.workers.api_helpers import job_body, register_cohort
+from tests.workers.api_helpers import job_body, register_family_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def register_family(client, admin, world) -> tuple[dict, dict]:
-    def up(path):
-        return {"file": (path.name, path.read_bytes(), "application/octet-stream")}
-
-    r = client.post("/bases", headers=admin, files=up(world.base), data={"name": "tiny", "encoder": "test-16"})
-    assert r.status_code == 201, r.text
-    base = r.json()
-    ckpts = {}
-    for cancer, path in world.checkpoints.items():
-        r = client.post("/checkpoints", headers=admin, files=up(path), data={"cancer": cancer, "base_id": base["id"]})
-        assert r.status_code == 201, r.text
-        ckpts[cancer] = r.json()
-    family = {"base": base, "checkpoints": ckpts}
-    return family, register_cohort(client, admin, world, base["id"])
 
 
 def poll(client, admin, job_id: str, until, timeout: float, workers) -> dict:
@@ -47,7 +31,7 @@ def test_register_merge_predict_through_a_celery_worker(api, workers, tmp_path) 
     assert client.get("/health/ready").status_code == 200
     workers.start()
     world = make_tiny_world(tmp_path / "world")
-    family, cohort = register_family(client, admin, world)
+    family, cohort = register_family_http(client, admin, world)
     r = client.post("/merge-jobs", headers=admin, json=job_body(family, cohort["id"]))
     assert r.status_code == 202, r.text
     job = poll(client, admin, r.json()["id"], lambda j: j["status"] in ("succeeded", "failed"), 45, workers)
@@ -70,7 +54,7 @@ def test_a_job_whose_worker_is_killed_ends_exactly_once(api, workers, tmp_path) 
     ctx = client.app.state.ctx
     first = workers.start()
     world = make_tiny_world(tmp_path / "world")
-    family, cohort = register_family(client, admin, world)
+    family, cohort = register_family_http(client, admin, world)
     objects_before = ctx.store.count_objects()
     params = {"epochs": 150, "accum": 1, "topk": 2, "hyper_hidden": 8}
     r = client.post("/merge-jobs", headers=admin, json=job_body(family, cohort["id"], params=params))

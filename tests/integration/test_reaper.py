@@ -24,8 +24,8 @@ import pytest
 
 from app.db import repositories as repo
 from tests.fixtures import free_port, make_tiny_world
-from tests.integration.test_celery_jobs import poll, register_family
-from tests.workers.api_helpers import job_body
+from tests.integration.test_celery_jobs import poll
+from tests.workers.api_helpers import job_body, register_family_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -129,7 +129,7 @@ def test_killed_worker_job_is_reclaimed_by_the_reaper(api, workers, tmp_path) ->
     client, admin, _ = api
     ctx = client.app.state.ctx
     start_ready(workers, 2)  # the job runs on one; the other stands for "the worker is back"
-    family, cohort = register_family(client, admin, make_tiny_world(tmp_path / "world"))
+    family, cohort = register_family_http(client, admin, make_tiny_world(tmp_path / "world"))
     before = models_and_objects(ctx)
     job_id = client.post("/merge-jobs", headers=admin, json=job_body(family, cohort["id"], params=LONG)).json()["id"]
     running = until_running(client, admin, job_id, workers)
@@ -153,7 +153,7 @@ def test_jobs_lost_in_a_redis_restart_are_resent(api, workers, tmp_path, private
     client, admin, _ = api
     ctx = client.app.state.ctx
     (worker,) = start_ready(workers)
-    family, cohort = register_family(client, admin, make_tiny_world(tmp_path / "world"))
+    family, cohort = register_family_http(client, admin, make_tiny_world(tmp_path / "world"))
     before = models_and_objects(ctx)
     long_id = client.post("/merge-jobs", headers=admin, json=job_body(family, cohort["id"], params=LONG)).json()["id"]
     until_running(client, admin, long_id, workers)
@@ -186,7 +186,7 @@ def test_redelivery_and_reapers_together_run_a_job_once(api, workers, tmp_path, 
     ctx = client.app.state.ctx
     celery_env["STEPH_CELERY_VISIBILITY_TIMEOUT_S"] = "4"  # the workers redeliver the killed worker's message
     start_ready(workers, 3)
-    family, cohort = register_family(client, admin, make_tiny_world(tmp_path / "world"))
+    family, cohort = register_family_http(client, admin, make_tiny_world(tmp_path / "world"))
     before = models_and_objects(ctx)
     job_id = client.post("/merge-jobs", headers=admin, json=job_body(family, cohort["id"], params=LONG)).json()["id"]
     victim = runner_of(workers, until_running(client, admin, job_id, workers))

@@ -19,47 +19,20 @@ import httpx
 import pytest
 
 from tests.fixtures import free_port, make_tiny_world
-from tests.integration.conftest import REPO
+from tests.integration.conftest import REPO, Workers
 from tests.storage.s3server import s3_bucket, s3_client, s3_env, s3_server  # noqa: F401 (fixtures)
-from tests.workers.api_helpers import job_body, register_cohort
+from tests.workers.api_helpers import job_body, register_family_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-class Procs:
-    """Child processes (workers, an API server) with logs, stopped at the end of the test."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, stdout=log, stderr=log)
-        self.procs.append(proc)
-        return proc
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.log_dir.glob("*.log"))
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-
-
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
+def procs(s3_celery_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
+    """`steph` processes (workers, a second API) on the S3 settings, each with its own scratch directory."""
     (tmp_path / "logs").mkdir()
-    p = Procs(tmp_path / "logs")
+    p = Workers(s3_celery_env, tmp_path / "logs")
     yield p
-    p.stop()
+    p.stop_all()
 
 
 @pytest.fixture
@@ -91,26 +64,11 @@ def s3_api(s3_celery_env):
         yield client, {"Authorization": f"Bearer {admin}"}, {"Authorization": f"Bearer {pred}"}
 
 
-def start_worker(procs: Procs, env: dict[str, str], scratch: Path, name: str) -> subprocess.Popen:
-    return procs.start(name, ["worker", "--hostname", f"{name}@%h"], {**env, "STEPH_STORE_ROOT": str(scratch)})
+def start_worker(procs: Workers, env: dict[str, str], scratch: Path, name: str) -> subprocess.Popen:
+    return procs.start(["worker", "--hostname", f"{name}@%h"], name=name, env={**env, "STEPH_STORE_ROOT": str(scratch)})
 
 
-def register(client, admin, world) -> tuple[dict, dict]:
-    def up(path):
-        return {"file": (path.name, path.read_bytes(), "application/octet-stream")}
-
-    r = client.post("/bases", headers=admin, files=up(world.base), data={"name": "tiny", "encoder": "test-16"})
-    assert r.status_code == 201, r.text
-    base = r.json()
-    ckpts = {}
-    for cancer, path in world.checkpoints.items():
-        r = client.post("/checkpoints", headers=admin, files=up(path), data={"cancer": cancer, "base_id": base["id"]})
-        assert r.status_code == 201, r.text
-        ckpts[cancer] = r.json()
-    return {"base": base, "checkpoints": ckpts}, register_cohort(client, admin, world, base["id"])
-
-
-def wait_jobs(client, admin, ids: list[str], procs: Procs, timeout: float) -> list[dict]:
+def wait_jobs(client, admin, ids: list[str], procs: Workers, timeout: float) -> list[dict]:
     end = time.monotonic() + timeout
     jobs: list[dict] = []
     while time.monotonic() < end:
@@ -121,7 +79,7 @@ def wait_jobs(client, admin, ids: list[str], procs: Procs, timeout: float) -> li
     raise AssertionError(f"jobs not finished in {timeout} s: {[j['status'] for j in jobs]}\n{procs.logs()}")
 
 
-def wait_workers(env: dict[str, str], names: list[str], procs: Procs, timeout: float = 60) -> None:
+def wait_workers(env: dict[str, str], names: list[str], procs: Workers, timeout: float = 60) -> None:
     from app.settings import Settings
     from workers.celery_app import make_celery
 
@@ -152,7 +110,7 @@ def test_merge_on_an_empty_worker_and_predict_on_a_fresh_api_through_s3(
     store = client.app.state.ctx.store
     assert store.kind == "s3" and client.get("/health/ready").json()["checks"]["store"] is True
     world = make_tiny_world(tmp_path / "world")
-    family, cohort = register(client, admin, world)
+    family, cohort = register_family_http(client, admin, world)
     inputs = set(store.list_keys())
     assert len(inputs) >= 1 + len(family["checkpoints"])  # θ₀ and every checkpoint went to the bucket
     worker_scratch = tmp_path / "scratch-worker"
@@ -170,7 +128,7 @@ def test_merge_on_an_empty_worker_and_predict_on_a_fresh_api_through_s3(
 
     port, fresh_scratch = free_port(), tmp_path / "scratch-api2"
     env = {**s3_celery_env, "STEPH_STORE_ROOT": str(fresh_scratch), "STEPH_AUTO_MIGRATE": "false"}
-    procs.start("api2", ["serve", "--host", "127.0.0.1", "--port", str(port)], env)
+    procs.start(["serve", "--host", "127.0.0.1", "--port", str(port)], name="api2", env=env)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 90
     while True:
@@ -195,7 +153,7 @@ def test_merge_on_an_empty_worker_and_predict_on_a_fresh_api_through_s3(
 def test_two_workers_drain_a_queue_exactly_once(s3_api, s3_celery_env, procs, tmp_path) -> None:
     client, admin, _ = s3_api
     store = client.app.state.ctx.store
-    family, cohort = register(client, admin, make_tiny_world(tmp_path / "world"))
+    family, cohort = register_family_http(client, admin, make_tiny_world(tmp_path / "world"))
     inputs = set(store.list_keys())
     workers = {name: start_worker(procs, s3_celery_env, tmp_path / f"scratch-{name}", name) for name in ("w1", "w2")}
     wait_workers(s3_celery_env, list(workers), procs)

@@ -70,3 +70,21 @@ def run_job(client: TestClient, admin: dict, family: dict, cohort_id: str, **kw:
     job = wait_job(client, admin, r.json()["id"])
     assert job["status"] == "succeeded", job
     return job
+
+
+def register_family_http(client: TestClient, admin: dict, world: TinyWorld) -> tuple[dict, dict]:
+    """Upload the world's base and checkpoints and register its target cohort through the API →
+    ({"base", "checkpoints": {cancer: row}}, cohort)."""
+
+    def up(path):
+        return {"file": (path.name, path.read_bytes(), "application/octet-stream")}
+
+    r = client.post("/bases", headers=admin, files=up(world.base), data={"name": "tiny", "encoder": "test-16"})
+    assert r.status_code == 201, r.text
+    base = r.json()
+    ckpts = {}
+    for cancer, path in world.checkpoints.items():
+        r = client.post("/checkpoints", headers=admin, files=up(path), data={"cancer": cancer, "base_id": base["id"]})
+        assert r.status_code == 201, r.text
+        ckpts[cancer] = r.json()
+    return {"base": base, "checkpoints": ckpts}, register_cohort(client, admin, world, base["id"])

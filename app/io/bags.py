@@ -137,13 +137,7 @@ def fill_peeked(peeked: PeekedBag, out: Tensor, expected_dim: int | None) -> Ten
     if h.kind not in "fiu":
         raise BagFormatError(f"{name}: features have dtype {h.dtype}; store them as float32", file_name=name)
     coords = _guard(h.fmt, path, name, lambda: INTO_READERS[h.fmt](path, name, h, out.numpy()))
-    if not all_finite(out):
-        n_nan, n_inf = count_non_finite(out)
-        raise BagFormatError(
-            f"{name}: features hold {n_nan} NaN and {n_inf} Inf value(s) out of {out.numel()}; "
-            "re-extract the features or drop the broken patches",
-            file_name=name,
-        )
+    check_finite(out, name)
     return None if coords is None else _coords_tensor(coords, name, out.shape[0])
 
 
@@ -185,13 +179,7 @@ def validate_raw_bag(
         features = features[0]
     check_shape(tuple(features.shape), name, expected_dim, max_patches)
     features = features.contiguous()
-    if not all_finite(features):
-        n_nan, n_inf = count_non_finite(features)
-        raise BagFormatError(
-            f"{name}: features hold {n_nan} NaN and {n_inf} Inf value(s) out of {features.numel()}; "
-            "re-extract the features or drop the broken patches",
-            file_name=name,
-        )
+    check_finite(features, name)
     coords = None if raw.coords is None else _coords_tensor(raw.coords, name, features.shape[0])
     return Bag(features, coords)
 
@@ -290,3 +278,14 @@ def read_patient_bag(
         paths, display_names=display_names, expected_dim=expected_dim, max_patches=max_patches,
         max_bytes=max_bytes, keep_reduced=keep_reduced,
     ).bag  # fmt: skip
+
+
+def check_finite(features: Tensor, name: str) -> None:
+    """Refuse NaN/Inf features (a cheap test first; the values are counted only when it fails)."""
+    if not all_finite(features):
+        n_nan, n_inf = count_non_finite(features)
+        raise BagFormatError(
+            f"{name}: features hold {n_nan} NaN and {n_inf} Inf value(s) out of {features.numel()}; "
+            "re-extract the features or drop the broken patches",
+            file_name=name,
+        )

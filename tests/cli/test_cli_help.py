@@ -78,14 +78,6 @@ def test_client_flags_before_or_after_and_version(capsys) -> None:
     assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"steph-client {__version__}"
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("STEPH_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield tmp_path / "home"
-    get_settings.cache_clear()
-
-
 def test_gc_dry_run_then_delete(home, capsys) -> None:
     assert cli.main(["migrate"]) == 0
     settings = Settings(home=home, gc_grace_s=0)

@@ -8,15 +8,7 @@ from app.cli import main
 from app.db import repositories as repo
 from app.services.auth import hash_key
 from app.services.context import build_context
-from app.settings import Settings, get_settings
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("STEPH_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield tmp_path / "home"
-    get_settings.cache_clear()
+from app.settings import Settings
 
 
 def test_keys_create_prints_only_the_key(home, capsys):

@@ -9,14 +9,6 @@ from app.cli import main
 from app.settings import get_settings
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("STEPH_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield tmp_path / "home"
-    get_settings.cache_clear()
-
-
 def test_workers_need_the_celery_queue(home, capsys, monkeypatch):
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn must not start"))
     assert main(["serve", "--workers", "2"]) == 2

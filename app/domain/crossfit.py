@@ -62,15 +62,21 @@ def crossfit_halves(events: list[int], seed: int) -> tuple[list[int], list[int]]
     alternately to A and B, so |A| = ceil(n / 2), |B| = floor(n / 2) and each half gets about half of the
     events. Disjoint, covering 0..n−1, deterministic for `seed`.
     """
-    rng = random.Random(f"steph-crossfit-{seed}")
+    half_a, half_b = deal_stratified(events, 2, f"steph-crossfit-{seed}")
+    return half_a, half_b
+
+
+def deal_stratified(events: list[int], parts: int, rng_key: str) -> list[list[int]]:
+    """`parts` disjoint groups of indices (each sorted) covering 0..n−1, stratified by event: the events, then
+    the censored patients, each shuffled by random.Random(rng_key), are dealt round-robin (group j gets
+    positions j, j + parts, …)."""
+    rng = random.Random(rng_key)
     order: list[int] = []
     for flag in (1, 0):
         group = [i for i, e in enumerate(events) if (e == 1) == (flag == 1)]
         rng.shuffle(group)
         order += group
-    half_a = sorted(order[0::2])
-    half_b = sorted(order[1::2])
-    return half_a, half_b
+    return [sorted(order[j::parts]) for j in range(parts)]
 
 
 def steps_of(n: int, config: TrainConfig) -> int:

@@ -21,7 +21,6 @@ gate_folds overrides the count. Pure torch + stdlib.
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -97,13 +96,9 @@ def kfold_indices(events: list[int], k: int, seed: int) -> list[list[int]]:
     n = len(events)
     if k < 2 or n < k * MIN_PER_FOLD:
         raise ValueError(f"{k}-fold validation needs at least {k * MIN_PER_FOLD} patients; the train split has {n}")
-    rng = random.Random(f"steph-gate-{seed}")
-    order: list[int] = []
-    for flag in (1, 0):
-        group = [i for i, e in enumerate(events) if (e == 1) == (flag == 1)]
-        rng.shuffle(group)
-        order += group
-    return [sorted(order[j::k]) for j in range(k)]
+    from app.domain.crossfit import deal_stratified
+
+    return deal_stratified(events, k, f"steph-gate-{seed}")
 
 
 def candidate_inputs(candidate: Candidate, inputs: MergeInputs) -> MergeInputs:

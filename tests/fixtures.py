@@ -9,15 +9,21 @@ Checkpoints are θ₀ plus seeded noise (no training needed to test registration
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
+import subprocess
+import sys
 import tarfile
+import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
+import httpx
 import numpy as np
 import torch
 from safetensors.torch import save_file
@@ -167,3 +173,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Until GET /health/ready answers 200; pytest.fail with the server log when it exits or times out."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"steph serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"service not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def serve(env: dict[str, str], cwd: Path, log: Path, timeout: float = 60) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `steph serve` on a free loopback port with `env` (output to `log`): yields (url, process) once it
+    is ready; terminates it afterwards."""
+    port = free_port()
+    with log.open("wb") as fh:
+        cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, proc, log, timeout)
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()

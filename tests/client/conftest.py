@@ -5,19 +5,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.fixtures import free_port
+from tests.fixtures import serve
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH_OPTS = [
@@ -73,20 +70,6 @@ def _steph(*args: str, env: dict[str, str], timeout: float = 120) -> str:
     return proc.stdout
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"steph serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"service not ready after {timeout}s:\n{log.read_text()[-3000:]}")
-
-
 def _register_and_merge(url: str, admin_key: str, world: Path) -> dict:
     from app.client import Client
 
@@ -119,25 +102,6 @@ def _register_and_merge(url: str, admin_key: str, world: Path) -> dict:
         }
 
 
-@contextlib.contextmanager
-def _serve(env: dict[str, str], cwd: Path, log: Path):
-    """`steph serve` on a free port; yields (url, process); stops it afterwards."""
-    port = free_port()
-    with log.open("wb") as fh:
-        cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, proc, log)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.fixture(scope="session")
 def live(tmp_path_factory) -> LiveService:
     try:
@@ -149,7 +113,7 @@ def live(tmp_path_factory) -> LiveService:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPH_")}
     env.update(STEPH_HOME=str(home), PYTHONPATH=str(REPO))
     _steph("--quiet", "synth", str(world), *SYNTH_OPTS, env=env)
-    with _serve(env, tmp, log) as url:
+    with serve(env, tmp, log) as (url, _proc):
         admin_key = _steph("keys", "create", "--scope", "admin", env=env).strip()
         predict_key = _steph("keys", "create", "--scope", "predict", env=env).strip()
         try:

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.client import Client
-from tests.client.conftest import _serve
 from tests.client.test_live import test_manifest_with_two_slides_per_patient as manifest_two_slides
+from tests.fixtures import serve
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_more_clients_than_slots_back_off_on_503_and_all_succeed(live, tmp_path)
     bags = live.score_bags
     expected = _risks(live.url, live.predict_key, live.model_id, bags, list(range(len(bags))))
     log = tmp_path / "server.log"
-    with _serve(env, tmp_path, log) as url:
+    with serve(env, tmp_path, log) as (url, _proc):
         results = _concurrent(url, live.predict_key, live.model_id, bags, clients=6, rounds=1)
     for got in results:
         assert {i: v[0] for i, v in got.items()} == pytest.approx({i: v[0] for i, v in expected.items()}, abs=1e-6)

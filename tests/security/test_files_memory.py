@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +23,7 @@ import torch
 
 from app.services import merge_jobs as mj
 from app.services.auth import create_api_key
-from tests.fixtures import free_port, make_tiny_world
+from tests.fixtures import make_tiny_world, serve
 from tests.security.test_files_fuzz import BASES, SUFFIX, mutate
 from tests.workers.world import job_request, make_ctx, register_family
 
@@ -80,33 +77,12 @@ def _prepare(root: Path) -> tuple[Path, str, str]:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("files_memory")
     home, key, model_id = _prepare(root)
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPH_")}
     env.update(STEPH_HOME=str(home), STEPH_DATA_ROOT=str(root), STEPH_AUTO_MIGRATE="false",
                STEPH_BOOTSTRAP_ADMIN_KEY="false", STEPH_MAX_PATCHES=str(MAX_PATCHES), STEPH_LOG_LEVEL="WARNING",
                STEPH_DEVICE="cpu", PYTHONPATH=str(REPO))  # fmt: skip
-    cmd = [sys.executable, "-c", "from app.cli import main; raise SystemExit(main())", "serve",
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    log = open(root / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(480):
-            if proc.poll() is not None:
-                pytest.fail(f"server exited {proc.returncode}: {(root / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health/live", timeout=1).status_code < 500:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.25)
+    with serve(env, root, root / "server.log", timeout=120) as (url, proc):
         yield Live(url, key, model_id, proc.pid, home / "models_store")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _pt(obj: object) -> bytes:

@@ -77,15 +77,19 @@ def split_gate(raw: dict[str, Any]) -> tuple[GateConfig, dict[str, Any]]:
 @dataclass(frozen=True)
 class Candidate:
     """A model to validate: a registry method + params (method None = the target's own model, refitted in
-    each fold); use_sources False builds it without the source models (e.g. the target encoder + a new head)."""
+    each fold); use_sources False builds it without the source models (e.g. the target encoder + a new head).
+    refit True (with method None): a cancer-specific model trained from θ₀ on the given patients — in a fold
+    that IS the fold's refitted target (no extra training), on the whole train split it is one more training."""
 
     label: str
     method: str | None
     params: dict[str, Any] = field(default_factory=dict)
     use_sources: bool = True
+    refit: bool = False
 
 
 TARGET = Candidate(TARGET_LABEL, None)
+RETRAIN = Candidate("cancer-specific (retrained)", None, refit=True)
 TARGET_HEAD = Candidate("target encoder + retrained head", "task_arithmetic", {"scale": 1.0}, use_sources=False)
 BASE_HEAD = Candidate("θ₀ encoder + retrained head", "task_arithmetic", {"scale": 0.0}, use_sources=False)
 
@@ -108,7 +112,13 @@ def candidate_inputs(candidate: Candidate, inputs: MergeInputs) -> MergeInputs:
 def fit_candidate(
     candidate: Candidate, inputs: MergeInputs, samples: Samples, config: TrainConfig, **hooks: Any
 ) -> SurvivalModel:
-    """The candidate trained on `samples` (method None: StaticModel of inputs.target, untouched)."""
+    """The candidate trained on `samples` (method None: StaticModel of inputs.target, untouched; refit: a
+    cancer-specific model trained from θ₀ on `samples`)."""
+    if candidate.refit:
+        return train_cancer_specific(
+            inputs.base, samples, config, dims=inputs.dims, bin_edges=inputs.bin_edges,
+            should_cancel=hooks.get("should_cancel"), progress=hooks.get("progress"),
+        )  # fmt: skip
     if candidate.method is None:
         return StaticModel(inputs.target, inputs.dims, inputs.bin_edges).eval()
     from app.domain.pipeline import fit_merge  # pipeline imports this module
@@ -157,6 +167,9 @@ def cross_validate(
         for cand in candidates:
             if should_cancel is not None and should_cancel():
                 raise TrainingCancelled("merge cancelled during the promotion gate")
+            if cand.refit:  # the fold's refitted target is exactly this candidate trained on the fold
+                models.append(refit)
+                continue
             models.append(fit_candidate(cand, fold_inputs, fold_train, config, should_cancel=should_cancel))
         scored = score_split(models, fold_val)
         times.append(scored.times)

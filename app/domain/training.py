@@ -293,6 +293,22 @@ def train_cancer_specific(
     noisier steps) and/or raise `lr` (e.g. 5e-4–1e-3). `warmup_epochs` counts epochs, so the default 1
     stays a small share of a longer schedule. Check that TrainResult.history still falls at the end.
     """
+    return fit_cancer_specific(
+        base, samples, config, dims=dims, bin_edges=bin_edges, progress=progress, should_cancel=should_cancel
+    )[0]
+
+
+def fit_cancer_specific(
+    base: StateDict,
+    samples: Samples,
+    config: TrainConfig,
+    *,
+    dims: FamilyDims,
+    bin_edges: list[float],
+    progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> tuple[StaticModel, TrainResult]:
+    """train_cancer_specific, also returning the TrainResult (loss history, steps)."""
     with torch.random.fork_rng(devices=[]):  # ABMIL's throwaway init must not move the caller's RNG
         model = StaticModel(
             {k: v.detach().clone() for k, v in base.items()},
@@ -301,5 +317,5 @@ def train_cancer_specific(
             method="cancer_specific",
             train_head_only=False,
         )
-    train(model, samples, config, progress=progress, should_cancel=should_cancel)
-    return model
+    result = train(model, samples, config, progress=progress, should_cancel=should_cancel)
+    return model, result

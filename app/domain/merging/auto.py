@@ -5,14 +5,23 @@ Candidates (CANDIDATES; `candidates` selects a subset, the target's own model is
     steph          STEPH, default preset                     steph_lam0   STEPH with λ = 0 (sources only)
     average        mean of target + source encoders, new head
     target_head    the target's encoder + a retrained head   base_head    θ₀'s encoder + a retrained head
+    retrain        no transfer: a cancer-specific model retrained from θ₀ with the job's training settings
     target         the target's own model, unchanged (the reference)
 
 Every candidate is scored by the promotion gate's K-fold CV (app.domain.promotion.cross_validate: the target
 model is refitted in each fold, C counts within-fold pairs). The winner is the candidate with the highest CV
-C-index among those that beat the target's own model by more than `margin`; when none does, the target's
-own model wins and is returned unchanged. The winner is then trained on the whole train split. The saved
-model is the winner's own model type (its artifact says which method won); run.notes["auto"] holds every
-candidate's CV C-index and paired difference with the target's own model.
+C-index among those that beat the (refitted) target by more than `margin`. When none does, no transfer wins:
+`retrain` when it is among the candidates (the default) — the fold refits ARE its CV estimate, so that
+estimate describes exactly the model returned — else the target's own model, returned unchanged (the inner CV
+cannot score the given checkpoint without bias: it has seen every train patient). The winner is then trained
+on the whole train split. The saved model is the winner's own model type (its artifact says which method
+won); run.notes["auto"] holds every candidate's CV C-index and paired difference with the refitted target.
+
+Why `retrain` is the default fallback (BENCHMARKS.md, "Where merging pays"): a checkpoint trained with few
+optimiser steps is a weak model — on the benchmark the budget-matched retrain beat the given checkpoint in 5
+of 6 (regime, world) pairs — and returning it made auto up to 0.039 worse than a cancer-specific model trained
+with the same budget. A user whose checkpoint is better trained than the job's settings drops `retrain` from
+`candidates` to keep it.
 
 Note: the winner's CV gain is the best of several noisy estimates, so it is optimistic (a winner's curse);
 promotion uses it anyway and says so in the reason.
@@ -31,6 +40,7 @@ from app.domain.data import Samples
 from app.domain.merging.base import MergeInputs, MergeMethod, SurvivalModel
 from app.domain.promotion import (
     BASE_HEAD,
+    RETRAIN,
     TARGET,
     TARGET_HEAD,
     Candidate,
@@ -48,6 +58,7 @@ CANDIDATES: dict[str, Candidate] = {
     "average": Candidate("average + retrained head", "average", {}),
     "target_head": TARGET_HEAD,
     "base_head": BASE_HEAD,
+    "retrain": RETRAIN,
     "target": TARGET,
 }
 DEFAULT_FOLDS = 3
@@ -95,13 +106,17 @@ class AutoResult:
     promotion: dict[str, Any]
 
 
+NO_TRANSFER = (TARGET.label, RETRAIN.label)
+
+
 def choose(scores: dict[str, dict[str, Any]], order: list[str], margin: float) -> str:
-    """Label of the winner: highest CV C among candidates whose Δ vs the target > margin (earlier wins ties);
-    the target's own model when none qualifies."""
-    best, best_c = TARGET.label, float("-inf")
+    """Label of the winner: highest CV C among the transfer candidates whose Δ vs the refitted target > margin
+    (earlier wins ties); when none qualifies, the retrained cancer-specific model if it is in `order`, else the
+    target's own model."""
+    best, best_c = (RETRAIN.label if RETRAIN.label in order else TARGET.label), float("-inf")
     for label in order:
         s = scores[label]
-        if label != TARGET.label and s["difference"] is not None and s["difference"] > margin and s["c"] > best_c:
+        if label not in NO_TRANSFER and s["difference"] is not None and s["difference"] > margin and s["c"] > best_c:
             best, best_c = label, s["c"]
     return best
 
@@ -138,6 +153,19 @@ def run_auto(
             "reason": "auto kept the target's own model: no candidate beat it in inner CV by more than the margin",
         }
         return AutoResult(_target_model(inputs), None, evidence, promotion)
+    if winner == RETRAIN.label:
+        from app.domain.training import fit_cancer_specific
+
+        model, result = fit_cancer_specific(
+            inputs.base, samples, config, dims=inputs.dims, bin_edges=inputs.bin_edges, should_cancel=should_cancel
+        )
+        promotion = {
+            "status": "not_promoted", "estimate": scores[winner],
+            "reason": "auto chose no transfer: no merge candidate beat a cancer-specific model retrained with this "
+            "job's settings in inner CV by more than the margin, so that retrained model is returned; it is not "
+            "promoted over the target's own checkpoint, which the inner CV cannot score without bias",
+        }  # fmt: skip
+        return AutoResult(model, result, evidence, promotion)
     cand = next(c for c in cands if c.label == winner)
     impl = get_method(str(cand.method))
     from app.domain.promotion import candidate_inputs
@@ -166,7 +194,8 @@ class AutoMethod(MergeMethod):
     paper = "this service: inner-CV model selection (issue 12)"
     summary = (
         "Chooses, by K-fold CV on the target's train split (target refitted in each fold), among STEPH, STEPH "
-        "λ = 0, averaging, the target's or θ₀'s encoder with a new head, and the target's own model."
+        "λ = 0, averaging, the target's or θ₀'s encoder with a new head, and no transfer (a cancer-specific "
+        "model retrained with the job's settings, or the target's own model when 'retrain' is not a candidate)."
     )
     params_type = AutoParams
     learned = True

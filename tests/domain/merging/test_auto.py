@@ -8,7 +8,7 @@ import torch
 from app.domain.merging.auto import CANDIDATES, AutoMethod, AutoParams, choose
 from app.domain.merging.base import MergeParamsError, StaticModel
 from app.domain.merging.registry import get_method, list_methods
-from app.domain.promotion import TARGET_LABEL, GateConfig
+from app.domain.promotion import RETRAIN, TARGET_LABEL, GateConfig
 from app.domain.training import TrainConfig
 
 from ..conftest import learnable_samples
@@ -39,6 +39,13 @@ def test_choose_takes_the_best_candidate_that_beats_the_target_by_the_margin():
     assert choose(scores, order, 0.04) == "b"
     assert choose(scores, order, 0.06) == TARGET_LABEL  # nobody beats the target by 0.06
     assert choose({TARGET_LABEL: scores[TARGET_LABEL], "a": {"c": 0.5, "difference": -0.1}}, ["a"], 0.0) == TARGET_LABEL
+    # with the retrained cancer-specific model among the candidates, no transfer means that model, not the
+    # checkpoint; it never wins "by the margin" itself (its CV estimate IS the refitted target: Δ = 0)
+    scores[RETRAIN.label] = {"c": 0.60, "difference": 0.0}
+    order = ["a", "b", "c", RETRAIN.label, TARGET_LABEL]
+    assert choose(scores, order, 0.0) == "b"
+    assert choose(scores, order, 0.06) == RETRAIN.label
+    assert choose(scores, order, -0.5) == "b"  # a negative margin still never picks a no-transfer label as "gain"
 
 
 def test_auto_is_registered_but_only_runs_through_run_merge():
@@ -68,6 +75,32 @@ def test_run_merge_auto_returns_the_winner_with_its_evidence():
     else:
         assert run.model.method == "task_arithmetic" and run.train_result is not None
         assert run.promotion["estimate"]["difference"] == cands[evidence["winner"]]["difference"]
+
+
+def test_auto_falls_back_to_a_retrained_cancer_specific_model_scored_by_the_fold_refits():
+    """Nothing can beat the target by a margin of 0.99, so no transfer wins: with 'retrain' a cancer-specific model
+    trained from θ₀ with the job's settings (bit-identical to training it directly), not the checkpoint; its CV
+    estimate is the refitted target's (Δ = 0 exactly, no extra training in the folds)."""
+    from app.domain.pipeline import run_merge
+    from app.domain.training import train_cancer_specific
+
+    inputs, samples = make_inputs(2), learnable_samples(24)
+    config = TrainConfig(epochs=1, accum=8, lr=1e-2, seed=1)
+    run = run_merge(
+        method="auto", inputs=inputs, params={"candidates": ["target_head", "retrain"], "margin": 0.99},
+        train_config=config, train_samples=samples[:18], test_samples=samples[18:],
+        reference=StaticModel(inputs.target, DIMS, EDGES), gate=GateConfig("fast"),
+    )  # fmt: skip
+    evidence = run.notes["auto"]
+    assert evidence["winner"] == RETRAIN.label
+    retrain_cv = evidence["candidates"][RETRAIN.label]
+    assert retrain_cv["difference"] == 0.0 and retrain_cv["c"] == evidence["candidates"][TARGET_LABEL]["c"]
+    assert run.model.method == "cancer_specific" and run.train_result is not None and run.train_result.steps > 0
+    assert run.promotion["status"] == "not_promoted" and "retrained" in run.promotion["reason"]
+    direct = train_cancer_specific(inputs.base, samples[:18], config, dims=DIMS, bin_edges=EDGES)
+    got, want = run.model.artifact_tensors(), direct.artifact_tensors()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    assert any(not torch.equal(got[k], inputs.target[k]) for k in want)  # not the checkpoint
 
 
 def test_steph_params_reach_the_steph_candidates_only():

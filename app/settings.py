@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     # retrains the merge, so fast costs ≈ 3 × (target + merge) training on 2/3 of the patients)
     merge_gate: Literal["off", "fast", "full"] = "fast"
     merge_gate_margin: float = 0.0
+    # issue 7: POST /predict/paths — predict keys may score bag files under data_root by path (no upload)
+    predict_paths: bool = Field(
+        default=False, description="let predict keys score bag files under STEPH_DATA_ROOT by path"
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -45,6 +45,7 @@ def error_table() -> list[tuple[type[Exception], int, str]]:
         (se.NotFound, 404, "not_found"),
         (se.Conflict, 409, "conflict"),
         (se.PayloadTooLarge, 413, "payload_too_large"),
+        (se.UnsupportedMediaType, 415, "unsupported_media_type"),
         (se.UnsafeArchive, 422, "unsafe_archive"),
         (se.UnprocessableInput, 422, "unprocessable_input"),
         (se.InvalidInput, 400, "invalid_input"),

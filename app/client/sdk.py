@@ -69,7 +69,11 @@ class Client:
         retries: int = 5,
         backoff: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        raw_predict: bool = True,
     ) -> None:
+        """raw_predict: send a single bag as the raw body of POST /predict/bag (the fast path; False = always
+        multipart POST /predict)."""
+        self._raw_predict = raw_predict
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         self._t = Transport(base_url, api_key, timeout=timeout, retries=retries, backoff=backoff, sleep=sleep)
@@ -327,6 +331,25 @@ class Client:
             raise ClientError(0, f"expected one result for patient {patient_id}, server returned {len(results)}")
         return replace(results[0], patient_id=patient_id)
 
+    def _predict_raw(self, data: dict[str, str], path: Path) -> Any:
+        """One bag as the raw body of POST /predict/bag (no multipart encoding on either side: the fast path).
+        None when the server predates that route (its plain 404/405): the caller falls back to POST /predict."""
+        params = {**data, "filename": path.name}
+        headers = {"Content-Type": "application/octet-stream"}
+        try:
+            return self._json(
+                "POST", "/predict/bag", params=params, headers=headers,
+                open_content=lambda s: s.enter_context(path.open("rb")),
+            )  # fmt: skip
+        except ClientError as exc:
+            no_route = exc.status == 405 or (
+                exc.status == 404 and (exc.code is None or exc.message.startswith("no route"))
+            )
+            if no_route:  # an older server; an unknown model is a 404 "model … not found", raised as it is
+                self._raw_predict = False
+                return None
+            raise
+
     def _predict(self, model_id: str, paths: list[Path], patient_id: str | None) -> list[Prediction]:
         if not paths:
             raise ValueError("predict needs at least one bag file")
@@ -336,9 +359,11 @@ class Client:
         data = {"model_id": model_id}
         if patient_id is not None:  # one id for all files: the patient's slides are pooled into one bag
             data["patient_id"] = patient_id
-        body = self._json(
-            "POST", "/predict", data=data, open_files=lambda s: [("files", file_part(s, p)) for p in paths]
-        )
+        body = self._predict_raw(data, paths[0]) if len(paths) == 1 and self._raw_predict else None
+        if body is None:
+            body = self._json(
+                "POST", "/predict", data=data, open_files=lambda s: [("files", file_part(s, p)) for p in paths]
+            )
         items = _items(body.get("results", body.get("predictions")) if isinstance(body, dict) else body)
         extra = body if isinstance(body, dict) else {}
         mid = str(extra.get("model_id") or model_id)

@@ -166,15 +166,17 @@ class Transport:
         path: str,
         *,
         open_files: Callable[[ExitStack], Any] | None = None,
+        open_content: Callable[[ExitStack], Any] | None = None,
         sink: Callable[[httpx.Response], None] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """Send with retries. `open_files(stack)` returns fresh multipart `files` for every attempt;
+        """Send with retries. `open_files(stack)` returns fresh multipart `files` for every attempt,
+        `open_content(stack)` a fresh raw body (e.g. an open file, streamed with its Content-Length);
         `sink(response)` consumes a successful response as a stream (e.g. to write a download to disk)."""
         attempt = 0
         while True:
             try:
-                response = self._send_once(method, path, open_files, sink, kwargs)
+                response = self._send_once(method, path, open_files, sink, kwargs, open_content)
             except httpx.TransportError as exc:
                 reason = self.scrub(f"{type(exc).__name__}: {exc}")
                 if attempt >= self.retries:
@@ -208,10 +210,13 @@ class Transport:
         open_files: Callable[[ExitStack], Any] | None,
         sink: Callable[[httpx.Response], None] | None,
         kwargs: dict[str, Any],
+        open_content: Callable[[ExitStack], Any] | None = None,
     ) -> httpx.Response:
         with ExitStack() as stack:
             if open_files is not None:
                 kwargs = {**kwargs, "files": open_files(stack)}
+            if open_content is not None:
+                kwargs = {**kwargs, "content": open_content(stack)}
             if sink is None:
                 return self._http.request(method, path, **kwargs)
             response = stack.enter_context(self._http.stream(method, path, **kwargs))

@@ -163,7 +163,7 @@ def cross_validate(
             inputs.base, fold_train, config, dims=inputs.dims, bin_edges=inputs.bin_edges, should_cancel=should_cancel
         )
         fold_inputs = dataclasses.replace(inputs, target=refit.artifact_tensors())
-        models = []
+        models: list[SurvivalModel] = []
         for cand in candidates:
             if should_cancel is not None and should_cancel():
                 raise TrainingCancelled("merge cancelled during the promotion gate")

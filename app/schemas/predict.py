@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -57,3 +59,26 @@ class PredictResponse(BaseModel):
     model_sha256: str = Field(description="sha256 of its artifact")
     method: str = Field(description="its merge method")
     results: list[PatientResult] = Field(description="one result per patient")
+
+
+class PredictPathsRequest(BaseModel):
+    """POST /predict/paths: bag files already on the server, under STEPH_DATA_ROOT (issue 7: no upload)."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"model_id": "brca@champion", "paths": ["brca/features/TCGA-A1-0001.h5"], "top_patches": 3}]
+        },
+    )
+
+    model_id: str = Field(max_length=200, description="the model: an id, name@alias, name/version or name/latest")
+    paths: list[str] = Field(
+        min_length=1, description="bag files, absolute or relative to STEPH_DATA_ROOT (links followed, confined)"
+    )
+    patient_id: str | None = Field(default=None, max_length=200, description="one id for all files (one patient)")
+    patient_ids: list[str] | None = Field(default=None, description="alternative: one patient id per file")
+    top_patches: int = Field(default=0, ge=0, le=1000, description="return the k highest-attention patches")
+    curve_image: Literal["png", "svg"] | None = Field(
+        default=None, description="also return each survival curve as a base64 png/svg image"
+    )

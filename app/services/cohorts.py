@@ -67,18 +67,32 @@ def register_cohort_upload(ctx: ServiceContext, *, upload: SavedUpload, suffix: 
 
 def resolve_data_path(data_root: Path | None, path: str) -> Path:
     """`path` (absolute, or relative to the data root) resolved with symlinks; it must be a directory
-    inside the
-    data root. Forbidden when server paths are disabled or the path escapes the root; InvalidInput
+    inside the data root. Forbidden when server paths are disabled or the path escapes the root; InvalidInput
     otherwise."""
+    resolved = resolve_under_root(data_root, path, what="cohort")
+    from app.io.safe_paths import is_dir
+
+    if not is_dir(resolved):
+        raise InvalidInput(
+            "the given path is not a directory under the data root; give the cohort directory "
+            "that holds labels.csv and splits.csv"
+        )
+    return resolved
+
+
+def resolve_under_root(data_root: Path | None, path: str, *, what: str) -> Path:
+    """`path` (absolute, or relative to the data root) resolved with symlinks, confined to the data root:
+    Forbidden when server paths are disabled (no STEPH_DATA_ROOT) or the path escapes the root, InvalidInput
+    for an unusable path. `what` names the thing in the messages ("cohort", "bag")."""
     if data_root is None:
         raise Forbidden(
-            "server-side cohort paths are disabled on this server; set STEPH_DATA_ROOT to the "
-            "directory that holds your cohorts, or upload a zip/tar instead"
+            f"server-side {what} paths are disabled on this server; set STEPH_DATA_ROOT to the "
+            f"directory that holds them, or upload the {what} instead"
         )
-    from app.io.safe_paths import PathEscapeError, check_path_text, is_dir
+    from app.io.safe_paths import PathEscapeError, check_path_text
 
     if not path or "\x00" in path:
-        raise InvalidInput("path must be a non-empty directory path")
+        raise InvalidInput(f"a {what} path must be a non-empty path")
     try:
         check_path_text(path, what="path")
         candidate = Path(path).expanduser()
@@ -90,12 +104,8 @@ def resolve_data_path(data_root: Path | None, path: str) -> Path:
     real_root = data_root.resolve()
     if resolved != real_root and not resolved.is_relative_to(real_root):
         raise Forbidden(
-            "the given path lies outside the server's data root (STEPH_DATA_ROOT); cohorts must be placed under it"
-        )
-    if not is_dir(resolved):
-        raise InvalidInput(
-            "the given path is not a directory under the data root; give the cohort directory "
-            "that holds labels.csv and splits.csv"
+            f"the given path lies outside the server's data root (STEPH_DATA_ROOT); {what} files must be placed "
+            "under it"
         )
     return resolved
 

@@ -51,6 +51,12 @@ class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ServiceError):
+    """The body's Content-Type is not what the route takes, e.g. multipart sent to POST /predict/bag (415)."""
+
+    code = "unsupported_media_type"
+
+
 class Unauthorized(ServiceError):
     """No API key, or an unknown / revoked one (401)."""
 

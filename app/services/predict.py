@@ -164,5 +164,16 @@ def predict(
     return {"model_id": model_id, "model_sha256": sha, "method": method, "results": results}
 
 
+def resolve_bag_path(settings: Any, path: str) -> Path:
+    """A bag file named by path (POST /predict/paths): confined to STEPH_DATA_ROOT (links followed); 403 outside
+    it or when there is no data root, 422 when it is not a file."""
+    from app.services.cohorts import resolve_under_root
+
+    resolved = resolve_under_root(getattr(settings, "data_root", None), path, what="bag")
+    if not resolved.is_file():
+        raise UnprocessableInput(f"{PurePath(path).name or path!r}: no bag file at that path under the data root")
+    return resolved
+
+
 def upload_name(filename: str | None, index: int) -> str:
     return display_name(filename, default=f"file{index}")

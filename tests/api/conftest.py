@@ -97,3 +97,26 @@ def family(client: TestClient, admin: dict, world: TinyWorld) -> dict:
         assert r.status_code == 201, r.text
         ckpts[cancer] = r.json()
     return {"base": base, "checkpoints": ckpts}
+
+
+@pytest.fixture
+def model_id(client, admin, world, family) -> str:
+    """A STEPH model merged through the API (POST /predict tests)."""
+    from tests.workers.api_helpers import register_cohort, run_job
+
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    return run_job(client, admin, family, cohort["id"])["model_id"]
+
+
+@pytest.fixture
+def bags(tmp_path):
+    """Small .h5 bags (D = 16): two good cases, one of the wrong width, one with a NaN."""
+    from tests.fixtures import write_bag
+
+    d = tmp_path / "bags"
+    return {
+        "a": write_bag(d / "caseA.h5", 10, 16, seed=1),
+        "b": write_bag(d / "caseB.h5", 6, 16, seed=2),
+        "wide": write_bag(d / "wide.h5", 4, 18, seed=3),
+        "nan": write_bag(d / "nanbag.h5", 4, 16, seed=4, nan=True),
+    }

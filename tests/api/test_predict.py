@@ -10,25 +10,6 @@ import pytest
 import torch
 
 from tests.api.conftest import assert_error, snapshot
-from tests.fixtures import write_bag
-from tests.workers.api_helpers import register_cohort, run_job
-
-
-@pytest.fixture
-def model_id(client, admin, world, family) -> str:
-    cohort = register_cohort(client, admin, world, family["base"]["id"])
-    return run_job(client, admin, family, cohort["id"])["model_id"]
-
-
-@pytest.fixture
-def bags(tmp_path):
-    d = tmp_path / "bags"
-    return {
-        "a": write_bag(d / "caseA.h5", 10, 16, seed=1),
-        "b": write_bag(d / "caseB.h5", 6, 16, seed=2),
-        "wide": write_bag(d / "wide.h5", 4, 18, seed=3),
-        "nan": write_bag(d / "nanbag.h5", 4, 16, seed=4, nan=True),
-    }
 
 
 def files(*items):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from app.services.admission import Admission
 from tests.api.conftest import assert_error
-from tests.api.test_predict import files, model_id  # noqa: F401  (fixture)
+from tests.api.test_predict import files
 from tests.fixtures import write_bag
 
 

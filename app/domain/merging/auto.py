@@ -156,7 +156,7 @@ def run_auto(
     if winner == RETRAIN.label:
         from app.domain.training import fit_cancer_specific
 
-        model, result = fit_cancer_specific(
+        retrained, fit = fit_cancer_specific(
             inputs.base, samples, config, dims=inputs.dims, bin_edges=inputs.bin_edges, should_cancel=should_cancel
         )
         promotion = {
@@ -165,7 +165,7 @@ def run_auto(
             "job's settings in inner CV by more than the margin, so that retrained model is returned; it is not "
             "promoted over the target's own checkpoint, which the inner CV cannot score without bias",
         }  # fmt: skip
-        return AutoResult(model, result, evidence, promotion)
+        return AutoResult(retrained, fit, evidence, promotion)
     cand = next(c for c in cands if c.label == winner)
     impl = get_method(str(cand.method))
     from app.domain.promotion import candidate_inputs

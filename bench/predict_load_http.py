@@ -4,7 +4,8 @@ and one 10 000 × 1536 float16 TRIDENT .h5 bag (29 MiB).
 
 - HTTP vs in-process: median wall time of POST /predict (multipart) and POST /predict/bag (the raw body; what
   the client SDK sends for one bag), client side: upload + server + response, against the same model in this
-  process: forward alone (the bag already in memory, same dtype) and read + forward.
+  process: forward alone (the bag already in memory, same dtype) and read + forward; and POST /predict/paths
+  (the same file read in place under STEPH_DATA_ROOT: no upload).
 - clients: 1 / 4 / 16 threads, each with its own connection, posting the bag back to back; throughput
   (requests / s), p50 / p95 latency and the server's peak RSS above its idle level (sampled every 10 ms).
 - cold start: a fresh `steph serve` on the same home (the model on disk, loaded on the first request): seconds
@@ -104,6 +105,14 @@ def _post_raw(http: httpx.Client, model_id: str, data: bytes) -> float:
     t0 = time.perf_counter()
     params = {"model_id": model_id, "filename": "bag.h5"}
     r = http.post("/predict/bag", params=params, content=data, headers={"Content-Type": "application/octet-stream"})
+    r.raise_for_status()
+    return time.perf_counter() - t0
+
+
+def _post_path(http: httpx.Client, model_id: str, rel: str) -> float:
+    """POST /predict/paths: the bag read in place under STEPH_DATA_ROOT (no upload)."""
+    t0 = time.perf_counter()
+    r = http.post("/predict/paths", json={"model_id": model_id, "paths": [rel]})
     r.raise_for_status()
     return time.perf_counter() - t0
 
@@ -226,7 +235,8 @@ def service_rows(*, quick: bool = False, rss_n: int = 100000) -> dict[str, Any]:
         dims = FamilyDims(in_dim=64, hidden_dim=32, attn_dim=16, n_bins=8)
     root = Path(tempfile.mkdtemp(prefix="steph-predict-load-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPH_")}
-    env.update(STEPH_HOME=str(root / "home"), PYTHONPATH=str(REPO))
+    env.update(STEPH_HOME=str(root / "home"), PYTHONPATH=str(REPO), STEPH_DATA_ROOT=str(root),
+               STEPH_PREDICT_PATHS="true")  # fmt: skip
     bag_path = root / "bag10k.h5"
     n = 500 if quick else N_PATCHES
     with h5py.File(bag_path, "w") as fh:
@@ -246,11 +256,14 @@ def service_rows(*, quick: bool = False, rss_n: int = 100000) -> dict[str, Any]:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
             _post(http, model_id, data)  # load the model, warm up
             _post_raw(http, model_id, data)
-            multipart, raw = [], []
-            for _ in range(7):  # interleaved: the machine's noise hits both alike
+            _post_path(http, model_id, bag_path.name)
+            multipart, raw, path = [], [], []
+            for _ in range(7):  # interleaved: the machine's noise hits all three alike
                 multipart.append(_post(http, model_id, data))
                 raw.append(_post_raw(http, model_id, data))
+                path.append(_post_path(http, model_id, bag_path.name))
             out["http_s"], out["http_raw_s"] = statistics.median(multipart), statistics.median(raw)
+            out["http_path_s"] = statistics.median(path)
         out.update(_in_process(root, url, key, model_id, bag_path, reps=5))
         out["clients"] = [_clients(url, key, model_id, data, c, per, proc.pid) for c, per in ((1, 6), (4, 3), (16, 2))]
     finally:

@@ -56,10 +56,22 @@ def _train(t: dict[str, Any], low: str) -> list[str]:
 
 def _service(s: dict[str, Any]) -> list[str]:
     lines = [
-        f"One {s['n_patches']:,} × 1536 float16 .h5 ({s['bag_mb']:.1f} MiB), server dtype {s['dtype']}: "
-        f"POST /predict {s['http_s'] * 1e3:,.0f} ms = **{s['http_s'] / s['forward_s']:.2f}× the in-process "
-        f"forward** ({s['forward_s'] * 1e3:,.0f} ms) and {s['http_s'] / s['read_forward_s']:.2f}× in-process "
-        f"read + forward ({s['read_forward_s'] * 1e3:,.0f} ms). Cold start (`steph serve` spawn → first 200 from "
+        f"One {s['n_patches']:,} × 1536 float16 .h5 ({s['bag_mb']:.1f} MiB), server dtype {s['dtype']}; in-process "
+        f"forward {s['forward_s'] * 1e3:,.0f} ms, read + forward {s['read_forward_s'] * 1e3:,.0f} ms:",
+        "",
+        "| request (client → server on this machine) | median ms | × in-process forward | × in-process read + forward |",
+        "|---|---:|---:|---:|",
+        *[
+            f"| {label} | {s[key] * 1e3:,.0f} | {s[key] / s['forward_s']:.2f} | {s[key] / s['read_forward_s']:.2f} |"
+            for label, key in (
+                ("POST /predict (multipart upload)", "http_s"),
+                ("POST /predict/bag (raw body upload; the SDK's path for one bag)", "http_raw_s"),
+                ("POST /predict/paths (read in place under STEPH_DATA_ROOT)", "http_path_s"),
+            )
+            if key in s
+        ],
+        "",
+        f"Cold start (`steph serve` spawn → first 200 from "
         f"POST /predict, model loaded on that request): **{s['cold_start']['first_predict_s']:.1f} s** "
         f"(GET /health/ready answered 200 after {s['cold_start']['ready_s']:.1f} s). Memory: reading a "
         f"{s['rss']['n']:,} × 1536 float16 .h5 and scoring it with STEPH raises the peak RSS by "

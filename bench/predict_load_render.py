@@ -59,7 +59,8 @@ def _service(s: dict[str, Any]) -> list[str]:
         f"One {s['n_patches']:,} × 1536 float16 .h5 ({s['bag_mb']:.1f} MiB), server dtype {s['dtype']}; in-process "
         f"forward {s['forward_s'] * 1e3:,.0f} ms, read + forward {s['read_forward_s'] * 1e3:,.0f} ms:",
         "",
-        "| request (client → server on this machine) | median ms | × in-process forward | × in-process read + forward |",
+        "| request (client → server on this machine) | median ms | × in-process forward "
+        "| × in-process read + forward |",
         "|---|---:|---:|---:|",
         *[
             f"| {label} | {s[key] * 1e3:,.0f} | {s[key] / s['forward_s']:.2f} | {s[key] / s['read_forward_s']:.2f} |"

@@ -82,6 +82,7 @@ ROWS: list[tuple[str, str | None, dict[str, Any], bool]] = [
     ("task_arithmetic", "task_arithmetic", {}, True),
     ("ties", "ties", {}, True),
     ("learned_weights", "learned_weights", {}, True),
+    ("routing", "routing", {}, True),
     *[(label, "steph", params, True) for label, params in STEPH_ROWS],
 ]
 CKPT_ROW = "target's own model (checkpoint)"

@@ -178,6 +178,21 @@ def collapse_line(rows: list[dict]) -> str:
     return "Collapse (Σw = 0 on every train bag): " + "; ".join(parts) + "."
 
 
+def lambda_line(rows: list[dict]) -> str:
+    """Default STEPH's mean test-bag λ per seed, shared vs control (same seed = same generator draw except the
+    shared prognostic rule), and the paired difference: does the data decide how much to borrow?"""
+    lam = {(r["world"], r["seed"], r["target"]): r["lam"] for r in rows if r["method"] == "steph" and "lam" in r}
+    keys = sorted({(s, t) for (w, s, t) in lam if ("shared", s, t) in lam and ("control", s, t) in lam})
+    if not keys:
+        return ""
+    d = [lam[("shared", s, t)] - lam[("control", s, t)] for s, t in keys]
+    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+    shared = " ".join(f"{lam[('shared', s, t)]:.2f}" for s, t in keys)
+    control = " ".join(f"{lam[('control', s, t)]:.2f}" for s, t in keys)
+    return (f"Mean λ of default STEPH on the test bags, per seed: shared {shared}; control {control}; "
+            f"paired difference shared − control {statistics.fmean(d):+.3f} ± {se:.3f} (n = {len(d)}).")  # fmt: skip
+
+
 def render(dirs: list[Path]) -> str:
     rows, metas = load(dirs)
     rows = derive(rows)
@@ -191,7 +206,7 @@ def render(dirs: list[Path]) -> str:
             if any(r["world"] == w for r in sel):
                 out += [*methods_table(sel, w), ""]
         out += [*per_seed_table(sel, ["steph", AUTO, "steph + gate"]), ""]
-        out += [*gate_table(sel), "", *auto_table(sel), "", collapse_line(sel), ""]
+        out += [*gate_table(sel), "", *auto_table(sel), "", collapse_line(sel), "", lambda_line(sel), ""]
     return "\n".join(out)
 
 

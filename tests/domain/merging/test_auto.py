@@ -20,7 +20,10 @@ METHOD = AutoMethod()
 def test_params_select_candidates_and_always_keep_the_target():
     labels = [c.label for c in METHOD.parse_params({"candidates": ["steph", "base_head"]}).chosen()]
     assert labels == ["steph", "θ₀ encoder + retrained head", TARGET_LABEL]
-    assert len(METHOD.parse_params({}).chosen()) == len(CANDIDATES)
+    default = [c.label for c in METHOD.parse_params({}).chosen()]
+    assert default == ["steph", "steph λ = 0", RETRAIN.label, TARGET_LABEL]
+    every = METHOD.parse_params({"candidates": list(CANDIDATES)}).chosen()
+    assert len(every) == len(CANDIDATES) and every[-1].label == TARGET_LABEL
     with pytest.raises(MergeParamsError, match="unknown auto candidate 'ties'"):
         METHOD.parse_params({"candidates": ["ties"]})
     with pytest.raises(MergeParamsError, match="folds"):
@@ -104,7 +107,7 @@ def test_auto_falls_back_to_a_retrained_cancer_specific_model_scored_by_the_fold
 
 
 def test_steph_params_reach_the_steph_candidates_only():
-    chosen = METHOD.parse_params({"steph_params": {"topk": 2}}).chosen()
+    chosen = METHOD.parse_params({"steph_params": {"topk": 2}, "candidates": list(CANDIDATES)}).chosen()
     by = {c.label: c for c in chosen}
     assert by["steph"].params == {"topk": 2}
     assert by["steph λ = 0"].params == {"lam_mode": "fixed", "lam_value": 0.0, "topk": 2}

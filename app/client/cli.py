@@ -59,6 +59,17 @@ def _add_score(sub, common) -> None:
     p.add_argument("--format", choices=FORMATS, help="csv, jsonl, or fhir (NDJSON of FHIR R4 Observations)")
     p.add_argument("--workers", type=int, default=None, help="parallel requests (default 4 or the config's)")
     p.add_argument("--errors", help="errors CSV (default <output stem>.errors.csv)")
+    p.add_argument(
+        "--server-paths",
+        action="store_true",
+        help="do not upload: the server reads the bags in place (POST /predict/paths; it needs "
+        "STEPH_PREDICT_PATHS and the same files under its STEPH_DATA_ROOT)",
+    )
+    p.add_argument(
+        "--server-root",
+        help="with --server-paths: the local directory that IS the server's STEPH_DATA_ROOT (paths are sent "
+        "relative to it); default: send absolute paths (the same mount on both machines)",
+    )
     p = _add(sub, "predict", c.cmd_predict, "score a few bag files, print JSON", common)
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("files", nargs="+", help="bag files (.h5/.pt/.npy/.safetensors), one patient per file")

@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,15 @@ def cmd_score(args: argparse.Namespace, client: Client) -> int:
         raise ValueError(f"model {args.model!r}: {exc.message} (see `steph-client models`)") from None
     errors_path = Path(args.errors) if args.errors else default_errors_path(output)
 
+    server_root = Path(args.server_root).resolve() if getattr(args, "server_root", None) else None
+    server_paths = bool(getattr(args, "server_paths", False)) or server_root is not None
+
     def predict(patient: PatientInput):
-        return client.predict_patient(model.id, patient.patient_id, patient.files)
+        if not server_paths:
+            return client.predict_patient(model.id, patient.patient_id, patient.files)
+        paths = [server_path(f, server_root) for f in patient.files]
+        (result,) = client.predict_paths(model.id, paths, patient_id=patient.patient_id)
+        return replace(result, patient_id=patient.patient_id)
 
     summary = run_scoring(
         patients=patients,
@@ -68,6 +76,17 @@ def cmd_score(args: argparse.Namespace, client: Client) -> int:
     if summary.aborted:
         return EXIT_USAGE if summary.abort_status in (401, 403) else EXIT_UNREACHABLE
     return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def server_path(path: Path, server_root: Path | None) -> str:
+    """A local bag path as the server should see it: relative to `server_root` (the local mount of the server's
+    STEPH_DATA_ROOT) when given, else the absolute path (the same mount on both machines)."""
+    resolved = path.resolve()
+    if server_root is None:
+        return str(resolved)
+    if not resolved.is_relative_to(server_root):
+        raise ValueError(f"{path} is not under --server-root {server_root}; the server can only read its data root")
+    return resolved.relative_to(server_root).as_posix()
 
 
 def cmd_register_base(args: argparse.Namespace, client: Client) -> int:

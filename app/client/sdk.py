@@ -331,6 +331,17 @@ class Client:
             raise ClientError(0, f"expected one result for patient {patient_id}, server returned {len(results)}")
         return replace(results[0], patient_id=patient_id)
 
+    def predict_paths(self, model_id: str, paths: Sequence[str], *, patient_id: str | None = None) -> list[Prediction]:
+        """Score bags the SERVER reads in place (POST /predict/paths): `paths` are absolute paths under its
+        STEPH_DATA_ROOT or relative to it; nothing is uploaded. The server must allow it (STEPH_PREDICT_PATHS);
+        `patient_id` pools the files into one patient."""
+        if not paths:
+            raise ValueError("predict_paths needs at least one path")
+        body: dict[str, Any] = {"model_id": model_id, "paths": [str(p) for p in paths]}
+        if patient_id is not None:
+            body["patient_id"] = patient_id
+        return self._predictions(self._json("POST", "/predict/paths", json=body), model_id)
+
     def _predict_raw(self, data: dict[str, str], path: Path) -> Any:
         """One bag as the raw body of POST /predict/bag (no multipart encoding on either side: the fast path).
         None when the server predates that route (its plain 404/405): the caller falls back to POST /predict."""
@@ -364,6 +375,9 @@ class Client:
             body = self._json(
                 "POST", "/predict", data=data, open_files=lambda s: [("files", file_part(s, p)) for p in paths]
             )
+        return self._predictions(body, model_id)
+
+    def _predictions(self, body: Any, model_id: str) -> list[Prediction]:
         items = _items(body.get("results", body.get("predictions")) if isinstance(body, dict) else body)
         extra = body if isinstance(body, dict) else {}
         mid = str(extra.get("model_id") or model_id)

@@ -17,7 +17,7 @@ import torch
 from app.domain.precision import cast_bag, resolve_inference_dtype
 from app.domain.survival import risk_score, survival_curve
 from app.services.bag_reading import read_patient
-from app.services.errors import PayloadTooLarge, UnprocessableInput
+from app.services.errors import Forbidden, PayloadTooLarge, UnprocessableInput
 from app.services.model_cache import get_model_cache
 from app.services.uploads import CHUNK, display_name, too_large
 
@@ -165,11 +165,18 @@ def predict(
 
 
 def resolve_bag_path(settings: Any, path: str) -> Path:
-    """A bag file named by path (POST /predict/paths): confined to STEPH_DATA_ROOT (links followed); 403 outside
-    it or when there is no data root, 422 when it is not a file."""
+    """A bag file named by path (POST /predict/paths): confined to STEPH_DATA_ROOT (links followed). 403 when the
+    server has no data root (a setting: every request would fail); 422 for a path outside the root or not a file
+    (that one file is wrong: a batch client records it and goes on)."""
     from app.services.cohorts import resolve_under_root
 
-    resolved = resolve_under_root(getattr(settings, "data_root", None), path, what="bag")
+    root = getattr(settings, "data_root", None)
+    try:
+        resolved = resolve_under_root(root, path, what="bag")
+    except Forbidden as exc:
+        if root is None:
+            raise
+        raise UnprocessableInput(f"{PurePath(path).name or path!r}: {exc}") from None
     if not resolved.is_file():
         raise UnprocessableInput(f"{PurePath(path).name or path!r}: no bag file at that path under the data root")
     return resolved

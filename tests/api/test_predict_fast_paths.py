@@ -114,9 +114,9 @@ def test_paths_are_off_by_default_then_confined_to_the_data_root(client, predict
         shutil.copy(bags["a"], outside)
         (root / "slides" / "link.h5").symlink_to(outside)
         for paths, status, needle in [
-            ([str(outside)], 403, "data root"),
-            (["../outside.h5"], 403, "data root"),
-            (["slides/link.h5"], 403, "data root"),  # a link out of the root is followed, then refused
+            ([str(outside)], 422, "data root"),  # one file is wrong (422), not the key or the server (403)
+            (["../outside.h5"], 422, "data root"),
+            (["slides/link.h5"], 422, "data root"),  # a link out of the root is followed, then refused
             (["slides/missing.h5"], 422, "missing.h5"),
             (["slides"], 422, "slides"),
         ]:

@@ -111,7 +111,7 @@ def live(tmp_path_factory) -> LiveService:
     tmp = tmp_path_factory.mktemp("live")
     home, world, log = tmp / "home", tmp / "world", tmp / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPH_")}
-    env.update(STEPH_HOME=str(home), PYTHONPATH=str(REPO))
+    env.update(STEPH_HOME=str(home), PYTHONPATH=str(REPO), STEPH_DATA_ROOT=str(world), STEPH_PREDICT_PATHS="true")
     _steph("--quiet", "synth", str(world), *SYNTH_OPTS, env=env)
     with serve(env, tmp, log) as (url, _proc):
         admin_key = _steph("keys", "create", "--scope", "admin", env=env).strip()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,3 +265,28 @@ def test_methods_and_models_listing(live):
     listed = json.loads(models.stdout)
     assert live.model_id in {m["id"] for m in listed}
     assert next(m for m in listed if m["id"] == live.model_id)["method"] == "steph"
+
+
+def test_server_paths_score_in_place_like_uploads(live, tmp_path):
+    """--server-paths: the server reads the bags under its STEPH_DATA_ROOT (here the synthetic world) instead of
+    receiving uploads; same risks as the upload run, and a bag outside the root is an error row, not a crash."""
+    manifest = tmp_path / "manifest.csv"
+    bags = live.score_bags[:4]
+    manifest.write_text("patient_id,path\n" + "".join(f"{b.stem},{b}\n" for b in bags))
+    uploaded, in_place = tmp_path / "up.csv", tmp_path / "paths.csv"
+    args = ("score", "--model", live.model_id, "--input", str(manifest), "-q")
+    assert run_client(live, *args, "--output", str(uploaded)).returncode == 0
+    done = run_client(live, *args, "--output", str(in_place), "--server-paths", "--server-root", str(live.world))
+    assert done.returncode == 0, done.stderr
+    want = {r["patient_id"]: float(r["risk"]) for r in read_rows(uploaded)}
+    got = {r["patient_id"]: float(r["risk"]) for r in read_rows(in_place)}
+    assert set(got) == {b.stem for b in bags} and got == pytest.approx(want, abs=1e-6)
+    assert live.log.read_text().count("POST /predict/paths") >= len(bags)
+
+    outside = tmp_path / "outside.h5"
+    shutil.copy(bags[0], outside)
+    manifest.write_text(f"patient_id,path\nP-OUT,{outside}\n")
+    bad = run_client(live, *args, "--output", str(tmp_path / "bad.csv"), "--server-paths")  # absolute path sent
+    assert bad.returncode == 1
+    errors = read_rows(tmp_path / "bad.errors.csv")
+    assert [e["patient_id"] for e in errors] == ["P-OUT"] and "data root" in errors[0]["message"]

@@ -261,15 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default="bench/results")
     tb = sub.add_parser("table")
     tb.add_argument("dirs", nargs="+", type=Path)
+    tb.add_argument("--holdout", action="store_true", help="only the compact Δ-vs-budget-matched table of steph/auto")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.cmd == "tune":
         tune(args.seeds, TUNE_GRID)
         return 0
     if args.cmd == "table":
-        from bench.regimes_report import render
+        from bench.regimes_report import holdout_table, render
 
-        print(render(args.dirs))
+        print(holdout_table(args.dirs) if args.holdout else render(args.dirs))
         return 0
     out = Path(args.out) / (args.tag or f"{args.regime}-{args.world}")
     out.mkdir(parents=True, exist_ok=True)

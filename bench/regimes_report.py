@@ -224,3 +224,26 @@ def main(argv: list[str] | None = None) -> Any:
 
 if __name__ == "__main__":
     main()
+
+
+def holdout_table(dirs: list[Path]) -> str:
+    """One line per (regime, world): Δ vs the budget-matched cancer-specific model of default STEPH, `auto` (default
+    candidates) and `auto` over all six candidates, mean ± se over the (seed, target) pairs, wins, and the worst
+    pair — for seeds run after auto's rule was fixed (an out-of-sample check of the rule)."""
+    rows = derive(load(dirs)[0])
+    lines = [
+        "| regime | world | pairs | steph | auto (default) | auto, all six | auto (default): worst pair |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for regime in dict.fromkeys(r["regime"] for r in rows):
+        for w in ("shared", "control"):
+            c = _c([r for r in rows if r["regime"] == regime], w)
+            if not c:
+                continue
+            cells = []
+            for m in ("steph", AUTO, AUTO_ALL):
+                mean, se, wins, n, d = paired(c, m, BUDGET)
+                cells.append(f"{_f(mean)} ± {se:.3f} ({wins}/{n})")
+            worst = min(paired(c, AUTO, BUDGET)[4])
+            lines.append(f"| {regime} | {w} | {n} | " + " | ".join(cells) + f" | {_f(worst)} |")
+    return "\n".join(lines)

@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", nargs="+", default=["compute", "quality", "train", "service"],
                    help="which parts to run (default all: compute quality train service)")  # fmt: skip
     p.add_argument("--out", type=Path, default=OUT, help=f"JSON results (default {OUT})")
+    p.add_argument("--server-env", nargs="*", default=[], metavar="K=V",
+                   help="extra environment of the `steph serve` process only (e.g. MALLOC_* of glibc)")  # fmt: skip
     args = p.parse_args(argv)
     low = resolve_inference_dtype("auto")
     low = torch.bfloat16 if low == torch.float32 else low  # a CPU without native bf16 still gets the bf16 row
@@ -137,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         from bench.predict_load_http import service_rows
 
         _log("service")
-        result["service"] = service_rows(quick=args.quick)
+        server_env = dict(kv.split("=", 1) for kv in args.server_env)
+        result["service"] = service_rows(quick=args.quick, server_env=server_env)
+        result["service"]["server_env"] = server_env
     result["wall_s"] = time.perf_counter() - t0
     result["command"] = "nice -n 10 python -m bench.predict_load " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -182,6 +182,8 @@ def _cold_start(env: dict[str, str], cwd: Path, key: str, model_id: str, data: b
 
 
 RSS_CHILD = """
+from app.cli.service import _return_big_frees_to_the_os
+_return_big_frees_to_the_os()  # the malloc policy of `steph serve`
 import gc, sys, tempfile, torch
 from pathlib import Path
 from app.domain.precision import cast_bag, resolve_inference_dtype
@@ -227,7 +229,9 @@ def rss_rows(root: Path, n: int, dim: int) -> dict[str, Any]:
     return out
 
 
-def service_rows(*, quick: bool = False, rss_n: int = 100000) -> dict[str, Any]:
+def service_rows(
+    *, quick: bool = False, rss_n: int = 100000, server_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     from app.domain.mil import FamilyDims
 
     dims = FamilyDims(in_dim=1536, hidden_dim=512, attn_dim=384, n_bins=32)
@@ -236,7 +240,7 @@ def service_rows(*, quick: bool = False, rss_n: int = 100000) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="steph-predict-load-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPH_")}
     env.update(STEPH_HOME=str(root / "home"), PYTHONPATH=str(REPO), STEPH_DATA_ROOT=str(root),
-               STEPH_PREDICT_PATHS="true")  # fmt: skip
+               STEPH_PREDICT_PATHS="true", **(server_env or {}))  # fmt: skip
     bag_path = root / "bag10k.h5"
     n = 500 if quick else N_PATCHES
     with h5py.File(bag_path, "w") as fh:

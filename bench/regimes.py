@@ -16,9 +16,12 @@ Checkpoints (every cancer's θ_c, the "given" models): CKPT_EPOCHS epochs (SOURC
 one step per 16 bags (the paper's schedule) at the tuned lr. Every trained row of the table (merges, heads,
 the budget-matched cancer-specific model, the gate's refits) uses one MERGE TrainConfig chosen by `tune` on a
 tuning world (seeds 100–102, never in the table) for the cancer-specific baseline only.
-Rows per target: see ROWS; plus a K-fold inner CV (app.domain.promotion, K = 3) over CV_CANDIDATES on the
-train split, from which the gate's decision for each candidate and `auto`'s choice are derived (`auto`'s final
-model is the chosen row's model: same params, samples and seed, training is deterministic).
+Rows per target: see ROWS; plus a K-fold inner CV (app.domain.promotion, K = 3) over every auto candidate
+(app.domain.merging.auto.CANDIDATES) on the train split, from which the gate's decision for each candidate and
+`auto`'s choice are derived (`auto`'s final model is the chosen row's model: same params, samples and seed,
+training is deterministic; auto's `retrain` is the budget-matched cancer-specific row).
+
+    python -m bench.regimes table --holdout bench/results/fresh/*   # steph / auto vs budget-matched, compact
 """
 
 from __future__ import annotations

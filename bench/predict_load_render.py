@@ -80,7 +80,7 @@ def _service(s: dict[str, Any]) -> list[str]:
         f"dtype, {s['rss']['float32']:.2f}× in float32.",
         "",
         "| concurrent clients | requests | throughput (req/s) | p50 latency (s) | p95 latency (s) | "
-        "server peak RSS over idle (MiB) | × 1 client |",
+        "server peak RSS over its model-loaded base (MiB) | × 1 client |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     one = s["clients"][0]

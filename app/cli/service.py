@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # glibc malloc policy of `steph serve` (issue 7): (mallopt parameter, environment variable, value)
 MALLOC_POLICY = (
-    (-8, "MALLOC_ARENA_MAX", 2),  # M_ARENA_MAX
+    (-8, "MALLOC_ARENA_MAX", 1),  # M_ARENA_MAX
     (-3, "MALLOC_MMAP_THRESHOLD_", 64 << 20),  # M_MMAP_THRESHOLD: 64 MiB
     (-1, "MALLOC_TRIM_THRESHOLD_", 128 << 20),  # M_TRIM_THRESHOLD: 128 MiB
 )
@@ -50,12 +50,14 @@ MALLOC_POLICY = (
 def _return_big_frees_to_the_os() -> None:
     """glibc, for a server whose requests each allocate a bag (tens of MiB) in a thread-pool thread:
 
-    - at most 2 arenas: freed bag-sized blocks are reused by the next request whichever thread serves it, instead
-      of piling up in one arena per thread (16 concurrent clients took 2.68× one request's memory before);
-    - blocks up to 64 MiB come from the heap and are reused (no fresh zero pages to fault in on every request:
-      an mmapped 29 MiB bag, its finite check and its cast cost ≈ 2× the page faults' time); bigger blocks are
-      mmapped and unmapped when freed (a 100k-patch bag goes back to the OS);
-    - up to 128 MiB of free memory may stay at the top of a heap (not trimmed after every request).
+    - one arena: freed bag-sized blocks are reused by the next request whichever thread serves it, instead of
+      piling up in one arena per thread (16 concurrent clients took 2.68× one request's memory with glibc's
+      defaults; with 2 arenas still ≈ 2×);
+    - blocks up to 64 MiB come from the heap and are reused: no fresh zero pages to fault in on every request
+      (with every block ≥ 1 MiB mmapped, as before, reading, checking and casting a 29 MiB bag took ≈ 50 ms more
+      and POST /predict/paths cost 1.6× the in-process forward instead of 1.1×: BENCHMARKS.md); bigger blocks
+      are mmapped and unmapped when freed (a 100k-patch bag goes back to the OS);
+    - up to 128 MiB of free memory may stay at the top of the heap (not trimmed after every request).
 
     Each value can be overridden with glibc's own environment variable (it is then left as the user set it); the
     variables are set for `--workers` processes too. Does nothing on a libc without mallopt."""

@@ -28,7 +28,10 @@ def test_policy_is_exported_and_a_user_value_wins(monkeypatch) -> None:
         monkeypatch.delenv(env, raising=False)
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # the user's choice
     service._return_big_frees_to_the_os()
-    assert os.environ["MALLOC_ARENA_MAX"] == "4"
+    assert (
+        os.environ["MALLOC_ARENA_MAX"] == "4"
+        and dict((e, v) for _, e, v in service.MALLOC_POLICY)["MALLOC_ARENA_MAX"] == 1
+    )
     assert os.environ["MALLOC_MMAP_THRESHOLD_"] == str(64 << 20)
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == str(128 << 20)
     assert calls == [(-3, 64 << 20), (-1, 128 << 20)]  # M_ARENA_MAX (-8) left to the user's variable

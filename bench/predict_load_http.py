@@ -6,9 +6,10 @@ and one 10 000 × 1536 float16 TRIDENT .h5 bag (29 MiB).
   the client SDK sends for one bag), client side: upload + server + response, against the same model in this
   process: forward alone (the bag already in memory, same dtype) and read + forward; and POST /predict/paths
   (the same file read in place under STEPH_DATA_ROOT: no upload).
-- clients: 1 / 4 / 16 threads, each with its own connection, posting the bag back to back (multipart), against
-  a fresh server whose model was loaded with a 16-patch bag; throughput (requests / s), p50 / p95 latency and
-  the server's peak RSS above its level before the first full-size bag (sampled every 10 ms).
+- clients: 1 / 4 / 16 threads, each with its own connection, posting the bag back to back (as the SDK does:
+  the raw body of POST /predict/bag; then again with multipart POST /predict), each time against a fresh
+  server whose model was loaded with a 16-patch bag; throughput (requests / s), p50 / p95 latency and the
+  server's peak RSS above its level before the first full-size bag (sampled every 10 ms).
 - cold start: a fresh `steph serve` on the same home (the model on disk, loaded on the first request): seconds
   from the spawn to the first 200 from POST /predict.
 """
@@ -118,14 +119,16 @@ def _post_path(http: httpx.Client, model_id: str, rel: str) -> float:
     return time.perf_counter() - t0
 
 
-def _clients(url: str, key: str, model_id: str, data: bytes, n: int, per_client: int, pid: int, base: float) -> dict:
+def _clients(
+    url: str, key: str, model_id: str, data: bytes, n: int, per_client: int, pid: int, base: float, post: Any = None
+) -> dict:
     """n clients posting `data` back to back; the server's peak RSS over `base` (its RSS with the model loaded,
     before any full-size bag: the same base for every n, so memory the allocator keeps for reuse after one
     request counts in every row, and a pile-up under concurrency shows as a ratio > 1)."""
 
     def run(_: int) -> list[float]:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
-            return [_post(http, model_id, data) for _ in range(per_client)]
+            return [(post or _post)(http, model_id, data) for _ in range(per_client)]
 
     idle = base
     with RssSampler(pid) as rss, ThreadPoolExecutor(n) as pool:
@@ -165,9 +168,11 @@ def _in_process(root: Path, url: str, key: str, model_id: str, bag_path: Path, r
     return {"forward_s": statistics.median(fwd), "read_forward_s": statistics.median(full), "dtype": str(dtype)}
 
 
-def _client_blocks(env: dict[str, str], root: Path, key: str, model_id: str, data: bytes, dim: int) -> list[dict]:
+def _client_blocks(
+    env: dict[str, str], root: Path, key: str, model_id: str, data: bytes, dim: int, post: Any = None
+) -> list[dict]:
     """1, 4 and 16 clients against a FRESH server (same home): the model loaded with a 16-patch bag, then the
-    base RSS, then the blocks in that order."""
+    base RSS, then the blocks in that order; `post` = _post (multipart) or _post_raw (what the SDK sends)."""
     tiny = root / "tiny.h5"
     with h5py.File(tiny, "w") as fh:
         fh.create_dataset("features", data=np.zeros((16, dim), np.float16))
@@ -185,7 +190,9 @@ def _client_blocks(env: dict[str, str], root: Path, key: str, model_id: str, dat
                     time.sleep(0.1)
         time.sleep(0.5)
         base = _rss_mb(proc.pid)
-        return [_clients(url, key, model_id, data, c, per, proc.pid, base) for c, per in ((1, 6), (4, 3), (16, 2))]
+        return [
+            _clients(url, key, model_id, data, c, per, proc.pid, base, post) for c, per in ((1, 6), (4, 3), (16, 2))
+        ]
     finally:
         _stop(proc)
 
@@ -301,7 +308,8 @@ def service_rows(
         out.update(_in_process(root, url, key, model_id, bag_path, reps=5))
     finally:
         _stop(proc)
-    out["clients"] = _client_blocks(env, root, key, model_id, data, dims.in_dim)
+    out["clients"] = _client_blocks(env, root, key, model_id, data, dims.in_dim, _post_raw)
+    out["clients_multipart"] = _client_blocks(env, root, key, model_id, data, dims.in_dim, _post)
     out["cold_start"] = _cold_start(env, root, key, model_id, data)
     out["rss"] = rss_rows(root, 2000 if quick else rss_n, dims.in_dim)
     shutil.rmtree(root, ignore_errors=True)

@@ -79,14 +79,27 @@ def _service(s: dict[str, Any]) -> list[str]:
         f"**{s['rss']['auto']:.2f}×** the bag's float32 size ({s['rss']['fp32_bag_mb']:,.0f} MiB) with the auto "
         f"dtype, {s['rss']['float32']:.2f}× in float32.",
         "",
-        "| concurrent clients | requests | throughput (req/s) | p50 latency (s) | p95 latency (s) | "
+        "| request | concurrent clients | requests | throughput (req/s) | p50 latency (s) | p95 latency (s) | "
         "server peak RSS over its model-loaded base (MiB) | × 1 client |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    one = s["clients"][0]
-    for c in s["clients"]:
+    kinds = (
+        ("clients", "POST /predict/bag (raw body, the SDK's path)"),
+        ("clients_multipart", "POST /predict (multipart)"),
+    )
+    for key, what in kinds:
+        if key in s:
+            lines += _client_rows(s[key], what)
+    return lines
+
+
+def _client_rows(blocks: list[dict[str, Any]], what: str) -> list[str]:
+    lines = []
+    one = blocks[0]
+    for c in blocks:
         lines.append(
-            f"| {c['clients']} | {c['requests']} | {c['throughput']:.2f} | {c['p50_s']:.2f} | {c['p95_s']:.2f} | "
+            f"| {what} | {c['clients']} | {c['requests']} | {c['throughput']:.2f} | {c['p50_s']:.2f} | "
+            f"{c['p95_s']:.2f} | "
             f"{c['peak_rss_over_idle_mb']:,.0f} | throughput {c['throughput'] / one['throughput']:.2f}, "
             f"memory {c['peak_rss_over_idle_mb'] / max(one['peak_rss_over_idle_mb'], 1e-9):.2f} |"
         )

@@ -19,8 +19,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API with uvicorn on the settings from the environment (embedded default: SQLite + in-process
     jobs). `--workers N` (N > 1) runs N API processes, each with its own model cache and forward slots; the
     one-time start-up (migrations, first admin key) runs here first, so the workers do not race for it."""
+    _return_big_frees_to_the_os()  # issue 7: before any thread exists (glibc fixes its arena limit at first use)
     _prefetch_model_imports()  # issue 7: cold start
-    _return_big_frees_to_the_os()  # issue 7: memory under concurrent requests
     import uvicorn
 
     settings = get_settings()

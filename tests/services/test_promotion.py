@@ -64,6 +64,12 @@ def test_a_merge_job_records_the_gate_on_the_job_and_the_model(tmp_path, world, 
             model = model_to_dict(repo.get_model(s, model_id=done["model_id"]))
         assert model["promotion_status"] in ("promoted", "not_promoted", "unchecked")
         assert done["promotion"]["status"] == model["promotion_status"] == model["metrics"]["promotion"]["status"]
+        if method == "auto":  # default candidates; the model is the winner's own type
+            evidence = model["metrics"]["notes"]["auto"]
+            assert set(evidence["candidates"]) == {"steph", "steph λ = 0", "cancer-specific (retrained)",
+                                                   "target's own model"}  # fmt: skip
+            if evidence["winner"] == "cancer-specific (retrained)":
+                assert model["promotion_status"] == "not_promoted" and "retrained" in done["promotion"]["reason"]
         if method == "steph":
             stats = model["metrics"]["merge_stats"]
             assert stats["collapsed"] is False and done["promotion"]["collapsed"] is False

@@ -1,10 +1,12 @@
 """POST /predict: score uploaded bags with a merged model. Predict or admin scope.
 
-Two ways to send bags:
+Three ways to send bags:
 - POST /predict (multipart/form-data): one or more files, grouped into patients by the form fields;
 - POST /predict/bag: ONE bag file as the raw request body, the parameters in the query string. It skips the
-  multipart parser and its spool file: the body is streamed straight to the store's tmp/ and read from there
-  (issue 7: the multipart path costs ~2x the model forward for a 29 MiB bag on a 2-core machine).
+  multipart parser and its spool file: the body is streamed straight to the store's tmp/ and read from there;
+- POST /predict/paths (JSON): bags the server reads in place under STEPH_DATA_ROOT, when STEPH_PREDICT_PATHS is on.
+(Issue 7, measured in BENCHMARKS.md "Predict under load": for a 29 MiB bag on a 2-core machine multipart costs
+1.6–1.9× the model forward, the raw body 1.3–1.5×, in place about 1.15×.)
 """
 
 from __future__ import annotations
@@ -174,11 +176,6 @@ async def predict_bag(
 
 
 def _run_paths(ctx: Ctx, body: PredictPathsRequest) -> dict:
-    if not getattr(ctx.settings, "predict_paths", False):
-        raise Forbidden(
-            "scoring by server path is off on this server; an operator enables it with STEPH_PREDICT_PATHS=true "
-            "(and STEPH_DATA_ROOT), or upload the bags to POST /predict/bag or POST /predict"
-        )
     svc.check_file_count(ctx.settings, len(body.paths))
     model_id = resolve_model_id(ctx=ctx, ref=body.model_id)
     files = [svc.BagFile(name=Path(p).name, path=svc.resolve_bag_path(ctx.settings, p)) for p in body.paths]
@@ -197,6 +194,11 @@ def _run_paths(ctx: Ctx, body: PredictPathsRequest) -> dict:
     "otherwise). Grouping into patients as in POST /predict.",
 )
 async def predict_paths(ctx: Ctx, _key: PredictKey, body: PredictPathsRequest) -> PredictResponse:
+    if not getattr(ctx.settings, "predict_paths", False):  # before taking a forward slot
+        raise Forbidden(
+            "scoring by server path is off on this server; an operator enables it with STEPH_PREDICT_PATHS=true "
+            "(and STEPH_DATA_ROOT), or upload the bags to POST /predict/bag or POST /predict"
+        )
     async with get_admission(ctx).slot():
         result = await run_in_threadpool(_run_paths, ctx, body)
     return PredictResponse.model_validate(result)

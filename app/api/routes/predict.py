@@ -67,7 +67,8 @@ def _run(ctx: Ctx, model_id: str, files: list[UploadFile], ids: list[str] | None
     summary="Score bags (.h5/.hdf5/.pt/.npy/.safetensors): risk, survival curve, hazards, STEPH sources",
     description="`model_id` may be a model id, `name@alias` (e.g. brca@champion), `name/<version>` or "
     "`name/latest`; the response names the model id it resolved to. Each file is one patient unless "
-    "patient ids group several slides into one bag. The survival curve starts at day 0 with S(0) = 1.",
+    "patient ids group several slides into one bag. The survival curve starts at day 0 with S(0) = 1. Faster for "
+    "a single bag: POST /predict/bag (raw body); for bags the server can read: POST /predict/paths.",
 )
 async def predict(
     ctx: Ctx,

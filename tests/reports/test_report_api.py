@@ -76,3 +76,33 @@ def test_matplotlib_is_not_imported_by_the_api_until_a_figure_is_drawn() -> None
     code = "import sys, app.main; app.main.create_app(); assert 'matplotlib' not in sys.modules, 'imported eagerly'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_report_shows_the_promotion_gate_and_autos_candidates(client, admin, predict, world, family) -> None:
+    """Issue 12 in the report: the gate's status and estimate for a gated STEPH merge; for auto, every candidate's
+    inner-CV estimate with the winner marked."""
+    import html as html_lib
+
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    from tests.workers.api_helpers import FAST
+
+    for method, params in (("steph", {**FAST, "gate": "fast"}), ("auto", {"epochs": FAST.get("epochs", 1)})):
+        job = run_job(client, admin, family, cohort["id"], method=method, params=params)
+        model = client.get(f"/models/{job['model_id']}", headers=admin).json()
+        page = client.get(f"/models/{model['id']}/report", headers=predict)
+        assert page.status_code == 200, page.text
+        text = html_lib.unescape(page.text)
+        status = re.search(r'<td id="promotion-status">([a-z_]+)</td>', text)
+        assert status and status.group(1) == model["promotion_status"] != "unchecked"
+        est = model["promotion"]["estimate"]
+        assert f"{est['difference']:+.4f}" in text
+        if method == "auto":
+            evidence = model["metrics"]["notes"]["auto"]
+            table = text.split('<table id="auto">', 1)[1].split("</table>", 1)[0]
+            assert table.count("<tr") == 1 + len(evidence["candidates"])
+            winner_row = re.search(r'<tr class="winner"><td>([^<]+)</td>', table)
+            assert winner_row and winner_row.group(1) == evidence["winner"]
+            for label, c in evidence["candidates"].items():
+                assert label in table and f"{c['difference']:+.4f}" in table
+        else:
+            assert '<table id="auto">' not in text

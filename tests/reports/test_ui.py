@@ -54,6 +54,8 @@ def test_admin_flow_start_job_follow_to_model_and_report(client, admin, world, f
     assert f"/ui/models/{job['model_id']}" in page
     model_page = client.get(f"/ui/models/{job['model_id']}")
     assert model_page.status_code == 200 and 'data-figure="km"' in model_page.text
+    status = client.get(f"/models/{job['model_id']}", headers=admin).json()["promotion_status"]
+    assert re.search(rf'<td id="promotion-status"><b>{status}</b>', model_page.text)  # issue 12: the gate's verdict
     fig = client.get(f"/ui/models/{job['model_id']}/figures/km.png")
     assert fig.status_code == 200 and fig.content[:4] == b"\x89PNG"
     report = client.get(f"/ui/models/{job['model_id']}/report")

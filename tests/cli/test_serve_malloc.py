@@ -37,12 +37,36 @@ def test_policy_is_exported_and_a_user_value_wins(monkeypatch) -> None:
     assert calls == [(-3, 64 << 20), (-1, 128 << 20)]  # M_ARENA_MAX (-8) left to the user's variable
 
 
-def test_the_real_mallopt_accepts_every_value() -> None:
-    """In a child process (the policy changes the allocator for the rest of the process): glibc returns 1 on
-    success for each parameter, so a wrong parameter number would fail here."""
-    code = (
-        "import ctypes; from app.cli.service import MALLOC_POLICY; libc = ctypes.CDLL('libc.so.6'); "
-        "print([libc.mallopt(p, v) for p, _, v in MALLOC_POLICY])"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[1, 1, 1]"
+ARENAS_CHILD = """
+import ctypes, sys, threading
+if sys.argv[1] == "policy":
+    from app.cli.service import _return_big_frees_to_the_os
+    _return_big_frees_to_the_os()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+hold, meet = [], threading.Barrier(4)
+def work():
+    meet.wait()  # four threads allocating at the same time: glibc gives each its own arena unless limited
+    hold.append(libc.malloc(4096))
+    meet.wait()
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc.malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def _arenas(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", ARENAS_CHILD, mode], capture_output=True, text=True, env=env,
+                         check=True)  # fmt: skip
+    return sum(line.startswith("Arena ") for line in out.stderr.splitlines())
+
+
+def test_the_real_policy_limits_glibc_to_one_arena() -> None:
+    """In child processes (the policy changes the allocator for the rest of a process): four threads allocating at
+    once get one arena with the policy applied, several without it (so a wrong mallopt call would fail here)."""
+    assert _arenas("policy") == 1
+    assert _arenas("none") > 1

@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -273,29 +274,10 @@ def _loop(model, samples, config, params, device, progress, should_cancel) -> Tr
     return TrainResult(steps=step, final_loss=history[-1], history=history, step_losses=step_losses)
 
 
-def train_cancer_specific(
-    base: StateDict,
-    samples: Samples,
-    config: TrainConfig,
-    *,
-    dims: FamilyDims,
-    bin_edges: list[float],
-    progress: Callable[[Progress], None] | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-) -> StaticModel:
-    """A cancer-specific ABMIL θ_c: every parameter trained from θ₀ = `base` (which is not modified).
-
-    Returns StaticModel(method="cancer_specific") in eval mode; its artifact_tensors() is θ_c in the
-    reference layout, and θ_c − θ₀ is the cancer's task vector.
-
-    Small cohorts: the defaults (epochs 20, accum 16) give ceil(n / 16) · 20 optimiser steps — only 40 for
-    n = 30 patients, too few at lr 1e-4. Raise `epochs` (e.g. 50–100), lower `accum` (e.g. 4–8, more and
-    noisier steps) and/or raise `lr` (e.g. 5e-4–1e-3). `warmup_epochs` counts epochs, so the default 1
-    stays a small share of a longer schedule. Check that TrainResult.history still falls at the end.
-    """
-    return fit_cancer_specific(
-        base, samples, config, dims=dims, bin_edges=bin_edges, progress=progress, should_cancel=should_cancel
-    )[0]
+def train_cancer_specific(base: StateDict, samples: Samples, config: TrainConfig, **kwargs: Any) -> StaticModel:
+    """fit_cancer_specific without the TrainResult (same keyword arguments: dims, bin_edges, progress,
+    should_cancel)."""
+    return fit_cancer_specific(base, samples, config, **kwargs)[0]
 
 
 def fit_cancer_specific(
@@ -308,7 +290,17 @@ def fit_cancer_specific(
     progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> tuple[StaticModel, TrainResult]:
-    """train_cancer_specific, also returning the TrainResult (loss history, steps)."""
+    """A cancer-specific ABMIL θ_c: every parameter trained from θ₀ = `base` (which is not modified), and its
+    TrainResult (loss history, steps).
+
+    The model is StaticModel(method="cancer_specific") in eval mode; its artifact_tensors() is θ_c in the
+    reference layout, and θ_c − θ₀ is the cancer's task vector.
+
+    Small cohorts: the defaults (epochs 20, accum 16) give ceil(n / 16) · 20 optimiser steps — only 40 for
+    n = 30 patients, too few at lr 1e-4. Raise `epochs` (e.g. 50–100), lower `accum` (e.g. 4–8, more and
+    noisier steps) and/or raise `lr` (e.g. 5e-4–1e-3). `warmup_epochs` counts epochs, so the default 1
+    stays a small share of a longer schedule. Check that TrainResult.history still falls at the end.
+    """
     with torch.random.fork_rng(devices=[]):  # ABMIL's throwaway init must not move the caller's RNG
         model = StaticModel(
             {k: v.detach().clone() for k, v in base.items()},

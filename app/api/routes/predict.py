@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +30,10 @@ from app.services.uploads import too_large
 
 router = APIRouter(tags=["prediction"])
 
+MODEL_HELP = "the model: an id, name@alias, name/version or name/latest"
+TOP_HELP = "return the k highest-attention patches"
+CURVE_HELP = "also return each survival curve as a base64 png/svg image"
+
 
 def _patient_ids(patient_id: list[str] | None, patient_ids: str | None) -> list[str] | None:
     if patient_ids:
@@ -43,6 +47,22 @@ def _patient_ids(patient_id: list[str] | None, patient_ids: str | None) -> list[
     return patient_id or None
 
 
+def _score(
+    ctx: Ctx, model_id: str, files: list[svc.BagFile], ids: list[str] | None, top: int, image: str | None
+) -> dict:
+    """Score saved bags; with `image`, each patient's survival curve also as an image (issue 10)."""
+    result = svc.predict(ctx=ctx, model_id=model_id, files=files, patient_ids=ids, top_patches=top)
+    return attach_curve_images(result, image)
+
+
+async def _admitted(ctx: Ctx, work: Any, *args: Any) -> PredictResponse:
+    """Run `work(ctx, *args)` in the thread pool inside a forward slot (issue 7: bounded forwards; 503 +
+    Retry-After past the wait queue)."""
+    async with get_admission(ctx).slot():
+        result = await run_in_threadpool(work, ctx, *args)
+    return PredictResponse.model_validate(result)
+
+
 def _run(ctx: Ctx, model_id: str, files: list[UploadFile], ids: list[str] | None, top: int, image: str | None) -> dict:
     svc.check_file_count(ctx.settings, len(files))
     model_id = resolve_model_id(ctx=ctx, ref=model_id)  # name@alias / name/version → id; 404 before any upload
@@ -53,8 +73,7 @@ def _run(ctx: Ctx, model_id: str, files: list[UploadFile], ids: list[str] | None
             dest = ctx.store.new_tmp_path()
             svc.save_bag_upload(f.file, dest, limit_bytes=ctx.settings.max_upload_bytes, name=name)
             saved.append(svc.BagFile(name=name, path=dest))
-        result = svc.predict(ctx=ctx, model_id=model_id, files=saved, patient_ids=ids, top_patches=top)
-        return attach_curve_images(result, image)  # issue 10: optional survival-curve image per patient
+        return _score(ctx, model_id, saved, ids, top, image)
     finally:
         for b in saved:
             b.path.unlink(missing_ok=True)
@@ -73,21 +92,15 @@ def _run(ctx: Ctx, model_id: str, files: list[UploadFile], ids: list[str] | None
 async def predict(
     ctx: Ctx,
     _key: PredictKey,
-    model_id: Annotated[
-        str, Form(max_length=200, description="the model: an id, name@alias, name/version or name/latest")
-    ],
+    model_id: Annotated[str, Form(max_length=200, description=MODEL_HELP)],
     files: Annotated[list[UploadFile], File(description="one or more feature bags [N, D]")],
     patient_id: Annotated[list[str] | None, Form(description="one per file, or one for all files")] = None,
     patient_ids: Annotated[str | None, Form(description="alternative: a JSON list of patient ids")] = None,
-    top_patches: Annotated[int, Form(ge=0, le=1000, description="return the k highest-attention patches")] = 0,
-    curve_image: Annotated[
-        Literal["png", "svg"] | None, Form(description="also return each survival curve as a base64 png/svg image")
-    ] = None,
+    top_patches: Annotated[int, Form(ge=0, le=1000, description=TOP_HELP)] = 0,
+    curve_image: Annotated[Literal["png", "svg"] | None, Form(description=CURVE_HELP)] = None,
 ) -> PredictResponse:
     ids = _patient_ids(patient_id, patient_ids)
-    async with get_admission(ctx).slot():  # issue 7: bounded forwards; 503 + Retry-After past the wait queue
-        result = await run_in_threadpool(_run, ctx, model_id, files, ids, top_patches, curve_image)
-    return PredictResponse.model_validate(result)
+    return await _admitted(ctx, _run, model_id, files, ids, top_patches, curve_image)
 
 
 RAW_WRITE_BUFFER = 1 << 20  # the body arrives in ~64 KiB messages; write it in 1 MiB blocks
@@ -118,11 +131,6 @@ async def receive_raw_body(request: Request, dest: Path, *, limit_bytes: int, na
     return written
 
 
-def _run_raw(ctx: Ctx, model_id: str, bag: svc.BagFile, pid: str | None, top: int, image: str | None) -> dict:
-    result = svc.predict(ctx=ctx, model_id=model_id, files=[bag], patient_ids=[pid] if pid else None, top_patches=top)
-    return attach_curve_images(result, image)
-
-
 @router.post(
     "/predict/bag",
     response_model=PredictResponse,
@@ -145,17 +153,13 @@ async def predict_bag(
     ctx: Ctx,
     _key: PredictKey,
     request: Request,
-    model_id: Annotated[
-        str, Query(max_length=200, description="the model: an id, name@alias, name/version or name/latest")
-    ],
+    model_id: Annotated[str, Query(max_length=200, description=MODEL_HELP)],
     filename: Annotated[
         str, Query(max_length=255, description="the bag's file name: its suffix gives the format")
     ] = "bag.h5",
     patient_id: Annotated[str | None, Query(max_length=200, description="default: the file name's stem")] = None,
-    top_patches: Annotated[int, Query(ge=0, le=1000, description="return the k highest-attention patches")] = 0,
-    curve_image: Annotated[
-        Literal["png", "svg"] | None, Query(description="also return the survival curve as a base64 png/svg image")
-    ] = None,
+    top_patches: Annotated[int, Query(ge=0, le=1000, description=TOP_HELP)] = 0,
+    curve_image: Annotated[Literal["png", "svg"] | None, Query(description=CURVE_HELP)] = None,
 ) -> PredictResponse:
     if request.headers.get("content-type", "").lower().startswith("multipart/"):
         raise UnsupportedMediaType(
@@ -166,14 +170,13 @@ async def predict_bag(
     name = svc.upload_name(filename, 0)
     dest = ctx.store.new_tmp_path()
     await receive_raw_body(request, dest, limit_bytes=ctx.settings.max_upload_bytes, name=name)
+    ids = [patient_id] if patient_id else None
     try:
-        async with get_admission(ctx).slot():
-            result = await run_in_threadpool(
-                _run_raw, ctx, model_id, svc.BagFile(name=name, path=dest), patient_id, top_patches, curve_image
-            )
+        return await _admitted(
+            ctx, _score, model_id, [svc.BagFile(name=name, path=dest)], ids, top_patches, curve_image
+        )
     finally:
         dest.unlink(missing_ok=True)
-    return PredictResponse.model_validate(result)
 
 
 def _run_paths(ctx: Ctx, body: PredictPathsRequest) -> dict:
@@ -181,8 +184,7 @@ def _run_paths(ctx: Ctx, body: PredictPathsRequest) -> dict:
     model_id = resolve_model_id(ctx=ctx, ref=body.model_id)
     files = [svc.BagFile(name=Path(p).name, path=svc.resolve_bag_path(ctx.settings, p)) for p in body.paths]
     ids = body.patient_ids or ([body.patient_id] if body.patient_id else None)
-    result = svc.predict(ctx=ctx, model_id=model_id, files=files, patient_ids=ids, top_patches=body.top_patches)
-    return attach_curve_images(result, body.curve_image)
+    return _score(ctx, model_id, files, ids, body.top_patches, body.curve_image)
 
 
 @router.post(
@@ -200,6 +202,4 @@ async def predict_paths(ctx: Ctx, _key: PredictKey, body: PredictPathsRequest) -
             "scoring by server path is off on this server; an operator enables it with STEPH_PREDICT_PATHS=true "
             "(and STEPH_DATA_ROOT), or upload the bags to POST /predict/bag or POST /predict"
         )
-    async with get_admission(ctx).slot():
-        result = await run_in_threadpool(_run_paths, ctx, body)
-    return PredictResponse.model_validate(result)
+    return await _admitted(ctx, _run_paths, body)

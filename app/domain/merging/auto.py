@@ -139,8 +139,6 @@ def run_auto(
     should_cancel: Any = None,
 ) -> AutoResult:  # fmt: skip
     """Cross-validate the candidates, pick the winner (choose), train it on all of `samples`."""
-    from app.domain.merging.registry import get_method
-    from app.domain.pipeline import fit_parsed
 
     cands = params.chosen()
     folds = params.folds or (gate.n_folds if gate.mode != "off" else DEFAULT_FOLDS)
@@ -166,30 +164,41 @@ def run_auto(
             "reason": "auto kept the target's own model: no candidate beat it in inner CV by more than the margin",
         }
         return AutoResult(_target_model(inputs), None, evidence, promotion)
-    if winner == RETRAIN.label:
-        from app.domain.training import fit_cancer_specific
-
-        retrained, fit = fit_cancer_specific(
-            inputs.base, samples, config, dims=inputs.dims, bin_edges=inputs.bin_edges, should_cancel=should_cancel
-        )
+    cand = next(c for c in cands if c.label == winner)
+    model, result = _fit_winner(cand, inputs, config, samples, should_cancel)
+    if cand.refit:
         promotion = {
             "status": "not_promoted", "estimate": scores[winner],
             "reason": "auto chose no transfer: no merge candidate beat a cancer-specific model retrained with this "
             "job's settings in inner CV by more than the margin, so that retrained model is returned; it is not "
             "promoted over the target's own checkpoint, which the inner CV cannot score without bias",
         }  # fmt: skip
-        return AutoResult(retrained, fit, evidence, promotion)
-    cand = next(c for c in cands if c.label == winner)
-    impl = get_method(str(cand.method))
+    else:
+        promotion = {**decide(scores[winner], gate.margin), "estimate": scores[winner]}
+        promotion["reason"] += f" (best of {len(cands)} candidates: optimistic)"
+    return AutoResult(model, result, evidence, promotion)
+
+
+def _fit_winner(
+    cand: Candidate, inputs: MergeInputs, config: TrainConfig, samples: Samples, should_cancel: Any
+) -> tuple[SurvivalModel, TrainResult | None]:
+    """The chosen candidate trained on the whole train split, with its TrainResult."""
+    if cand.refit:
+        from app.domain.training import fit_cancer_specific
+
+        return fit_cancer_specific(
+            inputs.base, samples, config, dims=inputs.dims, bin_edges=inputs.bin_edges, should_cancel=should_cancel
+        )
+    from app.domain.merging.registry import get_method
+    from app.domain.pipeline import fit_parsed
     from app.domain.promotion import candidate_inputs
 
+    impl = get_method(str(cand.method))
     model, result, _ = fit_parsed(
         impl, impl.parse_params(cand.params), candidate_inputs(cand, inputs), config, samples,
         should_cancel=should_cancel,
     )  # fmt: skip
-    promotion = {**decide(scores[winner], gate.margin), "estimate": scores[winner]}
-    promotion["reason"] += f" (best of {len(cands)} candidates: optimistic)"
-    return AutoResult(model, result, evidence, promotion)
+    return model, result
 
 
 def _brief(score: dict[str, Any]) -> dict[str, Any]:

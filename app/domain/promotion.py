@@ -112,13 +112,8 @@ def candidate_inputs(candidate: Candidate, inputs: MergeInputs) -> MergeInputs:
 def fit_candidate(
     candidate: Candidate, inputs: MergeInputs, samples: Samples, config: TrainConfig, **hooks: Any
 ) -> SurvivalModel:
-    """The candidate trained on `samples` (method None: StaticModel of inputs.target, untouched; refit: a
-    cancer-specific model trained from θ₀ on `samples`)."""
-    if candidate.refit:
-        return train_cancer_specific(
-            inputs.base, samples, config, dims=inputs.dims, bin_edges=inputs.bin_edges,
-            should_cancel=hooks.get("should_cancel"), progress=hooks.get("progress"),
-        )  # fmt: skip
+    """The candidate trained on `samples` (method None: StaticModel of inputs.target, untouched). A refit
+    candidate is not built here: in a fold it is the fold's refitted target (cross_validate)."""
     if candidate.method is None:
         return StaticModel(inputs.target, inputs.dims, inputs.bin_edges).eval()
     from app.domain.pipeline import fit_merge  # pipeline imports this module

@@ -70,6 +70,10 @@ def start_context(settings: Settings) -> ServiceContext:
         from app.db.migrate import upgrade
 
         upgrade(settings.database_url)
+    if settings.predict_device == "cuda":  # without a GPU: refuse to start, saying why ("auto" cannot fail and
+        from app.services.model_cache import resolve_predict_device  # imports torch: only for this check)
+
+        resolve_predict_device(settings)
     ctx = build_context(settings)
     ctx.store.clear_tmp()
     start_queue(ctx)

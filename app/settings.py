@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     predict_queue: int = Field(
         default=16, ge=0, description="predictions waiting for a forward slot; past it POST /predict answers 503"
     )
+    predict_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="device of the prediction forwards: auto = cuda when this process sees a GPU, else cpu",
+    )
     inference_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
         description="dtype of the two N×D matmuls at prediction; auto = bfloat16 on CPUs with native bf16 "

@@ -142,7 +142,7 @@ def train_config_from(args: argparse.Namespace) -> Any:
 
     keys = ("epochs", "lr", "accum", "seed", "weight_decay", "max_patches")
     given = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    return TrainConfig(**preset_config(given))  # unset keys: the default (tuned) training preset
+    return TrainConfig(**preset_config(given)).resolved()  # unset keys: the default (tuned) training preset
 
 
 # ---------------------------------------------------------------- commands

@@ -111,6 +111,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         check_compatible(base, sources[-1], name=Path(path).name)
     raw_params = merge_params(args)
     train_config, params = split_params(raw_params)
+    train_config = train_config.resolved()  # compute_dtype "auto" → what it means here (recorded in provenance)
     gate = split_gate({"gate": "off", **raw_params})[0]  # issue 12: --param gate=fast|full runs the gate
     inputs = MergeInputs(
         base=base, target=target, sources=sources, source_names=[Path(p).stem for p in args.source],

@@ -25,9 +25,14 @@ PRESET_KEY = "train_preset"
 # Training presets (BENCHMARKS.md, "Where merging pays": chosen for the cancer-specific baseline on a separate
 # tuning world, then applied to every method): "paper" = SPEC §1 (lr 1e-4, 16 bags per step, 20 epochs: only
 # 4 · 20 = 80 tiny steps on a 60-patient target); "tuned" = lr 1e-3, 16 bags per step, 40 epochs.
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "tuned": {"lr": 1e-3, "accum": 16, "epochs": 40}}
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "tuned": {"lr": 1e-3, "accum": 16, "epochs": 40, "compute_dtype": "auto"},
+}
 # The default for every merge method and for cancer-specific training (`steph train`): the tuned preset, so a
-# scarce target gets enough optimiser steps; "paper" reproduces SPEC §1 exactly.
+# scarce target gets enough optimiser steps, with the N×D matmuls in bf16 where the hardware has it (issue 7:
+# a merge epoch 0.97× a float32 cancer-specific epoch instead of 1.40×; the C-index effect is measured by
+# bench.train_dtype); "paper" reproduces SPEC §1 exactly (float32).
 DEFAULT_TRAIN_PRESET = "tuned"
 
 

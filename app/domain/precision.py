@@ -8,6 +8,9 @@ bag once: `bag.to(resolve_inference_dtype(name, device))`.
     "bfloat16"  8-bit mantissa, float32 range: no overflow; fast on CPUs with avx512_bf16 / AMX and on GPUs
     "float16"   10-bit mantissa, range ±65504; fast on GPUs (on most CPUs slower than float32)
     "auto"      bfloat16 on a CPU with native bf16 (avx512_bf16 or AMX), float16 on CUDA, else float32
+
+Training (TrainConfig.compute_dtype, resolve_train_dtype) reads "auto" differently on CUDA: bfloat16 where the
+GPU supports it, else float32 — never float16, whose range can overflow gradients without loss scaling.
 """
 
 from __future__ import annotations
@@ -43,6 +46,21 @@ def resolve_inference_dtype(name: str, device: str | torch.device = "cpu") -> to
         return INFERENCE_DTYPES[name]
     except KeyError:
         raise ValueError(f"inference dtype {name!r} is not one of auto, {', '.join(INFERENCE_DTYPES)}") from None
+
+
+def resolve_train_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
+    """The torch dtype of a training compute-dtype setting: as resolve_inference_dtype, except that "auto" is
+    bfloat16 on a CPU with native bf16 or on a CUDA GPU that supports it, and float32 otherwise."""
+    if name == "auto":
+        if torch.device(device).type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return resolve_inference_dtype(name, device)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"float32" | "bfloat16" | "float16" for one of the INFERENCE_DTYPES."""
+    return next(name for name, d in INFERENCE_DTYPES.items() if d == dtype)
 
 
 def cast_bag(bag: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

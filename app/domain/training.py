@@ -11,7 +11,10 @@ dropout uses the global RNG seeded inside `torch.random.fork_rng` (the caller's 
 Bags are processed one at a time (gradients accumulate over the step's bags), so memory holds one bag.
 `compute_dtype` "bfloat16" (or "auto" on a CPU with native bf16) runs the two N×D×hidden matmuls of every
 forward and backward (feat_proj, STEPH's hypernetwork input layer) in bf16; everything else, every parameter and
-every gradient stay float32 (app.domain.mil.project). "float32" (the default) is the exact reference.
+every gradient stay float32 (app.domain.mil.project). "float32" (TrainConfig's default) is the exact reference;
+the service's and the CLI's default training preset ("tuned", app.domain.pipeline) asks for "auto" (issue 7: a merge
+epoch then costs 0.97× a float32 cancer-specific epoch instead of 1.40×; bench.train_dtype measures the C-index
+effect, BENCHMARKS.md "Predict under load").
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -29,7 +32,7 @@ from torch import Tensor, nn
 from app.domain.data import Sample, Samples
 from app.domain.merging.base import StaticModel, SurvivalModel
 from app.domain.mil import FamilyDims
-from app.domain.precision import resolve_inference_dtype
+from app.domain.precision import dtype_name, resolve_train_dtype
 from app.domain.survival import nll_loss, time_to_bin
 from app.domain.task_vectors import StateDict
 
@@ -76,6 +79,12 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"training parameter {key!r} {why}; got {getattr(self, key)!r}")
         resolve_device(self.device)
+
+    def resolved(self) -> TrainConfig:
+        """This config with compute_dtype "auto" replaced by the dtype it means on this machine and device (what
+        a model's provenance records, so a rerun elsewhere can ask for the same)."""
+        dtype = resolve_train_dtype(self.compute_dtype, resolve_device(self.device))
+        return replace(self, compute_dtype=dtype_name(dtype))
 
 
 _NUMBER, _INT = (int, float), (int,)
@@ -170,7 +179,7 @@ def _bag_for_training(sample: Sample, config: TrainConfig, gen: torch.Generator,
         bag = bag[0]
     if config.max_patches is not None and bag.shape[0] > config.max_patches:
         bag = bag[torch.randperm(bag.shape[0], generator=gen)[: config.max_patches]]
-    return bag.to(device=device, dtype=resolve_inference_dtype(config.compute_dtype, device))
+    return bag.to(device=device, dtype=resolve_train_dtype(config.compute_dtype, device))
 
 
 def _bag_loss(model: SurvivalModel, bag: Tensor, sample: Sample, device: torch.device) -> Tensor:

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from app.services.errors import ServiceUnavailable
+from app.services.model_cache import resolve_predict_device
 
 
 class ServerBusy(ServiceUnavailable):
@@ -34,9 +35,12 @@ class ServerBusy(ServiceUnavailable):
         self.retry_after_s = retry_after_s  # app.api.errors sends it as the Retry-After header
 
 
-def default_slots(cpu_count: int | None = None) -> int:
-    """Concurrent forwards when the setting is 0 (auto). Prediction runs on the CPU, where one forward already
-    uses every core (torch intra-op threads): 1 up to 8 cores, else one per 8 cores, at most 4."""
+def default_slots(cpu_count: int | None = None, device_type: str = "cpu") -> int:
+    """Concurrent forwards when the setting is 0 (auto). On the CPU one forward already uses every core (torch
+    intra-op threads): 1 up to 8 cores, else one per 8 cores, at most 4. On a GPU 2: while one forward runs on
+    the device, the next request's bag is read and cast on the host."""
+    if device_type == "cuda":
+        return 2
     cores = cpu_count or os.cpu_count() or 1
     return 1 if cores <= 8 else min(4, cores // 8)
 
@@ -136,12 +140,14 @@ _ADMISSION_LOCK = threading.Lock()
 
 def get_admission(ctx: Any) -> Admission:
     """The context's Admission (ctx.extras["admission"]), sized by settings.predict_concurrency (0 = auto,
-    see default_slots) and settings.predict_queue."""
+    see default_slots: by the prediction device) and settings.predict_queue."""
     with _ADMISSION_LOCK:
         found = ctx.extras.get("admission")
         if found is None:
             settings = ctx.settings
-            slots = int(getattr(settings, "predict_concurrency", 0)) or default_slots()
+            slots = int(getattr(settings, "predict_concurrency", 0)) or default_slots(
+                device_type=resolve_predict_device(settings).type
+            )
             queue = int(getattr(settings, "predict_queue", 16))
             found = ctx.extras["admission"] = Admission(slots, queue)
         return found

@@ -119,6 +119,7 @@ def execute(ctx: Any, job: dict[str, Any], hb: Any, on_progress: Any) -> dict[st
     train_config, method_params = split_params(job["params"])
     device = resolve_device(ctx.settings)
     train_config.device = device
+    train_config = train_config.resolved()  # compute_dtype "auto" → what it means on this device (provenance)
     inputs, reference = build_inputs(ctx, job)
     c = job["cohort"]  # issue 8: re-check that the cohort's files still resolve inside their root
     cohort = open_registered_cohort(ctx, source=c["source"], location=c["location"], directory=cohort_path(ctx, c),

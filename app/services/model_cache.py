@@ -1,7 +1,8 @@
 """LRU cache of loaded merged models, keyed by artifact sha256 (content address).
 
 A prediction request looks the model up here: the artifact is read, its sha256 verified and the model
-rebuilt only on a miss; later requests reuse the in-memory module (eval mode). Thread-safe; one per context.
+rebuilt only on a miss; later requests reuse the in-memory module (eval mode), on the prediction device
+(STEPH_PREDICT_DEVICE: resolve_predict_device). Thread-safe; one per context.
 """
 
 from __future__ import annotations
@@ -11,14 +12,32 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from app.services.errors import ServiceUnavailable
 from app.storage.store import StoreError
+
+
+def resolve_predict_device(settings: Any) -> Any:
+    """torch.device of the prediction forwards: settings.predict_device "auto" → cuda when this process sees a
+    GPU, else cpu. A "cuda" setting without a visible GPU raises ServiceUnavailable naming the fix (the service
+    checks it at start-up, so a misconfigured server does not start)."""
+    from app.domain.training import resolve_device
+
+    name = str(getattr(settings, "predict_device", "auto"))
+    try:
+        return resolve_device(name)
+    except ValueError:
+        raise ServiceUnavailable(
+            f"STEPH_PREDICT_DEVICE={name} but this process sees no CUDA GPU (check the driver, the container's GPU "
+            "access and CUDA_VISIBLE_DEVICES), or set STEPH_PREDICT_DEVICE=cpu or auto"
+        ) from None
 
 
 class ModelCache:
     """get(sha256) -> LoadedModel (model, config, provenance); at most `capacity` models kept (LRU)."""
 
-    def __init__(self, store: Any, capacity: int = 8) -> None:
+    def __init__(self, store: Any, capacity: int = 8, device: Any = "cpu") -> None:
         self.store = store
+        self.device = device  # every cached model lives there (moved once, at load)
         self.capacity = max(1, int(capacity))
         self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -55,7 +74,7 @@ class ModelCache:
             raise StoreError(f"model artifact {sha256[:12]}… is missing from the store; restore it from a backup")
         # hashes the file once and refuses a mismatch (ArtifactError: "modified or corrupted")
         loaded = load_model_file(path, expected_sha256=sha256, display_name=f"model-{sha256[:12]}")
-        loaded.model.eval()
+        loaded.model.to(self.device).eval()
         self.loads += 1
         return loaded
 
@@ -68,10 +87,12 @@ _CACHES_LOCK = threading.Lock()
 
 
 def get_model_cache(ctx: Any) -> ModelCache:
-    """The context's model cache (ctx.extras["model_cache"]), sized by settings.model_cache_size."""
+    """The context's model cache (ctx.extras["model_cache"]), sized by settings.model_cache_size, on the
+    prediction device (resolve_predict_device)."""
     with _CACHES_LOCK:
         cache = ctx.extras.get("model_cache")
         if cache is None or cache.store is not ctx.store:
             size = int(getattr(ctx.settings, "model_cache_size", 8))
-            cache = ctx.extras["model_cache"] = ModelCache(ctx.store, size)
+            device = resolve_predict_device(ctx.settings)
+            cache = ctx.extras["model_cache"] = ModelCache(ctx.store, size, device)
         return cache

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+from app.domain.evaluation import model_device
 from app.domain.precision import cast_bag, resolve_inference_dtype
 from app.domain.survival import risk_score, survival_curve
 from app.services.bag_reading import read_patient
@@ -110,8 +111,11 @@ def _sources(info: dict[str, Any]) -> list[dict[str, Any]] | None:
 def score_patient(model: Any, pid: str, files: list[BagFile], settings: Any, top_k: int) -> dict[str, Any]:
     """One patient's result: risk = −Σ_j S_j, survival S at the bin edges (S(0) = 1), hazards σ(logits)."""
     patient = read_patient(settings, files, model.dims.in_dim)  # issue 8: peeked, checked, budgeted
-    dtype = resolve_inference_dtype(str(getattr(settings, "inference_dtype", "float32")))  # issue 7
+    device = model_device(model)  # the prediction device (STEPH_PREDICT_DEVICE; the model cache put it there)
+    dtype = resolve_inference_dtype(str(getattr(settings, "inference_dtype", "float32")), device)  # issue 7
     patient.features = cast_bag(patient.features, dtype)  # the stored dtype is dropped once cast (memory)
+    if device.type != "cpu":  # cast first: a float32 file crosses to the GPU at half the size in fp16
+        patient.features = patient.features.to(device)
     bag, coords, sizes = patient.features, patient.coords, patient.sizes
     with torch.inference_mode():
         out = model(bag)

@@ -24,8 +24,9 @@ def test_split_params_separates_training_from_method_params():
     assert (config.epochs, config.lr, config.seed, config.accum) == (3, 0.001, 7, 16)
     assert method == {"topk": 2, "gamma": 0.01}
     default, empty = split_params(None)  # the default (tuned) preset; "paper" = the TrainConfig defaults
-    assert default == TrainConfig(lr=1e-3, accum=16, epochs=40) and empty == {}
-    assert split_params({"train_preset": "paper"})[0] == TrainConfig()
+    assert default == TrainConfig(lr=1e-3, accum=16, epochs=40, compute_dtype="auto") and empty == {}
+    assert split_params({"train_preset": "paper"})[0] == TrainConfig()  # float32: the exact paper settings
+    assert split_params({"compute_dtype": "float32"})[0].compute_dtype == "float32"  # a job can pin the reference
     raw = {"epochs": 2, "x": 1}
     split_params(raw)
     assert raw == {"epochs": 2, "x": 1}  # not modified

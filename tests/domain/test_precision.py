@@ -9,7 +9,8 @@ import torch
 
 from app.domain.merging.base import StaticModel
 from app.domain.merging.registry import get_method
-from app.domain.precision import cast_bag, cpu_has_native_bf16, resolve_inference_dtype
+from app.domain import precision
+from app.domain.precision import cast_bag, cpu_has_native_bf16, resolve_inference_dtype, resolve_train_dtype
 from app.domain.training import TrainConfig
 from tests.domain.merging.tiny import DIMS, EDGES, make_inputs
 
@@ -30,6 +31,19 @@ def test_resolve_inference_dtype():
         resolve_inference_dtype("fp8")
     bag = torch.randn(3, 4)
     assert cast_bag(bag, torch.float32) is bag and cast_bag(bag, torch.bfloat16).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_training_auto_dtype_is_bf16_where_the_hardware_has_it_and_never_float16(monkeypatch, native):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: native)
+    expected = torch.bfloat16 if native else torch.float32
+    assert resolve_train_dtype("auto", "cpu") is expected
+    assert resolve_train_dtype("auto", "cuda") is expected  # inference "auto" on CUDA is float16; training never
+    assert resolve_train_dtype("float16", "cpu") is torch.float16  # what a job asks for explicitly stays
+    resolved = TrainConfig(compute_dtype="auto", epochs=3).resolved()
+    assert resolved.compute_dtype == ("bfloat16" if native else "float32") and resolved.epochs == 3
+    assert TrainConfig(compute_dtype="float32").resolved().compute_dtype == "float32"
 
 
 @pytest.mark.parametrize(("name", "params"), [*METHODS, ("cancer_specific", {})], ids=lambda x: str(x))

@@ -73,6 +73,7 @@ def test_retry_after_grows_with_the_queue_and_the_service_time():
 
 def test_defaults_follow_the_cpu_and_the_settings():
     assert default_slots(2) == 1 and default_slots(8) == 1 and default_slots(32) == 4 and default_slots(16) == 2
+    assert default_slots(2, device_type="cuda") == 2  # a GPU: the next bag is read while one forward runs
     ctx = SimpleNamespace(settings=SimpleNamespace(predict_concurrency=3, predict_queue=5), extras={})
     adm = get_admission(ctx)
     assert (adm.slots, adm.queue) == (3, 5) and get_admission(ctx) is adm

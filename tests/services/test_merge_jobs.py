@@ -7,10 +7,12 @@ import time
 from datetime import timedelta
 
 import pytest
+import torch
 from sqlalchemy import update
 
 from app.db import repositories as repo
 from app.db.models import MergeJob
+from app.domain.precision import resolve_train_dtype
 from app.services import job_runner
 from app.services import merge_jobs as mj
 from app.services.errors import Conflict, NotFound, UnprocessableInput
@@ -110,6 +112,9 @@ def test_run_produces_one_model_and_a_second_run_does_nothing(ctx, fam) -> None:
         prov = model.provenance
         assert prov["seed"] == model.params["train"]["seed"] and prov["code_version"]
         assert prov["inputs"]["target"]["cancer"] == "brca" and prov["device"] == "cpu"
+        # the default preset's compute_dtype "auto" is recorded as what it meant on this machine (issue 7)
+        native = resolve_train_dtype("auto", "cpu") == torch.bfloat16
+        assert model.params["train"]["compute_dtype"] == ("bfloat16" if native else "float32")
         assert ctx.store.verify(model.artifact_sha256).is_file()
         tm = model.metrics["test_metrics"]
         assert tm["merged"]["c_index"] == comp["merged_c_index"] and tm["merged"]["patients"] == 5

@@ -59,7 +59,7 @@ def resolve_train_dtype(name: str, device: str | torch.device = "cpu") -> torch.
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    """"float32" | "bfloat16" | "float16" for one of the INFERENCE_DTYPES."""
+    """ "float32" | "bfloat16" | "float16" for one of the INFERENCE_DTYPES."""
     return next(name for name, d in INFERENCE_DTYPES.items() if d == dtype)
 
 

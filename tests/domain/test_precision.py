@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from app.domain import precision
 from app.domain.merging.base import StaticModel
 from app.domain.merging.registry import get_method
-from app.domain import precision
 from app.domain.precision import cast_bag, cpu_has_native_bf16, resolve_inference_dtype, resolve_train_dtype
 from app.domain.training import TrainConfig
 from tests.domain.merging.tiny import DIMS, EDGES, make_inputs

@@ -86,7 +86,9 @@ def test_report_shows_the_promotion_gate_and_autos_candidates(client, admin, pre
     cohort = register_cohort(client, admin, world, family["base"]["id"])
     from tests.workers.api_helpers import FAST
 
-    for method, params in (("steph", {**FAST, "gate": "fast"}), ("auto", {"epochs": FAST.get("epochs", 1)})):
+    # auto with a relevance threshold every source passes, so that the inner CV runs and its table is drawn
+    auto_params = {"epochs": FAST.get("epochs", 1), "relevance_z": -10.0}
+    for method, params in (("steph", {**FAST, "gate": "fast"}), ("auto", auto_params)):
         job = run_job(client, admin, family, cohort["id"], method=method, params=params)
         model = client.get(f"/models/{job['model_id']}", headers=admin).json()
         page = client.get(f"/models/{model['id']}/report", headers=predict)
@@ -104,5 +106,12 @@ def test_report_shows_the_promotion_gate_and_autos_candidates(client, admin, pre
             assert winner_row and winner_row.group(1) == evidence["winner"]
             for label, c in evidence["candidates"].items():
                 assert label in table and f"{c['difference']:+.4f}" in table
+            rel = evidence["relevance"]  # the pre-check's numbers, as measured
+            shown = re.search(r'<td id="relevance-c">([^<]+)</td>', text)
+            assert shown and shown.group(1).startswith(f"{rel['c']:.4f} ± {rel['se']:.4f}")
+            assert f"z {rel['z']:+.2f} (threshold -10.00)" in shown.group(1)
+            assert "passed: the merge candidates were tried" in text
+            for name, c in rel["per_source"].items():
+                assert f'<td class="muted">{name}</td><td>{c:.4f}</td>' in text
         else:
             assert '<table id="auto">' not in text

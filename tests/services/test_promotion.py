@@ -66,8 +66,13 @@ def test_a_merge_job_records_the_gate_on_the_job_and_the_model(tmp_path, world, 
         assert done["promotion"]["status"] == model["promotion_status"] == model["metrics"]["promotion"]["status"]
         if method == "auto":  # default candidates; the model is the winner's own type
             evidence = model["metrics"]["notes"]["auto"]
-            assert set(evidence["candidates"]) == {"steph", "steph λ = 0", "cancer-specific (retrained)",
-                                                   "target's own model"}  # fmt: skip
+            rel = evidence["relevance"]  # the pre-check ran on the job's sources (luad, kirc)
+            assert set(rel["per_source"]) == {"luad", "kirc"} and rel["passed"] == (rel["z"] >= rel["threshold_z"])
+            if rel["passed"]:  # STEPH, validated by the promotion gate (its estimate is the evidence)
+                assert evidence["winner"] == "steph" and set(evidence["candidates"]) == {"steph"}
+                assert done["promotion"]["estimate"]["difference"] == evidence["candidates"]["steph"]["difference"]
+            else:  # no candidate borrowed from the sources: no inner CV, the retrained model
+                assert evidence["candidates"] == {} and evidence["winner"] == "cancer-specific (retrained)"
             if evidence["winner"] == "cancer-specific (retrained)":
                 assert model["promotion_status"] == "not_promoted" and "retrained" in done["promotion"]["reason"]
         if method == "steph":

@@ -1,7 +1,7 @@
-"""auto: choose the merge for this target by inner cross-validation on its train split, with the evidence.
+"""auto: choose the merge for this target from evidence on its train split, and return the winner with it.
 
-Candidates (CANDIDATES; `candidates` selects a subset, default DEFAULT_CANDIDATES; the target's own model is always
-included as the reference):
+Candidates (CANDIDATES; `candidates` selects a subset, default DEFAULT_CANDIDATES = steph, retrain; the target's
+own model is always included as the reference):
 
     steph          STEPH, default preset                     steph_lam0   STEPH with λ = 0 (sources only)
     average        mean of target + source encoders, new head
@@ -9,31 +9,37 @@ included as the reference):
     retrain        no transfer: a cancer-specific model retrained from θ₀ with the job's training settings
     target         the target's own model, unchanged (the reference)
 
-Every candidate is scored by the promotion gate's K-fold CV (app.domain.promotion.cross_validate: the target
-model is refitted in each fold, C counts within-fold pairs). The winner is the candidate with the highest CV
-C-index among those that beat the (refitted) target by more than `margin`. When none does, no transfer wins:
-`retrain` when it is among the candidates (the default) — the fold refits ARE its CV estimate, so that
-estimate describes exactly the model returned — else the target's own model, returned unchanged (the inner CV
-cannot score the given checkpoint without bias: it has seen every train patient). The winner is then trained
-on the whole train split. The saved model is the winner's own model type (its artifact says which method
-won); run.notes["auto"] holds every candidate's CV C-index and paired difference with the refitted target.
+1. Relevance pre-check (app.domain.relevance; `relevance_z`, default RELEVANCE_Z = 1.645, one-sided 5 %, fixed
+   before the benchmark): every source's own model scores the target's train patients (none has seen them, so
+   every train patient counts and nothing is refitted); unless the ensemble ranks them better than chance by
+   `relevance_z` standard errors, the candidates that borrow from the sources (steph, steph_lam0, average) are
+   dropped — the sources know nothing about this target's prognosis.
+2. The choice (`choose`):
+   - "relevance" (default): the first candidate left that borrows from the sources wins (STEPH by default); when
+     none is left, no transfer: `retrain` when it is a candidate, else the target's own model unchanged. No inner
+     CV is spent on the choice; the promotion gate validates the winner like any merge (its estimate is the
+     evidence). When only non-borrowing transfer candidates are left (target_head, base_head), the inner CV
+     chooses among them as under "cv".
+   - "cv": every candidate left is scored by the promotion gate's K-fold CV (app.domain.promotion.cross_validate:
+     the target model is refitted in each fold, C counts within-fold pairs); the winner has the highest CV
+     C-index among those that beat the refitted target by more than `margin`; when none does, no transfer as
+     above (`retrain`'s CV estimate IS the fold refits). The winner's CV gain is the best of several noisy
+     estimates, so it is optimistic (a winner's curse); promotion uses it anyway and says so in the reason.
+   The winner is then trained on the whole train split; the saved model is the winner's own model type (its
+   artifact says which method won); run.notes["auto"] holds the rule, the relevance evidence and the candidates'
+   estimates.
 
-Why the default set is small (steph, steph_lam0, retrain): every extra candidate is one more noisy estimate to
-take the maximum of, so the winner's CV gain grows more optimistic with each, and the other candidates were never
-the best choice on average in any benchmark regime (averaging and the retrained heads lose to the budget-matched
-cancer-specific model in every regime of BENCHMARKS.md, "Where merging pays"). With all six candidates auto was
-0.018 below the budget-matched model in one regime ((c) control, 5 seeds: one pick of a bad candidate cost 0.12);
-with these three it was at most 0.003 below in every regime on the same seeds. That rule was chosen after seeing
-those seeds; seeds 5–7, run after it was fixed, are its out-of-sample check (BENCHMARKS.md).
-
-Why `retrain` is the default fallback (BENCHMARKS.md, "Where merging pays"): a checkpoint trained with few
-optimiser steps is a weak model — on the benchmark the budget-matched retrain beat the given checkpoint in 5
-of 6 (regime, world) pairs — and returning it made auto up to 0.039 worse than a cancer-specific model trained
-with the same budget. A user whose checkpoint is better trained than the job's settings drops `retrain` from
-`candidates` to keep it.
-
-Note: the winner's CV gain is the best of several noisy estimates, so it is optimistic (a winner's curse);
-promotion uses it anyway and says so in the reason.
+Why this default (BENCHMARKS.md, "Where merging pays": 3 regimes × shared / control world × 8 seeds, plus 3
+hold-out seeds run after the rule was fixed): the previous rule — inner CV over STEPH, STEPH λ = 0 and retrain —
+was up to 0.013 below a cancer-specific model trained with the same budget on average (0.027–0.029 on the later
+seeds of both control worlds): with 40–80 train patients a 3-fold CV cannot rank candidates whose true
+differences are ±0.03. The sources' relevance is measured on every train patient with models that never saw them,
+and separates the shared from the control worlds far better; STEPH is then the best single method where the
+sources are relevant. `retrain` is the fallback because a checkpoint trained with few optimiser steps is a weak
+model (the budget-matched retrain beat the given checkpoint in 5 of 6 (regime, world) pairs); a user whose
+checkpoint is better trained than the job's settings drops `retrain` from `candidates` to keep it. The relevance
+test looks only at the sources' predictions: sources that help as a representation but rank the target's
+patients no better than chance (regime (a), small weak sources) are not used.
 """
 
 from __future__ import annotations
@@ -70,8 +76,12 @@ CANDIDATES: dict[str, Candidate] = {
     "retrain": RETRAIN,
     "target": TARGET,
 }
-DEFAULT_CANDIDATES = ("steph", "steph_lam0", "retrain")
+DEFAULT_CANDIDATES = ("steph", "retrain")
 DEFAULT_FOLDS = 3
+# The relevance pre-check's threshold (app.domain.relevance): the sources' ensemble must rank the target's train
+# patients better than chance by this many bootstrap standard errors (one-sided 5 %), fixed before the benchmark.
+RELEVANCE_Z = 1.645
+CHOICE_RULES = ("relevance", "cv")
 
 
 @dataclass
@@ -90,6 +100,23 @@ class AutoParams:
     steph_params: dict[str, Any] | None = field(
         default=None, metadata={"help": 'extra STEPH parameters for the STEPH candidates, e.g. {"hyper_hidden": 64}'}
     )
+    choose: str = field(
+        default="relevance",
+        metadata={
+            "help": "how the winner is chosen: 'relevance' (the default) = the first candidate that borrows from "
+            "the sources when they pass the relevance pre-check, else no transfer (no inner CV for the choice; "
+            "the promotion gate still validates the winner); 'cv' = the best inner-CV C-index among the candidates "
+            "left after the pre-check"
+        },
+    )
+    relevance_z: float | None = field(
+        default=RELEVANCE_Z,
+        metadata={
+            "help": "pre-check before any candidate that borrows from the sources: the sources' own models must rank "
+            "the target's train patients better than chance by this many standard errors (z of the ensemble "
+            "C-index); below it those candidates are not tried. null = no pre-check"
+        },
+    )
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.candidates or [] if c not in CANDIDATES]
@@ -99,6 +126,12 @@ class AutoParams:
             raise ValueError(f"folds must be ≥ 2 (or null); got {self.folds}")
         if not -1.0 < self.margin < 1.0:
             raise ValueError(f"margin must lie in (−1, 1) (C-index units); got {self.margin}")
+        if self.relevance_z is not None and not -10.0 <= self.relevance_z <= 10.0:
+            raise ValueError(f"relevance_z must lie in [−10, 10] (standard errors) or be null; got {self.relevance_z}")
+        if self.choose not in CHOICE_RULES:
+            raise ValueError(f"choose must be one of {', '.join(CHOICE_RULES)}; got {self.choose!r}")
+        if self.choose == "relevance" and self.relevance_z is None:
+            raise ValueError("choose 'relevance' needs a relevance_z threshold; use choose 'cv' to skip the pre-check")
         if self.steph_params is not None:
             from app.domain.merging.steph import StephMethod
 
@@ -143,6 +176,12 @@ def run_auto(
     cands = params.chosen()
     folds = params.folds or (gate.n_folds if gate.mode != "off" else DEFAULT_FOLDS)
     t0 = time.perf_counter()
+    relevance = _relevance_check(inputs, samples, cands, params.relevance_z, seed=config.seed)
+    if not inputs.sources or (relevance is not None and not relevance["passed"]):
+        cands = [c for c in cands if not _borrows(c)]
+    by_relevance = params.choose == "relevance" and any(_borrows(c) for c in cands)
+    if by_relevance or all(c.label in NO_TRANSFER for c in cands):  # else the inner CV chooses among the rest
+        return _by_relevance(inputs, config, samples, cands, relevance, folds, gate, should_cancel)
     try:
         cv = cross_validate(cands, inputs, samples, config, folds=folds, should_cancel=should_cancel)
     except ValueError as exc:
@@ -155,8 +194,10 @@ def run_auto(
             scores[cand.label] = paired_estimate(cv, cand.label, TARGET.label, seed=config.seed)
     winner = choose(scores, [c.label for c in cands], params.margin)
     evidence = {
-        "winner": winner, "folds": folds, "margin": params.margin, "cv_seconds": round(time.perf_counter() - t0, 2),
+        "rule": "cv", "winner": winner, "folds": folds, "margin": params.margin,
+        "cv_seconds": round(time.perf_counter() - t0, 2),
         "candidates": {k: _brief(v) for k, v in scores.items()},
+        **({"relevance": relevance} if relevance is not None else {}),
     }  # fmt: skip
     if winner == TARGET.label:
         promotion = {
@@ -177,6 +218,71 @@ def run_auto(
         promotion = {**decide(scores[winner], gate.margin), "estimate": scores[winner]}
         promotion["reason"] += f" (best of {len(cands)} candidates: optimistic)"
     return AutoResult(model, result, evidence, promotion)
+
+
+def _borrows(cand: Candidate) -> bool:
+    """True for a candidate built from the source models (STEPH, STEPH λ = 0, average)."""
+    return cand.method is not None and cand.use_sources
+
+
+def _relevance_check(
+    inputs: MergeInputs, samples: Samples, cands: list[Candidate], z_min: float | None, *, seed: int
+) -> dict[str, Any] | None:
+    """The relevance pre-check's evidence (c, se, z, per_source, passed, reason); None when it does not apply (no
+    threshold, no source, or no candidate that borrows)."""
+    if z_min is None or not inputs.sources or not any(_borrows(c) for c in cands):
+        return None
+    from app.domain.merging.base import StaticModel
+    from app.domain.relevance import source_relevance
+
+    models: list[SurvivalModel] = [StaticModel(s, inputs.dims, inputs.bin_edges).eval() for s in inputs.sources]
+    names = list(inputs.source_names) or [f"source{i}" for i in range(len(models))]
+    try:
+        rel = source_relevance(models, names, samples, seed=seed)
+    except ValueError as exc:  # no comparable pair on the train split: the CV could not run either
+        return {"passed": True, "threshold_z": z_min, "reason": f"not measurable ({exc}); the candidates were tried"}
+    passed = rel["z"] >= z_min
+    verdict = "at least" if passed else "below"
+    rel.update(passed=passed, threshold_z=z_min, reason=(
+        f"the sources' own models rank the target's train patients with C {rel['c']:.3f} ± {rel['se']:.3f} "
+        f"(z {rel['z']:+.2f}, {verdict} the threshold {z_min:+.2f})"
+        + ("" if passed else ": no prognostic signal shared with the target, so no candidate borrows from them")
+    ))  # fmt: skip
+    return rel
+
+
+def _by_relevance(
+    inputs: MergeInputs, config: TrainConfig, samples: Samples, cands: list[Candidate],
+    relevance: dict[str, Any] | None, folds: int, gate: GateConfig, should_cancel: Any,
+) -> AutoResult:  # fmt: skip
+    """The winner without an inner CV for the choice: the first candidate left that borrows from the sources (they
+    passed the pre-check), validated by the promotion gate like any merge; else no transfer — retrain when it is a
+    candidate, otherwise the target's own model."""
+    evidence: dict[str, Any] = {"rule": "relevance", "folds": folds, "candidates": {}}
+    if relevance is not None:
+        evidence["relevance"] = relevance
+    why = relevance["reason"] if relevance is not None else "there are no source models to borrow from"
+    borrowing = [c for c in cands if _borrows(c)]
+    if borrowing:
+        from app.domain.pipeline import gate_model
+
+        cand = borrowing[0]
+        model, result = _fit_winner(cand, inputs, config, samples, should_cancel)
+        promotion = gate_model(str(cand.method), cand.params, inputs, config, samples, gate, should_cancel)
+        promotion["reason"] = f"auto chose {cand.label} because {why}; the promotion gate: {promotion['reason']}"
+        if promotion.get("estimate"):
+            evidence["candidates"] = {cand.label: _brief(promotion["estimate"])}
+        evidence["winner"] = cand.label
+        return AutoResult(model, result, evidence, promotion)
+    if any(c.refit for c in cands):
+        model, result = _fit_winner(RETRAIN, inputs, config, samples, should_cancel)
+        evidence["winner"] = RETRAIN.label
+        reason = f"auto chose no transfer: {why}; a cancer-specific model retrained with this job's settings is "
+        reason += "returned, not promoted over the target's own checkpoint"
+        return AutoResult(model, result, evidence, {"status": "not_promoted", "reason": reason})
+    evidence["winner"] = TARGET.label
+    reason = f"auto kept the target's own model: {why}"
+    return AutoResult(_target_model(inputs), None, evidence, {"status": "not_promoted", "reason": reason})
 
 
 def _fit_winner(
@@ -215,9 +321,10 @@ class AutoMethod(MergeMethod):
     name = "auto"
     paper = "this service: inner-CV model selection (issue 12)"
     summary = (
-        "Chooses, by K-fold CV on the target's train split (target refitted in each fold), between STEPH, STEPH "
-        "λ = 0 and no transfer (a cancer-specific model retrained with the job's settings); averaging and the "
-        "target's or θ₀'s encoder with a new head are optional candidates."
+        "Checks that the sources' own models rank the target's train patients better than chance (else no "
+        "transfer), then chooses, by K-fold CV on the target's train split (target refitted in each fold), between "
+        "STEPH and no transfer (a cancer-specific model retrained with the job's settings); STEPH λ = 0, averaging "
+        "and the target's or θ₀'s encoder with a new head are optional candidates."
     )
     params_type = AutoParams
     learned = True

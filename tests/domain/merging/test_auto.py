@@ -21,7 +21,7 @@ def test_params_select_candidates_and_always_keep_the_target():
     labels = [c.label for c in METHOD.parse_params({"candidates": ["steph", "base_head"]}).chosen()]
     assert labels == ["steph", "θ₀ encoder + retrained head", TARGET_LABEL]
     default = [c.label for c in METHOD.parse_params({}).chosen()]
-    assert default == ["steph", "steph λ = 0", RETRAIN.label, TARGET_LABEL]
+    assert default == ["steph", RETRAIN.label, TARGET_LABEL]
     every = METHOD.parse_params({"candidates": list(CANDIDATES)}).chosen()
     assert len(every) == len(CANDIDATES) and every[-1].label == TARGET_LABEL
     with pytest.raises(MergeParamsError, match="unknown auto candidate 'ties'"):
@@ -114,3 +114,54 @@ def test_steph_params_reach_the_steph_candidates_only():
     assert by["average + retrained head"].params == {}
     with pytest.raises(MergeParamsError, match="topk"):
         METHOD.parse_params({"steph_params": {"topk": 0}})
+
+
+def test_the_relevance_pre_check_skips_the_borrowing_candidates_when_the_sources_know_nothing():
+    """A threshold no source can reach: the candidates that borrow from the sources are not even tried (no inner
+    CV), auto returns the retrained cancer-specific model with the relevance evidence and its reason; without
+    'retrain' it keeps the checkpoint. A threshold every source reaches: the inner CV runs as usual."""
+    from app.domain.pipeline import run_merge
+    from app.domain.training import train_cancer_specific
+
+    inputs, samples = make_inputs(3), learnable_samples(24)
+    config = TrainConfig(epochs=1, accum=8, lr=1e-2, seed=1)
+
+    def auto(**params):
+        return run_merge(
+            method="auto", inputs=inputs, params=params, train_config=config, train_samples=samples[:18],
+            test_samples=samples[18:], reference=StaticModel(inputs.target, DIMS, EDGES), gate=GateConfig("fast"),
+        )  # fmt: skip
+
+    blocked = auto(relevance_z=10.0)
+    ev = blocked.notes["auto"]
+    rel = ev["relevance"]
+    assert ev["winner"] == RETRAIN.label and ev["candidates"] == {} and rel["passed"] is False
+    assert rel["threshold_z"] == 10.0 and rel["z"] < 10 and 0 <= rel["c"] <= 1 and len(rel["per_source"]) == 3
+    assert blocked.promotion["status"] == "not_promoted" and "no prognostic signal" in blocked.promotion["reason"]
+    direct = train_cancer_specific(inputs.base, samples[:18], config, dims=DIMS, bin_edges=EDGES)
+    got, want = blocked.model.artifact_tensors(), direct.artifact_tensors()
+    assert blocked.model.method == "cancer_specific" and all(torch.equal(got[k], want[k]) for k in want)
+
+    kept = auto(relevance_z=10.0, candidates=["steph"])  # no 'retrain': the checkpoint stays
+    assert kept.notes["auto"]["winner"] == TARGET_LABEL and kept.train_result is None
+    assert all(torch.equal(v, inputs.target[k]) for k, v in kept.model.artifact_tensors().items())
+
+    # a threshold every source passes: by default STEPH wins without an inner CV for the choice, and the
+    # promotion gate validates it against the refitted target like any merge
+    tried = auto(relevance_z=-10.0)
+    ev = tried.notes["auto"]
+    assert ev["rule"] == "relevance" and ev["winner"] == "steph" and ev["relevance"]["passed"] is True
+    assert ev["relevance"]["c"] == rel["c"]  # the same measurement, a different threshold
+    assert tried.model.method == "steph" and tried.train_result is not None
+    assert set(ev["candidates"]) == {"steph"} and tried.promotion["estimate"]["difference"] == ev["candidates"][
+        "steph"]["difference"]  # fmt: skip
+    assert tried.promotion["status"] in ("promoted", "not_promoted") and "auto chose steph" in tried.promotion["reason"]
+    cv = auto(relevance_z=-10.0, choose="cv")  # the inner CV chooses among the candidates left
+    ev = cv.notes["auto"]
+    assert ev["rule"] == "cv" and set(ev["candidates"]) == {"steph", RETRAIN.label, TARGET_LABEL}
+    off = auto(relevance_z=None, choose="cv", candidates=["target_head", "retrain"])
+    assert "relevance" not in off.notes["auto"]  # no threshold (and no borrowing candidate): no pre-check
+    for bad, match in (({"relevance_z": 99}, "relevance_z"), ({"choose": "vote"}, "choose must be one of"),
+                       ({"relevance_z": None}, "needs a relevance_z")):  # fmt: skip
+        with pytest.raises(MergeParamsError, match=match):
+            METHOD.parse_params(bad)

@@ -1,0 +1,159 @@
+"""Source relevance (app.domain.relevance) on the "Where merging pays" worlds, and what it does to `auto`.
+
+    python -m bench.relevance run --regime paper --world shared --seeds 0 1 2 [--out bench/results/relevance]
+    python -m bench.relevance table [--out bench/results/relevance] [--runs bench/results/regimes/full ...]
+
+`run`: for each (regime, world, seed) of bench.regimes — the same worlds and cached checkpoints — every source's
+own model scores the target's TRAIN split; the ensemble C-index, its bootstrap se and z = (C − ½)/se go to
+<out>/rows.jsonl (no merge is trained: seconds per world once the checkpoints exist).
+
+`table`: joins those rows with the finished regime runs (their test C-indices and inner-CV evidence; nothing is
+retrained: every rule below picks one of the rows a run already scored) and reports, per regime × world, the
+held-out Δ vs the budget-matched cancer-specific model of:
+  - the auto rule before this change: candidates STEPH, STEPH λ = 0, retrain; the best inner-CV C wins;
+  - the current default: the relevance pre-check (z ≥ relevance_z, else retrain), then STEPH vs retrain;
+  - STEPH alone (the best single method in regime b) and the z distribution per world.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench.reproduction import log
+
+OUT = Path("bench/results/relevance")
+RUNS = [Path("bench/results/regimes/full"), Path("bench/results/regimes/fresh"), Path("bench/results/regimes/holdout")]
+LABELS = {  # inner-CV candidate label → regime-run row label
+    "steph": "steph",
+    "steph λ = 0": "steph λ = 0",
+    "cancer-specific (retrained)": "cancer_specific (budget-matched)",
+}
+BM = "cancer_specific (budget-matched)"
+
+
+def run(regime: str, world: str, seeds: list[int], out: Path) -> None:
+    from app.domain.merging.base import StaticModel
+    from app.domain.relevance import source_relevance
+    from bench.regimes import REGIMES, prepare
+
+    reg = REGIMES[regime]
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        t0 = time.perf_counter()
+        prep = prepare(reg, seed, world == "control")
+        for target in reg.targets:
+            names = [c for c in prep["world"].cancers if c != target]
+            models = [StaticModel(prep["states"][c], prep["dims"], prep["edges"]).eval() for c in names]
+            rel = source_relevance(models, names, prep["data"][target][0], seed=seed)
+            row = {"regime": regime, "world": world, "seed": seed, "target": target, **rel,
+                   "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            with open(out / "rows.jsonl", "a") as sink:
+                sink.write(json.dumps(row) + "\n")
+            log(f"[{regime} {world} seed {seed}] {target}: C {rel['c']:.3f} ± {rel['se']:.3f}, z {rel['z']:+.2f}")
+
+
+def _runs(dirs: list[Path]) -> dict[tuple, dict[str, Any]]:
+    found: dict[tuple, dict[str, Any]] = defaultdict(dict)
+    for d in dirs:
+        for f in sorted(d.glob("*/results.jsonl")):
+            for line in f.read_text().splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    found[(r["regime"], r["world"], r["seed"], r["target"])][r["method"]] = r
+    return found
+
+
+def choose(cv: dict[str, Any], candidates: list[str], z: float = 0.0) -> str:
+    """The best inner-CV C among `candidates` whose gain over retrain is above z standard errors; else retrain."""
+    best, best_c = "cancer-specific (retrained)", cv["cancer-specific (retrained)"]["c"]
+    for c in candidates:
+        e = cv[c]
+        if e["difference"] > z * (e.get("se") or 0.0) and e["c"] > best_c:
+            best, best_c = c, e["c"]
+    return best
+
+
+def table(out: Path, dirs: list[Path], relevance_z: float, seeds_only: list[int] | None = None) -> str:
+    rel = {}
+    for line in (out / "rows.jsonl").read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            rel[(r["regime"], r["world"], r["seed"], r["target"])] = r
+    runs = _runs(dirs)
+    passed = lambda r: r["z"] >= relevance_z  # noqa: E731
+    no = "cancer-specific (retrained)"
+    rules = {
+        "auto before (CV: STEPH, λ = 0, retrain)": lambda cv, r: choose(cv, ["steph", "steph λ = 0"]),
+        "CV: STEPH vs retrain": lambda cv, r: choose(cv, ["steph"]),
+        f"relevance ≥ {relevance_z:g}, CV: STEPH, λ = 0, retrain": lambda cv, r: (
+            choose(cv, ["steph", "steph λ = 0"]) if passed(r) else no
+        ),
+        f"relevance ≥ {relevance_z:g}, CV: STEPH vs retrain": lambda cv, r: choose(cv, ["steph"]) if passed(r) else no,
+        f"relevance ≥ {relevance_z:g}, then STEPH": lambda cv, r: "steph" if passed(r) else no,
+        "STEPH alone": lambda cv, r: "steph",
+    }
+    cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    zs: dict[tuple, list[float]] = defaultdict(list)
+    seeds: dict[tuple, set[int]] = defaultdict(set)
+    for key, r in sorted(rel.items()):
+        rows = runs.get(key)
+        if not rows or "inner-cv" not in rows or (seeds_only and key[2] not in seeds_only):
+            continue
+        group = (key[0], key[1])
+        zs[group].append(r["z"])
+        seeds[group].add(key[2])
+        bm = rows[BM]["c_index"]
+        for name, rule in rules.items():
+            cells[group][name].append(rows[LABELS[rule(rows["inner-cv"]["cv"], r)]]["c_index"] - bm)
+    lines = ["| regime | world | seeds | relevance z (per seed) | " + " | ".join(rules) + " |",
+             "|---|---|---|---|" + "---:|" * len(rules)]  # fmt: skip
+    for group in sorted(cells):
+        d = cells[group]
+        n = len(d["STEPH alone"])
+
+        def fmt(vals: list[float]) -> str:
+            se = statistics.stdev(vals) / len(vals) ** 0.5 if len(vals) > 1 else 0.0
+            return f"{statistics.mean(vals):+.4f} ± {se:.4f} (worst {min(vals):+.3f})"
+
+        lines.append(
+            f"| {group[0]} | {group[1]} | {','.join(map(str, sorted(seeds[group])))} (n = {n}) | "
+            + " ".join(f"{z:+.1f}" for z in zs[group]) + " | " + " | ".join(fmt(d[name]) for name in rules) + " |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.relevance", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--regime", required=True, choices=["small", "paper", "mixed"])
+    r.add_argument("--world", required=True, choices=["shared", "control"])
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--out", type=Path, default=OUT)
+    t = sub.add_parser("table")
+    t.add_argument("--out", type=Path, default=OUT)
+    t.add_argument("--runs", type=Path, nargs="+", default=RUNS)
+    t.add_argument("--relevance-z", type=float, default=None, help="default: auto's RELEVANCE_Z")
+    t.add_argument("--seeds", type=int, nargs="+", help="only these seeds (e.g. the development seeds 0–4)")
+    args = p.parse_args(argv)
+    if args.cmd == "run":
+        import torch
+
+        torch.set_num_threads(1)  # as bench.regimes: two runs side by side on a 2-core machine
+        run(args.regime, args.world, args.seeds, args.out)
+    else:
+        from app.domain.merging.auto import RELEVANCE_Z
+
+        z = RELEVANCE_Z if args.relevance_z is None else args.relevance_z
+        print(table(args.out, args.runs, z, args.seeds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

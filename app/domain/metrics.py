@@ -141,6 +141,17 @@ def _result(num: float, den: float, counts: dict[str, int], what: str) -> CIndex
     return CIndexResult(num / den, pairs=pairs, **counts)
 
 
+def bootstrap_pair_sums(matrices: list[Tensor], n: int, *, n_boot: int, seed: int) -> list[Tensor]:
+    """Patient bootstrap of pair statistics: for each [n, n] pair matrix M (comparable pairs, their concordance
+    scores, …) the sum Σ_ij c_i c_j M_ij of every resample, c = the patients' multiplicities in that resample
+    (n draws with replacement: a patient drawn twice counts each of its pairs twice). One [n_boot] float64 tensor
+    per matrix, all from the same resamples (deterministic for `seed`)."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, n, (n_boot, n), generator=gen)
+    counts = torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+    return [((counts @ m) * counts).sum(1) for m in matrices]
+
+
 def harrell_c_index(time: ArrayLike, event: ArrayLike, risk: ArrayLike, tied_tol: float = 1e-8) -> CIndexResult:
     """Harrell's C-index, identical to sksurv.metrics.concordance_index_censored.
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from app.domain.data import Samples, sample_labels
 from app.domain.merging.base import MergeInputs, MergeParamsError, StaticModel, SurvivalModel
-from app.domain.metrics import comparable_block, score_block
+from app.domain.metrics import bootstrap_pair_sums, comparable_block, score_block
 from app.domain.training import TrainConfig, TrainingCancelled, train_cancer_specific
 
 GATE_KEYS: tuple[str, ...] = ("gate", "gate_folds", "gate_margin")
@@ -199,12 +199,9 @@ def paired_estimate(cv: CrossValidation, a: str, b: str, *, n_boot: int = 500, s
         raise ValueError("the inner validation folds hold no comparable pair (too few patients or events)")
     diff = (float(score_a.sum()) - float(score_b.sum())) / den
     n = len(cv.times)
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (n_boot, n), generator=gen)
-    counts = torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
-    d = ((counts @ comp) * counts).sum(1)
+    d, sum_a, sum_b = bootstrap_pair_sums([comp, score_a, score_b], n, n_boot=n_boot, seed=seed)
     ok = d > 0
-    boot = (((counts @ score_a) * counts).sum(1)[ok] - ((counts @ score_b) * counts).sum(1)[ok]) / d[ok]
+    boot = (sum_a[ok] - sum_b[ok]) / d[ok]
     lo, hi = (float(q) for q in torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=boot.dtype)))
     per_fold = []
     for k in range(cv.folds):

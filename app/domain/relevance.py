@@ -21,7 +21,7 @@ import torch
 from app.domain.data import Samples
 from app.domain.evaluation import score_split
 from app.domain.merging.base import SurvivalModel
-from app.domain.metrics import comparable_block, score_block
+from app.domain.metrics import bootstrap_pair_sums, comparable_block, score_block
 
 
 def _standardised(risk: torch.Tensor) -> torch.Tensor:
@@ -51,12 +51,9 @@ def source_relevance(
     score = comp * score_block(ensemble, rows, 1e-8)
     c = float(score.sum()) / den
     n = len(scored.times)
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (n_boot, n), generator=gen)
-    counts = torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
-    d = ((counts @ comp) * counts).sum(1)
+    d, total = bootstrap_pair_sums([comp, score], n, n_boot=n_boot, seed=seed)
     ok = d > 0
-    boot = ((counts @ score) * counts).sum(1)[ok] / d[ok]
+    boot = total[ok] / d[ok]
     se = float(boot.std()) if len(boot) > 1 else float("nan")
     lo, hi = (float(q) for q in torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=boot.dtype)))
     z = (c - 0.5) / se if se > 0 else (float("inf") if c > 0.5 else 0.0)

@@ -149,3 +149,15 @@ def test_uno_errors_name_the_problem():
     assert res.c_index == 1.0 and res.pairs == 3  # only the event at t = 1 carries weight
     with pytest.raises(ValueError, match="training patients are censored"):
         uno_c_index([1.0, 2.0], [0, 0], [1.0, 2.0], [1, 0], [2.0, 1.0])
+
+
+def test_bootstrap_pair_sums_resample_patients_with_replacement():
+    from app.domain.metrics import bootstrap_pair_sums
+
+    n = 7
+    ones, eye = torch.ones(n, n, dtype=torch.float64), torch.eye(n, dtype=torch.float64)
+    all_pairs, diag = bootstrap_pair_sums([ones, eye], n, n_boot=50, seed=3)
+    assert torch.equal(all_pairs, torch.full((50,), float(n * n), dtype=torch.float64))  # (Σ c_i)² = n²
+    assert bool((diag >= n).all()) and bool((diag > n).any())  # Σ c_i² ≥ n, > n once a patient repeats
+    again = bootstrap_pair_sums([eye], n, n_boot=50, seed=3)[0]
+    assert torch.equal(again, diag) and not torch.equal(bootstrap_pair_sums([eye], n, n_boot=50, seed=4)[0], diag)

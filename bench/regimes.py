@@ -17,9 +17,10 @@ one step per 16 bags (the paper's schedule) at the tuned lr. Every trained row o
 the budget-matched cancer-specific model, the gate's refits) uses one MERGE TrainConfig chosen by `tune` on a
 tuning world (seeds 100–102, never in the table) for the cancer-specific baseline only.
 Rows per target: see ROWS; plus a K-fold inner CV (app.domain.promotion, K = 3) over every auto candidate
-(app.domain.merging.auto.CANDIDATES) on the train split, from which the gate's decision for each candidate and
-`auto`'s choice are derived (`auto`'s final model is the chosen row's model: same params, samples and seed,
-training is deterministic; auto's `retrain` is the budget-matched cancer-specific row).
+(app.domain.merging.auto.CANDIDATES) on the train split, and the sources' relevance (bench.relevance.measure),
+from which the gate's decision for each candidate and `auto`'s choice are derived (`auto`'s final model is the
+chosen row's model: same params, samples and seed, training is deterministic; auto's `retrain` is the
+budget-matched cancer-specific row).
 
     python -m bench.regimes table --holdout bench/results/fresh/*   # steph / auto vs budget-matched, compact
 """
@@ -213,6 +214,11 @@ def run(reg: Regime, seed: int, control: bool, sink: Any, folds: int, core: bool
                            c_target=te_stats["c_target"]["mean"], topk_share=te_stats["topk_share"])  # fmt: skip
             sink(row)
             log(f"[{reg.name} {kind} seed {seed}] {target} {label:34s} C={row['c_index']:.4f} ({row['seconds']}s)")
+        from bench.relevance import measure  # auto's relevance pre-check (session 9): cheap, no training
+
+        t0 = time.perf_counter()
+        rel = measure(prep, target, seed)
+        sink({**common, "method": "relevance", **rel, "c_index": None, "seconds": round(time.perf_counter() - t0, 1)})
         t0 = time.perf_counter()
         ev = cv_evidence(prep, target, seed, folds)
         sink({**common, "method": "inner-cv", "cv": ev, "c_index": None, "seconds": round(time.perf_counter() - t0, 1)})

@@ -1,10 +1,13 @@
 """Markdown tables of bench.regimes runs: methods × worlds, the gate's accuracy, `auto`'s choices, λ.
 
 Δ columns are paired differences over (seed, target) pairs: mean ± standard error, and wins. Derived rows:
-- "auto": the row that `auto`'s rule (app.domain.merging.auto.choose, margin 0, its default candidates STEPH,
-  STEPH λ = 0, retrain) picks from the inner-CV evidence (the budget-matched cancer-specific model — auto's
-  `retrain` — when no candidate beats the refitted target); "auto, all six candidates": the same rule over every
-  candidate (+ averaging, target encoder + head, θ₀ encoder + head);
+- "auto (relevance, then STEPH)": `auto`'s default since session 9 — STEPH when the sources pass the relevance
+  pre-check (z ≥ app.domain.merging.auto.RELEVANCE_Z; the run's "relevance" row, or for runs made before it
+  existed bench/results/relevance/rows.jsonl), else the budget-matched cancer-specific model (auto's `retrain`);
+- "auto, inner CV (before session 9)": the previous default — app.domain.merging.auto.choose, margin 0, over
+  STEPH, STEPH λ = 0 and retrain on the inner-CV evidence (the budget-matched model when no candidate beats the
+  refitted target); "auto, all six candidates": the same rule over every candidate (+ averaging, target encoder +
+  head, θ₀ encoder + head);
 - "X + gate": what a user gets by default: X when the gate promotes it (inner-CV Δ > 0), else the checkpoint.
 """
 
@@ -22,8 +25,10 @@ from bench.regimes import CKPT_ROW, CV_ROWS, ROWS
 BUDGET = "cancer_specific (budget-matched)"
 BASE_HEAD = "θ₀ encoder + retrained head"
 TARGET_HEAD = "target encoder + retrained head"
-AUTO = "auto (inner-CV choice)"
+AUTO = "auto (relevance, then STEPH)"
+AUTO_CV = "auto, inner CV (before session 9)"
 AUTO_ALL = "auto, all six candidates"
+RELEVANCE_ROWS = Path("bench/results/relevance/rows.jsonl")  # runs made before bench.regimes recorded relevance
 GATE_CV = {"steph": "steph", "steph λ = 0": "steph λ = 0", "average": "average + retrained head"}
 GATED = list(GATE_CV)
 
@@ -33,20 +38,35 @@ def load(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
     for d in dirs:
         rows += [json.loads(x) for x in (d / "results.jsonl").read_text().splitlines() if x.strip()]
         metas.append(json.loads((d / "meta.json").read_text()))
+    have = {(r["regime"], r["world"], r["seed"], r["target"]) for r in rows if r["method"] == "relevance"}
+    runs = {(r["regime"], r["world"], r["seed"], r["target"]) for r in rows}
+    if RELEVANCE_ROWS.is_file():  # relevance measured afterwards by bench.relevance for the older runs
+        for line in RELEVANCE_ROWS.read_text().splitlines():
+            r = json.loads(line) if line.strip() else None
+            key = r and (r["regime"], r["world"], r["seed"], r["target"])
+            if r and key in runs and key not in have:
+                rows.append({**r, "method": "relevance", "c_index": None})
+                have.add(key)
     return rows, metas
 
 
 def derive(rows: list[dict]) -> list[dict]:
     """Add the auto and gated rows (see module docstring)."""
-    from app.domain.merging.auto import CANDIDATES, DEFAULT_CANDIDATES, choose
+    from app.domain.merging.auto import CANDIDATES, RELEVANCE_Z, choose
     from app.domain.promotion import RETRAIN, TARGET_LABEL
 
     by = {(r["regime"], r["world"], r["seed"], r["target"], r["method"]): r for r in rows}
     out = list(rows)
     orders = {
-        AUTO: [CANDIDATES[n].label for n in DEFAULT_CANDIDATES],
+        AUTO_CV: [CANDIDATES[n].label for n in ("steph", "steph_lam0", "retrain")],
         AUTO_ALL: [c.label for c in CANDIDATES.values()],
     }
+    for r in rows:
+        if r["method"] == "relevance":
+            key = (r["regime"], r["world"], r["seed"], r["target"])
+            chosen = "steph" if r["z"] >= RELEVANCE_Z else BUDGET
+            if (*key, chosen) in by:
+                out.append({**by[(*key, chosen)], "method": AUTO, "chosen": chosen})
     for r in rows:
         if r["method"] != "inner-cv":
             continue
@@ -102,7 +122,7 @@ def _delta(c: dict, a: str, b: str) -> str:
 def methods_table(rows: list[dict], w: str) -> list[str]:
     """One world: mean C (sd over seed means), paired Δ vs the own model, the budget-matched model and the two
     trivial baselines (mean ± se (wins/n)), mean λ on the test bags."""
-    methods = [CKPT_ROW, *[x[0] for x in ROWS], AUTO, AUTO_ALL, *[f"{g} + gate" for g in GATED]]
+    methods = [CKPT_ROW, *[x[0] for x in ROWS], AUTO, AUTO_CV, AUTO_ALL, *[f"{g} + gate" for g in GATED]]
     lines = [
         f"| {w} world: method | mean C (sd seeds) | Δ vs own model | Δ vs budget-matched | Δ vs θ₀ + head | "
         "Δ vs target enc. + head | mean λ |",
@@ -211,7 +231,7 @@ def render(dirs: list[Path]) -> str:
         for w in ("shared", "control"):
             if any(r["world"] == w for r in sel):
                 out += [*methods_table(sel, w), ""]
-        out += [*per_seed_table(sel, ["steph", AUTO, AUTO_ALL, "steph + gate"]), ""]
+        out += [*per_seed_table(sel, ["steph", AUTO, AUTO_CV, AUTO_ALL, "steph + gate"]), ""]
         out += [*gate_table(sel), "", *auto_table(sel), "", collapse_line(sel), "", lambda_line(sel), ""]
     return "\n".join(out)
 
@@ -227,13 +247,15 @@ if __name__ == "__main__":
 
 
 def holdout_table(dirs: list[Path]) -> str:
-    """One line per (regime, world): Δ vs the budget-matched cancer-specific model of default STEPH, `auto` (default
-    candidates) and `auto` over all six candidates, mean ± se over the (seed, target) pairs, wins, and the worst
-    pair — for seeds run after auto's rule was fixed (an out-of-sample check of the rule)."""
+    """One line per (regime, world): Δ vs the budget-matched cancer-specific model of default STEPH, `auto` (the
+    default rule), the previous inner-CV rule and the inner CV over all six candidates, mean ± se over the
+    (seed, target) pairs, wins, and the worst pair — for seeds run after auto's rule was fixed (an out-of-sample
+    check of the rule)."""
     rows = derive(load(dirs)[0])
     lines = [
-        "| regime | world | pairs | steph | auto (default) | auto, all six | auto (default): worst pair |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| regime | world | pairs | steph | auto (default: relevance, then STEPH) | auto, inner CV (before) "
+        "| auto, all six | auto (default): worst pair |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for regime in dict.fromkeys(r["regime"] for r in rows):
         for w in ("shared", "control"):
@@ -241,7 +263,7 @@ def holdout_table(dirs: list[Path]) -> str:
             if not c:
                 continue
             cells = []
-            for m in ("steph", AUTO, AUTO_ALL):
+            for m in ("steph", AUTO, AUTO_CV, AUTO_ALL):
                 mean, se, wins, n, d = paired(c, m, BUDGET)
                 cells.append(f"{_f(mean)} ± {se:.3f} ({wins}/{n})")
             worst = min(paired(c, AUTO, BUDGET)[4])

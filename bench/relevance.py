@@ -37,9 +37,17 @@ LABELS = {  # inner-CV candidate label → regime-run row label
 BM = "cancer_specific (budget-matched)"
 
 
-def run(regime: str, world: str, seeds: list[int], out: Path) -> None:
+def measure(prep: dict[str, Any], target: str, seed: int) -> dict[str, Any]:
+    """source_relevance of every other cancer's checkpoint on `target`'s train split (bench.regimes.prepare)."""
     from app.domain.merging.base import StaticModel
     from app.domain.relevance import source_relevance
+
+    names = [c for c in prep["world"].cancers if c != target]
+    models: list[Any] = [StaticModel(prep["states"][c], prep["dims"], prep["edges"]).eval() for c in names]
+    return source_relevance(models, names, prep["data"][target][0], seed=seed)
+
+
+def run(regime: str, world: str, seeds: list[int], out: Path) -> None:
     from bench.regimes import REGIMES, prepare
 
     reg = REGIMES[regime]
@@ -48,9 +56,7 @@ def run(regime: str, world: str, seeds: list[int], out: Path) -> None:
         t0 = time.perf_counter()
         prep = prepare(reg, seed, world == "control")
         for target in reg.targets:
-            names = [c for c in prep["world"].cancers if c != target]
-            models = [StaticModel(prep["states"][c], prep["dims"], prep["edges"]).eval() for c in names]
-            rel = source_relevance(models, names, prep["data"][target][0], seed=seed)
+            rel = measure(prep, target, seed)
             row = {"regime": regime, "world": world, "seed": seed, "target": target, **rel,
                    "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
             with open(out / "rows.jsonl", "a") as sink:

@@ -319,12 +319,12 @@ def _target_model(inputs: MergeInputs) -> SurvivalModel:
 
 class AutoMethod(MergeMethod):
     name = "auto"
-    paper = "this service: inner-CV model selection (issue 12)"
+    paper = "this service: a source-relevance pre-check, then STEPH or no transfer (issue 12)"
     summary = (
-        "Checks that the sources' own models rank the target's train patients better than chance (else no "
-        "transfer), then chooses, by K-fold CV on the target's train split (target refitted in each fold), between "
-        "STEPH and no transfer (a cancer-specific model retrained with the job's settings); STEPH λ = 0, averaging "
-        "and the target's or θ₀'s encoder with a new head are optional candidates."
+        "Checks that the sources' own models rank the target's train patients better than chance; if they do, "
+        "STEPH (validated by the promotion gate), else no transfer (a cancer-specific model retrained with the "
+        "job's settings). With choose 'cv' it picks by K-fold CV on the train split (target refitted in each fold) "
+        "among the candidates left: STEPH, STEPH λ = 0, averaging, the target's or θ₀'s encoder with a new head."
     )
     params_type = AutoParams
     learned = True

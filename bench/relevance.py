@@ -2,6 +2,7 @@
 
     python -m bench.relevance run --regime paper --world shared --seeds 0 1 2 [--out bench/results/relevance]
     python -m bench.relevance table [--out bench/results/relevance] [--runs bench/results/regimes/full ...]
+    python -m bench.relevance gate                                   # the test as a promotion signal
 
 `run`: for each (regime, world, seed) of bench.regimes — the same worlds and cached checkpoints — every source's
 own model scores the target's TRAIN split; the ensemble C-index, its bootstrap se and z = (C − ½)/se go to
@@ -134,6 +135,34 @@ def table(out: Path, dirs: list[Path], relevance_z: float, seeds_only: list[int]
     return "\n".join(lines)
 
 
+def gate_table(out: Path, dirs: list[Path], relevance_z: float) -> str:
+    """The relevance test as a promotion signal: per method, how many models truly worse / better than the target's
+    own checkpoint on the test split the inner-CV gate, the relevance test, and both together would block."""
+    rel = {}
+    for line in (out / "rows.jsonl").read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            rel[(r["regime"], r["world"], r["seed"], r["target"])] = r
+    counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    methods = {"steph": "steph", "steph λ = 0": "steph λ = 0", "average": "average + retrained head"}
+    for key, rows in _runs(dirs).items():
+        if key not in rel or "inner-cv" not in rows:
+            continue
+        for method, cv_label in methods.items():
+            if method not in rows:
+                continue
+            worse = rows[method]["c_index"] < rows["target's own model (checkpoint)"]["c_index"]
+            by_cv, by_rel = rows["inner-cv"]["cv"][cv_label]["difference"] > 0, rel[key]["z"] >= relevance_z
+            for rule, promoted in (("inner-CV gate", by_cv), ("relevance", by_rel), ("both", by_cv and by_rel)):
+                c = counts[(method, rule)]
+                c["worse" if worse else "better"] += 1
+                c["blocked worse" if worse else "blocked better"] += not promoted
+    lines = ["| method | rule | blocked: truly worse | blocked: truly better |", "|---|---|---:|---:|"]
+    for (method, rule), c in counts.items():
+        lines.append(f"| {method} | {rule} | {c['blocked worse']}/{c['worse']} | {c['blocked better']}/{c['better']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.relevance", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -147,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--runs", type=Path, nargs="+", default=RUNS)
     t.add_argument("--relevance-z", type=float, default=None, help="default: auto's RELEVANCE_Z")
     t.add_argument("--seeds", type=int, nargs="+", help="only these seeds (e.g. the development seeds 0–4)")
+    g = sub.add_parser("gate", help="the relevance test as a promotion signal, next to the inner-CV gate")
+    g.add_argument("--out", type=Path, default=OUT)
+    g.add_argument("--runs", type=Path, nargs="+", default=RUNS)
     args = p.parse_args(argv)
     if args.cmd == "run":
         import torch
@@ -156,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from app.domain.merging.auto import RELEVANCE_Z
 
+        if args.cmd == "gate":
+            print(gate_table(args.out, args.runs, RELEVANCE_Z))
+            return 0
         z = RELEVANCE_Z if args.relevance_z is None else args.relevance_z
         print(table(args.out, args.runs, z, args.seeds))
     return 0

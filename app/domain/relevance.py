@@ -14,14 +14,17 @@ candidates that borrow from the sources. Pure torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from app.domain.data import Samples
-from app.domain.evaluation import score_split
 from app.domain.merging.base import SurvivalModel
 from app.domain.metrics import bootstrap_pair_sums, comparable_block, score_block
+from app.domain.survival import risk_score
+
+MAX_PATCHES = 4096  # patches per bag the sources score (a fixed random subset above it: the cost stays bounded)
 
 
 def _standardised(risk: torch.Tensor) -> torch.Tensor:
@@ -29,18 +32,58 @@ def _standardised(risk: torch.Tensor) -> torch.Tensor:
     return (risk - risk.mean()) / sd if float(sd) > 0 else torch.zeros_like(risk)
 
 
+def _scores(
+    models: list[SurvivalModel], samples: Samples, *, max_patches: int | None, dtype: torch.dtype,
+    device: torch.device, seed: int, should_cancel: Callable[[], bool] | None,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+    """(times, events, each model's risks) over the samples: each bag loaded once, at most `max_patches` of its
+    patches (a random subset fixed by `seed`), cast to `dtype`, scored by every model in eval mode."""
+    from app.domain.training import TrainingCancelled
+
+    gen = torch.Generator().manual_seed(seed)
+    times, events, risks = [], [], [[] for _ in models]
+    modes = [m.training for m in models]
+    try:
+        with torch.inference_mode():
+            for m in models:
+                m.eval()
+            for i in range(len(samples)):
+                if should_cancel is not None and should_cancel():
+                    raise TrainingCancelled("cancelled while the sources scored the target's patients")
+                sample = samples[i]
+                bag = sample.bag[0] if sample.bag.dim() == 3 and sample.bag.shape[0] == 1 else sample.bag
+                if max_patches is not None and bag.shape[0] > max_patches:
+                    bag = bag[torch.randperm(bag.shape[0], generator=gen)[:max_patches]]
+                bag = bag.to(device=device, dtype=dtype)
+                for k, m in enumerate(models):
+                    risks[k].append(float(risk_score(m(bag).logits.float())))
+                times.append(float(sample.time))
+                events.append(int(sample.event))
+    finally:
+        for m, mode in zip(models, modes, strict=True):
+            m.train(mode)
+    as64 = [torch.tensor(r, dtype=torch.float64) for r in risks]
+    return torch.tensor(times, dtype=torch.float64), torch.tensor(events, dtype=torch.long), as64
+
+
 def source_relevance(
-    models: list[SurvivalModel], names: list[str], samples: Samples, *, n_boot: int = 500, seed: int = 0
-) -> dict[str, Any]:
+    models: list[SurvivalModel], names: list[str], samples: Samples, *, n_boot: int = 500, seed: int = 0,
+    max_patches: int | None = MAX_PATCHES, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+    should_cancel: Callable[[], bool] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """C-index of the sources' standardised-risk ensemble on `samples` (the target's train split), its bootstrap
-    se and 95 % interval, z = (C − ½)/se, and each source's own C. ValueError without models or comparable pairs.
-    """
+    se and 95 % interval, z = (C − ½)/se, and each source's own C. ValueError without models or comparable pairs;
+    TrainingCancelled when should_cancel() turns True. The models are used where they are (`device`: the bags'
+    device; move the models there first); `dtype` is the bags' dtype (reduced precision: mil.project)."""
     if not models:
         raise ValueError("source relevance needs at least one source model")
-    scored = score_split(models, samples)
-    ensemble = torch.stack([_standardised(r) for r in scored.risks]).mean(0)
-    rows = slice(0, len(scored.times))
-    comp = comparable_block(scored.times, scored.events.bool(), rows).to(torch.float64)
+    times, events, scored_risks = _scores(
+        models, samples, max_patches=max_patches, dtype=dtype, device=torch.device(device), seed=seed,
+        should_cancel=should_cancel,
+    )  # fmt: skip
+    ensemble = torch.stack([_standardised(r) for r in scored_risks]).mean(0)
+    rows = slice(0, len(times))
+    comp = comparable_block(times, events.bool(), rows).to(torch.float64)
     den = float(comp.sum())
     if den == 0:
         raise ValueError("the target's train split holds no comparable pair (too few patients or events)")
@@ -50,7 +93,7 @@ def source_relevance(
 
     score = comp * score_block(ensemble, rows, 1e-8)
     c = float(score.sum()) / den
-    n = len(scored.times)
+    n = len(times)
     d, total = bootstrap_pair_sums([comp, score], n, n_boot=n_boot, seed=seed)
     ok = d > 0
     boot = total[ok] / d[ok]
@@ -59,5 +102,5 @@ def source_relevance(
     z = (c - 0.5) / se if se > 0 else (float("inf") if c > 0.5 else 0.0)
     return {
         "c": c, "se": se, "z": z, "ci_low": lo, "ci_high": hi, "patients": n, "pairs": int(den),
-        "per_source": {name: c_of(r) for name, r in zip(names, scored.risks, strict=True)},
+        "per_source": {name: c_of(r) for name, r in zip(names, scored_risks, strict=True)},
     }  # fmt: skip

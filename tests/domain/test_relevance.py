@@ -23,7 +23,7 @@ class DirectionModel(torch.nn.Module):
         self.bin_edges = EDGES
 
     def forward(self, bag: torch.Tensor) -> ModelOutput:
-        s = (bag @ self.direction).mean() / self.direction.norm()
+        s = (bag.float() @ self.direction).mean() / self.direction.norm()
         return ModelOutput(torch.full((len(EDGES) - 1,), float(s)), torch.zeros(()))
 
 
@@ -68,3 +68,18 @@ def test_bad_inputs_are_refused_with_the_reason():
     censored = [type(s)(s.patient_id, s.bag, s.time, 0) for s in samples]
     with pytest.raises(ValueError, match="no comparable pair"):
         source_relevance([DirectionModel(_true_direction())], ["a"], censored)
+
+
+def test_large_bags_are_subsampled_deterministically_and_a_cancel_stops_it():
+    from app.domain.training import TrainingCancelled
+
+    samples = learnable_samples(30)
+    d = _true_direction()
+    full = source_relevance([DirectionModel(d)], ["a"], samples)
+    few = source_relevance([DirectionModel(d)], ["a"], samples, max_patches=2, seed=5)
+    assert few == source_relevance([DirectionModel(d)], ["a"], samples, max_patches=2, seed=5)
+    assert few["c"] != full["c"] and few["c"] > 0.6  # two patches per bag still carry the direction
+    half = source_relevance([DirectionModel(d)], ["a"], samples, dtype=torch.bfloat16)
+    assert abs(half["c"] - full["c"]) < 0.02
+    with pytest.raises(TrainingCancelled, match="cancelled"):
+        source_relevance([DirectionModel(d)], ["a"], samples, should_cancel=lambda: True)

@@ -176,7 +176,7 @@ def run_auto(
     cands = params.chosen()
     folds = params.folds or (gate.n_folds if gate.mode != "off" else DEFAULT_FOLDS)
     t0 = time.perf_counter()
-    relevance = _relevance_check(inputs, samples, cands, params.relevance_z, seed=config.seed)
+    relevance = _relevance_check(inputs, samples, cands, params.relevance_z, config, should_cancel)
     if not inputs.sources or (relevance is not None and not relevance["passed"]):
         cands = [c for c in cands if not _borrows(c)]
     by_relevance = params.choose == "relevance" and any(_borrows(c) for c in cands)
@@ -226,19 +226,29 @@ def _borrows(cand: Candidate) -> bool:
 
 
 def _relevance_check(
-    inputs: MergeInputs, samples: Samples, cands: list[Candidate], z_min: float | None, *, seed: int
-) -> dict[str, Any] | None:
+    inputs: MergeInputs, samples: Samples, cands: list[Candidate], z_min: float | None, config: TrainConfig,
+    should_cancel: Any,
+) -> dict[str, Any] | None:  # fmt: skip
     """The relevance pre-check's evidence (c, se, z, per_source, passed, reason); None when it does not apply (no
-    threshold, no source, or no candidate that borrows)."""
+    threshold, no source, or no candidate that borrows). The sources score on the job's device, in its compute
+    dtype."""
     if z_min is None or not inputs.sources or not any(_borrows(c) for c in cands):
         return None
     from app.domain.merging.base import StaticModel
+    from app.domain.precision import resolve_train_dtype
     from app.domain.relevance import source_relevance
+    from app.domain.training import resolve_device
 
-    models: list[SurvivalModel] = [StaticModel(s, inputs.dims, inputs.bin_edges).eval() for s in inputs.sources]
+    device = resolve_device(config.device)
+    models: list[SurvivalModel] = [
+        StaticModel(s, inputs.dims, inputs.bin_edges).to(device).eval() for s in inputs.sources
+    ]
     names = list(inputs.source_names) or [f"source{i}" for i in range(len(models))]
     try:
-        rel = source_relevance(models, names, samples, seed=seed)
+        rel = source_relevance(
+            models, names, samples, seed=config.seed, dtype=resolve_train_dtype(config.compute_dtype, device),
+            device=device, should_cancel=should_cancel,
+        )  # fmt: skip
     except ValueError as exc:  # no comparable pair on the train split: the CV could not run either
         return {"passed": True, "threshold_z": z_min, "reason": f"not measurable ({exc}); the candidates were tried"}
     passed = rel["z"] >= z_min

@@ -41,7 +41,9 @@ def _scores(
     from app.domain.training import TrainingCancelled
 
     gen = torch.Generator().manual_seed(seed)
-    times, events, risks = [], [], [[] for _ in models]
+    times: list[float] = []
+    events: list[int] = []
+    risks: list[list[float]] = [[] for _ in models]
     modes = [m.training for m in models]
     try:
         with torch.inference_mode():

@@ -65,6 +65,35 @@ def run(regime: str, world: str, seeds: list[int], out: Path) -> None:
             log(f"[{regime} {world} seed {seed}] {target}: C {rel['c']:.3f} ± {rel['se']:.3f}, z {rel['z']:+.2f}")
 
 
+BETA0 = "steph β = 0"
+BETA0_ROWS = "steph-beta0.jsonl"
+
+
+def run_beta0(regime: str, world: str, seeds: list[int], out: Path, targets: list[str] | None = None) -> None:
+    """STEPH with β = 0 (no λ² penalty) on the regime's worlds, scored on the test split: the row that a
+    relevance-chosen β (0 when the sources fail the pre-check) would use. Appends to <out>/steph-beta0.jsonl."""
+    from app.domain.merging.mix_stats import merge_statistics
+    from app.domain.pipeline import fit_merge
+    from bench.regimes import REGIMES, inputs_for, merge_config, prepare
+    from bench.reproduction import c_index_of
+
+    reg = REGIMES[regime]
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        prep = prepare(reg, seed, world == "control")
+        for target in targets or reg.targets:
+            t0 = time.perf_counter()
+            train_s, test_s = prep["data"][target]
+            model = fit_merge("steph", inputs_for(prep, target), {"beta": 0.0}, merge_config(seed), train_s)
+            stats = merge_statistics(model, test_s)
+            row = {"regime": regime, "world": world, "seed": seed, "target": target, "method": BETA0,
+                   **c_index_of(model, test_s), "lam": stats["lam"]["mean"],
+                   "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            with open(out / BETA0_ROWS, "a") as sink:
+                sink.write(json.dumps(row) + "\n")
+            log(f"[{regime} {world} seed {seed}] {target} {BETA0}: C {row['c_index']:.4f}, λ {row['lam']:.2f}")
+
+
 def _runs(dirs: list[Path]) -> dict[tuple, dict[str, Any]]:
     found: dict[tuple, dict[str, Any]] = defaultdict(dict)
     for d in dirs:
@@ -135,6 +164,55 @@ def table(out: Path, dirs: list[Path], relevance_z: float, seeds_only: list[int]
     return "\n".join(lines)
 
 
+def steph_table(out: Path, dirs: list[Path], relevance_z: float) -> str:
+    """Default STEPH (β = 0.05), STEPH β = 0, and STEPH with β chosen by the relevance pre-check (β = 0.05 when
+    the sources pass, else 0): Δ vs the budget-matched model and vs the target's own checkpoint, mean λ on the test
+    bags, per regime × world; and the paired λ difference shared − control per regime."""
+    rel = {}
+    for line in (out / "rows.jsonl").read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            rel[(r["regime"], r["world"], r["seed"], r["target"])] = r
+    beta0 = {}
+    for line in (out / BETA0_ROWS).read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            beta0[(r["regime"], r["world"], r["seed"], r["target"])] = r
+    runs = _runs(dirs)
+    cells: dict[tuple, dict[str, list[tuple[float, float, float]]]] = defaultdict(lambda: defaultdict(list))
+    lam: dict[tuple, dict[str, float]] = defaultdict(dict)  # (regime, seed, target) → world → λ of the rule
+    for key, rows in sorted(runs.items()):
+        if key not in rel or key not in beta0 or "steph" not in rows:
+            continue
+        bm, own = rows[BM]["c_index"], rows["target's own model (checkpoint)"]["c_index"]
+        chosen = rows["steph"] if rel[key]["z"] >= relevance_z else beta0[key]
+        for name, r in (("steph (β 0.05)", rows["steph"]), ("steph β = 0", beta0[key]), ("β by relevance", chosen)):
+            cells[(key[0], key[1])][name].append((r["c_index"] - bm, r["c_index"] - own, r["lam"]))
+        lam[(key[0], key[2], key[3])][key[1]] = chosen["lam"]
+        lam[(key[0], key[2], key[3])][key[1] + " default"] = rows["steph"]["lam"]
+
+    def fmt(v: list[float], digits: int = 3) -> str:
+        se = statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0.0
+        return f"{statistics.mean(v):+.{digits}f} ± {se:.{digits}f}"
+
+    lines = ["| regime | world | n | rule | Δ vs budget-matched | Δ vs own model | min Δ vs own | mean λ |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    for (regime, world), d in sorted(cells.items()):
+        for name, vals in d.items():
+            lines.append(f"| {regime} | {world} | {len(vals)} | {name} | {fmt([v[0] for v in vals])} | "
+                         f"{fmt([v[1] for v in vals])} | {min(v[1] for v in vals):+.3f} | "
+                         f"{statistics.mean(v[2] for v in vals):.2f} |")  # fmt: skip
+    lines += ["", "| regime | λ shared − control, default STEPH | λ shared − control, β by relevance | pairs |",
+              "|---|---:|---:|---:|"]  # fmt: skip
+    for regime in sorted({k[0] for k in lam}):
+        both = [v for k, v in lam.items() if k[0] == regime and "shared" in v and "control" in v]
+        if len(both) > 1:
+            dd = [v["shared default"] - v["control default"] for v in both]
+            dr = [v["shared"] - v["control"] for v in both]
+            lines.append(f"| {regime} | {fmt(dd, 2)} | {fmt(dr, 2)} | {len(both)} |")
+    return "\n".join(lines)
+
+
 def gate_table(out: Path, dirs: list[Path], relevance_z: float) -> str:
     """The relevance test as a promotion signal: per method, how many models truly worse / better than the target's
     own checkpoint on the test split the inner-CV gate, the relevance test, and both together would block."""
@@ -171,11 +249,20 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--world", required=True, choices=["shared", "control"])
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--out", type=Path, default=OUT)
+    b = sub.add_parser("beta0", help="STEPH with β = 0 on the regime's worlds (for a relevance-chosen β)")
+    b.add_argument("--regime", required=True, choices=["small", "paper", "mixed"])
+    b.add_argument("--world", required=True, choices=["shared", "control"])
+    b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    b.add_argument("--targets", nargs="+")
+    b.add_argument("--out", type=Path, default=OUT)
     t = sub.add_parser("table")
     t.add_argument("--out", type=Path, default=OUT)
     t.add_argument("--runs", type=Path, nargs="+", default=RUNS)
     t.add_argument("--relevance-z", type=float, default=None, help="default: auto's RELEVANCE_Z")
     t.add_argument("--seeds", type=int, nargs="+", help="only these seeds (e.g. the development seeds 0–4)")
+    st = sub.add_parser("steph", help="STEPH with β chosen by the relevance pre-check, from the beta0 rows")
+    st.add_argument("--out", type=Path, default=OUT)
+    st.add_argument("--runs", type=Path, nargs="+", default=RUNS)
     g = sub.add_parser("gate", help="the relevance test as a promotion signal, next to the inner-CV gate")
     g.add_argument("--out", type=Path, default=OUT)
     g.add_argument("--runs", type=Path, nargs="+", default=RUNS)
@@ -185,11 +272,16 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(1)  # as bench.regimes: two runs side by side on a 2-core machine
         run(args.regime, args.world, args.seeds, args.out)
+    elif args.cmd == "beta0":
+        import torch
+
+        torch.set_num_threads(1)
+        run_beta0(args.regime, args.world, args.seeds, args.out, args.targets)
     else:
         from app.domain.merging.auto import RELEVANCE_Z
 
-        if args.cmd == "gate":
-            print(gate_table(args.out, args.runs, RELEVANCE_Z))
+        if args.cmd in ("gate", "steph"):
+            print((gate_table if args.cmd == "gate" else steph_table)(args.out, args.runs, RELEVANCE_Z))
             return 0
         z = RELEVANCE_Z if args.relevance_z is None else args.relevance_z
         print(table(args.out, args.runs, z, args.seeds))

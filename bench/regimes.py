@@ -70,12 +70,16 @@ REGIMES = {
 # MERGE TrainConfig: the winner of `tune` (see BENCHMARKS.md, "Where merging pays"); lr also used for CKPT.
 MERGE = {"lr": 1e-3, "accum": 16, "epochs": 40}
 
+# Every STEPH row keeps β fixed (the default before session 9; STEPH's default beta_rule is now 'relevance'): the
+# rows stay comparable with the runs made before, and bench.relevance derives the relevance rule from them and
+# STEPH β = 0 (`python -m bench.relevance beta0`, then `python -m bench.relevance steph`).
+FIXED_BETA = {"beta_rule": "fixed"}
 STEPH_ROWS: list[tuple[str, dict[str, Any]]] = [
-    ("steph", {}),
+    ("steph", FIXED_BETA),
     ("steph paper (ReLU w)", {"preset": "paper"}),
     ("steph λ = 0", {"lam_mode": "fixed", "lam_value": 0.0}),
     ("steph λ = 1", {"lam_mode": "fixed", "lam_value": 1.0}),
-    ("steph topk=all", {"topk": None}),
+    ("steph topk=all", {"topk": None, **FIXED_BETA}),
 ]
 # (label, method, params, use_sources); method None = budget-matched cancer-specific
 ROWS: list[tuple[str, str | None, dict[str, Any], bool]] = [
@@ -175,7 +179,9 @@ def cv_evidence(prep: dict[str, Any], target: str, seed: int, folds: int) -> dic
     from app.domain.merging.auto import CANDIDATES
     from app.domain.promotion import TARGET, c_index, cross_validate, paired_estimate
 
-    cands = list(CANDIDATES.values())  # the target's own model last
+    cands = [  # the target's own model last; STEPH candidates with β fixed, as the STEPH rows
+        replace(c, params={**c.params, **FIXED_BETA}) if c.method == "steph" else c for c in CANDIDATES.values()
+    ]
     cv = cross_validate(cands, inputs_for(prep, target), prep["data"][target][0], merge_config(seed), folds=folds)
     out: dict[str, Any] = {TARGET.label: {"c": c_index(cv, TARGET.label), "difference": 0.0}}
     for c in cands[:-1]:

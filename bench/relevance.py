@@ -29,7 +29,7 @@ from typing import Any
 from bench.reproduction import log
 
 OUT = Path("bench/results/relevance")
-RUNS = [Path("bench/results/regimes/full"), Path("bench/results/regimes/fresh"), Path("bench/results/regimes/holdout")]
+RUNS = [Path(f"bench/results/regimes/{d}") for d in ("full", "fresh", "holdout", "holdout2")]
 LABELS = {  # inner-CV candidate label → regime-run row label
     "steph": "steph",
     "steph λ = 0": "steph λ = 0",

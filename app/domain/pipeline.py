@@ -102,9 +102,13 @@ def fit_parsed(
     progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> tuple[SurvivalModel, TrainResult | None, dict[str, Any]]:
-    """Build `impl` with parsed params (seed = config.seed) and train it on `samples` when it needs training
-    (STEPH crossfit runs its two phases). Returns (model in eval mode, train result or None, notes)."""
+    """Build `impl` with parsed params (seed = config.seed) — after impl.adapt, which may set them from the
+    samples (STEPH's β from the sources' relevance; notes["relevance"]) — and train it on `samples` when it needs
+    training (STEPH crossfit runs its two phases). Returns (model in eval mode, train result or None, notes)."""
     notes: dict[str, Any] = {}
+    parsed, measured = impl.adapt(parsed, inputs, config, samples, should_cancel)  # STEPH: β from the relevance
+    if measured is not None:
+        notes["relevance"] = measured
     if getattr(parsed, "crossfit", "off") != "off":
         from app.domain.crossfit import run_crossfit
 

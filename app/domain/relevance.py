@@ -25,6 +25,9 @@ from app.domain.metrics import bootstrap_pair_sums, comparable_block, score_bloc
 from app.domain.survival import risk_score
 
 MAX_PATCHES = 4096  # patches per bag the sources score (a fixed random subset above it: the cost stays bounded)
+# The pre-check's threshold: the ensemble must rank the target's patients better than chance by this many bootstrap
+# standard errors (one-sided 5 %), fixed before the benchmark (BENCHMARKS.md, "Where merging pays").
+DEFAULT_Z = 1.645
 
 
 def _standardised(risk: torch.Tensor) -> torch.Tensor:
@@ -106,3 +109,34 @@ def source_relevance(
         "c": c, "se": se, "z": z, "ci_low": lo, "ci_high": hi, "patients": n, "pairs": int(den),
         "per_source": {name: c_of(r) for name, r in zip(names, scored_risks, strict=True)},
     }  # fmt: skip
+
+
+def check_sources(
+    inputs: Any, samples: Samples, config: Any, z_min: float, should_cancel: Callable[[], bool] | None = None
+) -> dict[str, Any]:
+    """The pre-check on a merge's inputs (app.domain.merging.base.MergeInputs): every source checkpoint as a
+    model, on the job's device and compute dtype → source_relevance + passed (z ≥ z_min), threshold_z and a
+    one-line reason. When it cannot be measured (no comparable pair) it passes, saying why."""
+    from app.domain.merging.base import StaticModel
+    from app.domain.precision import resolve_train_dtype
+    from app.domain.training import resolve_device
+
+    device = resolve_device(config.device)
+    models: list[SurvivalModel] = [
+        StaticModel(s, inputs.dims, inputs.bin_edges).to(device).eval() for s in inputs.sources
+    ]
+    names = list(inputs.source_names) or [f"source{i}" for i in range(len(models))]
+    try:
+        rel = source_relevance(
+            models, names, samples, seed=config.seed, dtype=resolve_train_dtype(config.compute_dtype, device),
+            device=device, should_cancel=should_cancel,
+        )  # fmt: skip
+    except ValueError as exc:
+        return {"passed": True, "threshold_z": z_min, "reason": f"not measurable ({exc})"}
+    passed = rel["z"] >= z_min
+    verdict = "at least" if passed else "below"
+    rel.update(passed=passed, threshold_z=z_min, reason=(
+        f"the sources' own models rank the target's train patients with C {rel['c']:.3f} ± {rel['se']:.3f} "
+        f"(z {rel['z']:+.2f}, {verdict} the threshold {z_min:+.2f})"
+    ))  # fmt: skip
+    return rel

@@ -85,6 +85,7 @@ def _meta(ctx: Any, model_id: str, cohort_id: str | None) -> dict[str, Any]:
             # issue 12: the promotion gate's verdict and, for method auto, every candidate's inner-CV estimate
             "promotion": {"status": row.promotion_status, **(row.promotion or {})},
             "auto": ((row.metrics or {}).get("notes") or {}).get("auto"),
+            "relevance": ((row.metrics or {}).get("notes") or {}).get("relevance"),  # STEPH's β rule (issue 12)
             "training": {"steps": train.get("step_losses"), "epochs": train.get("history")},
             "provenance": {**(row.provenance or {}), "cohort_summary": cohort.summary},
             "software_version": (row.provenance or {}).get("code_version", ""),

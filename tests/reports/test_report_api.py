@@ -115,3 +115,7 @@ def test_report_shows_the_promotion_gate_and_autos_candidates(client, admin, pre
                 assert f'<td class="muted">{name}</td><td>{c:.4f}</td>' in text
         else:
             assert '<table id="auto">' not in text
+            rel = model["metrics"]["notes"]["relevance"]  # STEPH's β rule: measured, drawn with its verdict
+            verdict = re.search(r'<td id="relevance-verdict">([^<]+)</td>', text)
+            assert verdict and verdict.group(1).startswith("passed" if rel["passed"] else "not passed")
+            assert f"β = {rel['beta_used']:g}" in verdict.group(1) or not rel["passed"]

@@ -65,6 +65,7 @@ from app.domain.promotion import (
     decide,
     paired_estimate,
 )
+from app.domain.relevance import DEFAULT_Z
 from app.domain.training import TrainConfig, TrainResult
 
 CANDIDATES: dict[str, Candidate] = {
@@ -78,9 +79,7 @@ CANDIDATES: dict[str, Candidate] = {
 }
 DEFAULT_CANDIDATES = ("steph", "retrain")
 DEFAULT_FOLDS = 3
-# The relevance pre-check's threshold (app.domain.relevance): the sources' ensemble must rank the target's train
-# patients better than chance by this many bootstrap standard errors (one-sided 5 %), fixed before the benchmark.
-RELEVANCE_Z = 1.645
+RELEVANCE_Z = DEFAULT_Z  # the relevance pre-check's threshold (app.domain.relevance)
 CHOICE_RULES = ("relevance", "cv")
 
 
@@ -229,35 +228,17 @@ def _relevance_check(
     inputs: MergeInputs, samples: Samples, cands: list[Candidate], z_min: float | None, config: TrainConfig,
     should_cancel: Any,
 ) -> dict[str, Any] | None:  # fmt: skip
-    """The relevance pre-check's evidence (c, se, z, per_source, passed, reason); None when it does not apply (no
-    threshold, no source, or no candidate that borrows). The sources score on the job's device, in its compute
-    dtype."""
+    """The relevance pre-check's evidence (app.domain.relevance.check_sources); None when it does not apply (no
+    threshold, no source, or no candidate that borrows)."""
     if z_min is None or not inputs.sources or not any(_borrows(c) for c in cands):
         return None
-    from app.domain.merging.base import StaticModel
-    from app.domain.precision import resolve_train_dtype
-    from app.domain.relevance import source_relevance
-    from app.domain.training import resolve_device
+    from app.domain.relevance import check_sources
 
-    device = resolve_device(config.device)
-    models: list[SurvivalModel] = [
-        StaticModel(s, inputs.dims, inputs.bin_edges).to(device).eval() for s in inputs.sources
-    ]
-    names = list(inputs.source_names) or [f"source{i}" for i in range(len(models))]
-    try:
-        rel = source_relevance(
-            models, names, samples, seed=config.seed, dtype=resolve_train_dtype(config.compute_dtype, device),
-            device=device, should_cancel=should_cancel,
-        )  # fmt: skip
-    except ValueError as exc:  # no comparable pair on the train split: the CV could not run either
-        return {"passed": True, "threshold_z": z_min, "reason": f"not measurable ({exc}); the candidates were tried"}
-    passed = rel["z"] >= z_min
-    verdict = "at least" if passed else "below"
-    rel.update(passed=passed, threshold_z=z_min, reason=(
-        f"the sources' own models rank the target's train patients with C {rel['c']:.3f} ± {rel['se']:.3f} "
-        f"(z {rel['z']:+.2f}, {verdict} the threshold {z_min:+.2f})"
-        + ("" if passed else ": no prognostic signal shared with the target, so no candidate borrows from them")
-    ))  # fmt: skip
+    rel = check_sources(inputs, samples, config, z_min, should_cancel)
+    if "c" not in rel:  # not measurable (no comparable pair): the candidates are tried
+        rel["reason"] += "; the candidates were tried"
+    elif not rel["passed"]:
+        rel["reason"] += ": no prognostic signal shared with the target, so no candidate borrows from them"
     return rel
 
 

@@ -148,6 +148,13 @@ class MergeMethod(ABC):
     def needs_training(self, params: Any) -> bool:
         return self.learned or bool(getattr(params, "retrain_head", False))
 
+    def adapt(
+        self, params: Any, inputs: MergeInputs, config: Any, samples: Any, should_cancel: Any = None
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """Params to train with, decided from the target's train samples before the build (STEPH: β from the
+        sources' relevance), and what was measured (JSON-able, or None). Default: the params unchanged."""
+        return params, None
+
     @abstractmethod
     def build(self, inputs: MergeInputs, params: Any, *, seed: int) -> SurvivalModel:
         """Construct the (untrained, if learned) merged model."""

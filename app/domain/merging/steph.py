@@ -45,6 +45,7 @@ from app.domain.merging.stacked import (
     seeded,
 )
 from app.domain.mil import FamilyDims, as_bag, project_mean
+from app.domain.relevance import DEFAULT_Z
 from app.domain.task_vectors import StateDict
 
 
@@ -88,6 +89,18 @@ class StephParams:
             "then collapses to θ₀ with no gradient) or 'softplus' (w > 0 always); null = the preset's"
         },
     )
+    beta_rule: Literal["relevance", "fixed"] | None = field(
+        default=None,
+        metadata={
+            "help": "'relevance': β applies only when the sources' own models rank the target's train patients "
+            "better than chance (z ≥ relevance_z, app.domain.relevance); otherwise β = 0, so λ stays near its "
+            "start (mostly the target's own task vector) — the data, not the penalty, decides how much to borrow; "
+            "'fixed': β always (the paper); null = the preset's ('relevance' for default, 'fixed' for paper)"
+        },
+    )
+    relevance_z: float = field(
+        default=DEFAULT_Z, metadata={"help": "beta_rule 'relevance': the threshold on the relevance z (one-sided)"}
+    )
     crossfit: Literal["off", "split", "split_plugin"] = field(
         default="off",
         metadata={
@@ -125,6 +138,12 @@ class StephParams:
             self.w_act = "relu" if self.preset == "paper" else "softplus"
         if self.w_act not in ("softplus", "relu"):
             raise ValueError(f"w_act must be 'softplus' or 'relu' (or null); got {self.w_act!r}")
+        if self.beta_rule is None:
+            self.beta_rule = "fixed" if self.preset == "paper" else "relevance"
+        if self.beta_rule not in ("relevance", "fixed"):
+            raise ValueError(f"beta_rule must be 'relevance' or 'fixed' (or null); got {self.beta_rule!r}")
+        if not -10.0 <= self.relevance_z <= 10.0:
+            raise ValueError(f"relevance_z must lie in [−10, 10] (standard errors); got {self.relevance_z}")
         if self.crossfit not in ("off", "split", "split_plugin"):
             raise ValueError(f"crossfit must be 'off', 'split' or 'split_plugin'; got {self.crossfit!r}")
 
@@ -217,6 +236,23 @@ class StephMethod(MixupMethod):
     )
     params_type = StephParams
     model_type = StephModel
+
+    def adapt(
+        self, params: Any, inputs: Any, config: Any, samples: Any, should_cancel: Any = None
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """beta_rule 'relevance' (the default): measure the sources' relevance on the train samples; below the
+        threshold train with β = 0 (notes["relevance"] says so, with beta_used)."""
+        if params.beta_rule != "relevance" or params.beta == 0 or params.lam_mode != "hyper" or not inputs.sources:
+            return params, None
+        from dataclasses import replace
+
+        from app.domain.relevance import check_sources
+
+        rel = check_sources(inputs, samples, config, params.relevance_z, should_cancel)
+        beta = params.beta if rel["passed"] else 0.0
+        rel["beta_used"] = beta
+        rel["reason"] += f": β = {beta:g}" + ("" if rel["passed"] else " (no λ² penalty: λ stays mostly the target's)")
+        return (params if beta == params.beta else replace(params, beta=beta)), rel
 
     def load(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> SurvivalModel:
         """Rebuild a STEPH model. Artifacts written before w_act existed were trained with the paper's w = ReLU(·):

@@ -24,7 +24,7 @@ from ..conftest import learnable_samples
 from .tiny import DIMS, EDGES
 
 CONFIG = TrainConfig(epochs=2, accum=4, lr=1e-2, seed=3)
-PARAMS = {"hyper_hidden": 8}
+PARAMS = {"beta_rule": "fixed", "hyper_hidden": 8}
 
 
 def merge(inputs, samples, crossfit: str, **kwargs):

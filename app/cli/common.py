@@ -47,6 +47,10 @@ class ProgressBar:
     def __call__(self, progress: Any, label: str = "train") -> None:
         if self.quiet:
             return
+        if progress.total_steps == 0:  # a stage before training (e.g. the relevance pre-check): one line
+            self.close()
+            print(f"{label}: {getattr(progress, 'stage', 'preparing')}", file=sys.stderr, flush=True)
+            return
         if not self.tty:
             self._log_line(progress, label)
             return

@@ -106,6 +106,8 @@ def fit_parsed(
     samples (STEPH's β from the sources' relevance; notes["relevance"]) — and train it on `samples` when it needs
     training (STEPH crossfit runs its two phases). Returns (model in eval mode, train result or None, notes)."""
     notes: dict[str, Any] = {}
+    if progress is not None and impl.adapts(parsed, inputs):  # a pass over the train bags before training starts
+        progress(Progress(0, config.epochs, 0, 0, 0.0, 0.0, 0.0, stage="relevance pre-check (the sources' models)"))
     parsed, measured = impl.adapt(parsed, inputs, config, samples, should_cancel)  # STEPH: β from the relevance
     if measured is not None:
         notes["relevance"] = measured

@@ -148,6 +148,10 @@ class MergeMethod(ABC):
     def needs_training(self, params: Any) -> bool:
         return self.learned or bool(getattr(params, "retrain_head", False))
 
+    def adapts(self, params: Any, inputs: MergeInputs) -> bool:
+        """True when adapt() measures something on the samples (a pass worth a progress report)."""
+        return False
+
     def adapt(
         self, params: Any, inputs: MergeInputs, config: Any, samples: Any, should_cancel: Any = None
     ) -> tuple[Any, dict[str, Any] | None]:

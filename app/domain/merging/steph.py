@@ -237,12 +237,17 @@ class StephMethod(MixupMethod):
     params_type = StephParams
     model_type = StephModel
 
+    def adapts(self, params: Any, inputs: Any) -> bool:
+        return (
+            params.beta_rule == "relevance" and params.beta > 0 and params.lam_mode == "hyper" and bool(inputs.sources)
+        )
+
     def adapt(
         self, params: Any, inputs: Any, config: Any, samples: Any, should_cancel: Any = None
     ) -> tuple[Any, dict[str, Any] | None]:
         """beta_rule 'relevance' (the default): measure the sources' relevance on the train samples; below the
         threshold train with β = 0 (notes["relevance"] says so, with beta_used)."""
-        if params.beta_rule != "relevance" or params.beta == 0 or params.lam_mode != "hyper" or not inputs.sources:
+        if not self.adapts(params, inputs):
             return params, None
         from dataclasses import replace
 

@@ -49,3 +49,15 @@ def test_sources_above_the_threshold_keep_beta_and_fixed_or_paper_skip_the_check
     for bad in ({"beta_rule": "sometimes"}, {"relevance_z": 50}):
         with pytest.raises(MergeParamsError):
             STEPH.parse_params(bad)
+
+
+def test_the_pre_check_is_reported_as_a_stage_before_training():
+    seen = []
+    fit_parsed(STEPH, STEPH.parse_params({"hyper_hidden": 8}), make_inputs(3), CONFIG, learnable_samples(16),
+               progress=seen.append)  # fmt: skip
+    assert seen[0].stage.startswith("relevance pre-check") and seen[0].total_steps == 0
+    assert seen[-1].stage == "training" and seen[-1].step == seen[-1].total_steps > 0
+    fixed = []
+    fit_parsed(STEPH, STEPH.parse_params({"hyper_hidden": 8, "beta_rule": "fixed"}), make_inputs(3), CONFIG,
+               learnable_samples(16), progress=fixed.append)  # fmt: skip
+    assert all(p.stage == "training" for p in fixed)  # nothing measured: no such stage

@@ -3,6 +3,7 @@ the model page and its report behind the same key."""
 
 from __future__ import annotations
 
+import html
 import re
 
 from tests.workers.api_helpers import FAST, register_cohort, wait_job
@@ -54,8 +55,12 @@ def test_admin_flow_start_job_follow_to_model_and_report(client, admin, world, f
     assert f"/ui/models/{job['model_id']}" in page
     model_page = client.get(f"/ui/models/{job['model_id']}")
     assert model_page.status_code == 200 and 'data-figure="km"' in model_page.text
-    status = client.get(f"/models/{job['model_id']}", headers=admin).json()["promotion_status"]
-    assert re.search(rf'<td id="promotion-status"><b>{status}</b>', model_page.text)  # issue 12: the gate's verdict
+    model = client.get(f"/models/{job['model_id']}", headers=admin).json()
+    assert re.search(rf'<td id="promotion-status"><b>{model["promotion_status"]}</b>', model_page.text)  # the gate
+    rel = model["metrics"]["notes"]["relevance"]  # STEPH's β rule: the sources' relevance, as measured
+    shown = re.search(r'<td id="relevance">([^<]+)<b>([a-z ]+)</b>', html.unescape(model_page.text))
+    assert shown and f"C {rel['c']:.3f} ± {rel['se']:.3f} (z {rel['z']:+.2f}" in shown.group(1)
+    assert shown.group(2) == ("passed" if rel["passed"] else "not passed")
     fig = client.get(f"/ui/models/{job['model_id']}/figures/km.png")
     assert fig.status_code == 200 and fig.content[:4] == b"\x89PNG"
     report = client.get(f"/ui/models/{job['model_id']}/report")

@@ -43,6 +43,10 @@ def test_submit_runs_on_the_embedded_runner_to_a_model(client, admin, family, co
         ({"target_checkpoint_id": "ckpt_nope"}, 404, "ckpt_nope"),
         ({"cohort_id": "coh_nope"}, 404, "coh_nope"),
         ({"source_checkpoint_ids": []}, 422, "no source checkpoints"),
+        ({"params": {"beta_rule": "sometimes"}}, 422, "beta_rule"),  # issue 12: STEPH's β rule
+        ({"method": "auto", "params": {"choose": "vote"}}, 422, "choose must be one of"),
+        ({"method": "auto", "params": {"relevance_z": None}}, 422, "needs a relevance_z"),
+        ({"params": {"compute_dtype": "int8"}}, 422, "compute_dtype"),
     ],
 )
 def test_bad_submissions_are_refused_and_store_nothing(client, admin, family, cohort, change, status, needle) -> None:

@@ -8,7 +8,8 @@
    float16 and bfloat16 against the CPU float32 reference (max |Δlogit|), and ms per forward at N = 10 000 (cuda
    float32 / float16 / bfloat16, CPU float32 in the same run).
 2. Training on cuda: a few steps of STEPH with `compute_dtype=auto` (bf16 where supported) on a random cohort; the
-   loss must stay finite, the parameters must move.
+   loss must stay finite, the parameters must move. And the cost of one training bag (forward + loss + backward)
+   at N patches: STEPH vs a cancer-specific ABMIL, float32 and the default dtype (the merge-epoch ratio).
 3. The service's prediction path (app.services.predict.score_patient) with the model cache on cuda vs on the CPU:
    the same patient's risk, hazards and top patches.
 
@@ -93,6 +94,30 @@ def training_check(device: str) -> dict[str, Any]:
             "parameters_moved": int(moved), "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
 
 
+def epoch_cost_check(device: str, n: int) -> dict[str, Any]:
+    """Forward + loss + backward of one training bag on the device (what a merge epoch is made of): STEPH vs a
+    cancer-specific ABMIL, each in float32 and in the training default (compute_dtype auto → bf16 where supported),
+    ms and the ratio to the float32 cancer-specific bag (issue 7: a merge epoch ≤ 1.3× a cancer-specific one)."""
+    from app.domain.precision import resolve_train_dtype
+    from bench.inference_cost import random_inputs
+    from bench.predict_load import DIMS
+    from bench.train_cost import build, step_calls
+
+    inputs = random_inputs(DIMS, 12, seed=5)
+    models = {k: build(k, inputs).to(device).train() for k in ("cancer_specific", "steph")}
+    low = resolve_train_dtype("auto", device)
+    bag = torch.randn(n, DIMS.in_dim, generator=torch.Generator().manual_seed(6))
+    out: dict[str, Any] = {"low_dtype": str(low).removeprefix("torch.")}
+    for dtype in (torch.float32, low):
+        calls = step_calls(models, bag.to(device, dtype))
+        for key, call in calls.items():
+            out[f"{key}_{str(dtype).removeprefix('torch.')}_ms"] = round(_ms(call), 2)
+    ref = out["cancer_specific_float32_ms"]
+    out["steph_float32_ratio"] = round(out["steph_float32_ms"] / ref, 3)
+    out["steph_default_ratio"] = round(out[f"steph_{out['low_dtype']}_ms"] / ref, 3)
+    return out
+
+
 def service_check(device: str) -> dict[str, Any]:
     import tempfile
     from types import SimpleNamespace
@@ -151,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     report["training"] = training_check(args.device)
     if not report["training"]["finite"] or report["training"]["parameters_moved"] == 0:
         failures.append(f"training: {report['training']}")
+    report["epoch_cost"] = epoch_cost_check(args.device, args.n)
     report["service"] = service_check(args.device)
     svc = report["service"]
     if abs(svc["risk_cpu"] - svc["risk_device_float32"]) > 1e-3 or not svc["same_top_patches"]:

@@ -17,6 +17,8 @@ def test_the_dry_run_executes_every_check(tmp_path):
     assert report["forward"]["steph"]["float32_max_abs_dlogit"] == 0.0  # the same device: bit-identical
     assert report["training"]["finite"] and report["training"]["parameters_moved"] > 0
     assert report["service"]["same_top_patches"] and report["service"]["max_abs_dhazard_float32"] == 0.0
+    cost = report["epoch_cost"]
+    assert cost["steph_float32_ms"] > 0 and cost["steph_default_ratio"] > 0
 
 
 def test_without_a_gpu_it_says_so(tmp_path, monkeypatch, capsys):

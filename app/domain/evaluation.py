@@ -16,6 +16,7 @@ Both models share A, so their difference is computed on the same resample. Memor
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -39,7 +40,7 @@ from app.domain.survival import risk_score, survival_at_times, survival_curve
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """Device of the model's first parameter or buffer (cpu for a model with neither)."""
-    for tensor in (*model.parameters(), *model.buffers()):
+    for tensor in itertools.chain(model.parameters(), model.buffers()):  # the first one: no list of them all
         return tensor.device
     return torch.device("cpu")
 

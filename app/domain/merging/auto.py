@@ -18,7 +18,8 @@ own model is always included as the reference):
    - "relevance" (default): the first candidate left that borrows from the sources wins (STEPH by default); when
      none is left, no transfer: `retrain` when it is a candidate, else the target's own model unchanged. No inner
      CV is spent on the choice; the promotion gate validates the winner like any merge (its estimate is the
-     evidence). When only non-borrowing transfer candidates are left (target_head, base_head), the inner CV
+     evidence). The sources having passed, the STEPH winner trains with its β (its own beta_rule would only
+     measure the same relevance again). When only non-borrowing transfer candidates are left (target_head, base_head), the inner CV
      chooses among them as under "cv".
    - "cv": every candidate left is scored by the promotion gate's K-fold CV (app.domain.promotion.cross_validate:
      the target model is refitted in each fold, C counts within-fold pairs); the winner has the highest CV
@@ -258,6 +259,8 @@ def _by_relevance(
         from app.domain.pipeline import gate_model
 
         cand = borrowing[0]
+        if cand.method == "steph":  # its own β rule would measure the same relevance again on this split: auto's
+            cand = dataclasses.replace(cand, params={**cand.params, "beta_rule": "fixed"})  # verdict (passed) holds
         model, result = _fit_winner(cand, inputs, config, samples, should_cancel)
         promotion = gate_model(str(cand.method), cand.params, inputs, config, samples, gate, should_cancel)
         promotion["reason"] = f"auto chose {cand.label} because {why}; the promotion gate: {promotion['reason']}"

@@ -156,6 +156,12 @@ def test_the_relevance_pre_check_skips_the_borrowing_candidates_when_the_sources
     assert set(ev["candidates"]) == {"steph"} and tried.promotion["estimate"]["difference"] == ev["candidates"][
         "steph"]["difference"]  # fmt: skip
     assert tried.promotion["status"] in ("promoted", "not_promoted") and "auto chose steph" in tried.promotion["reason"]
+    # auto's verdict decides STEPH's β too: one relevance pass, not a second one inside STEPH's own β rule
+    from app.domain.pipeline import fit_merge
+
+    fixed = fit_merge("steph", inputs, {"beta_rule": "fixed"}, config, samples[:18])
+    got, want = tried.model.artifact_tensors(), fixed.artifact_tensors()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     cv = auto(relevance_z=-10.0, choose="cv")  # the inner CV chooses among the candidates left
     ev = cv.notes["auto"]
     assert ev["rule"] == "cv" and set(ev["candidates"]) == {"steph", RETRAIN.label, TARGET_LABEL}

@@ -19,8 +19,8 @@ own model is always included as the reference):
      none is left, no transfer: `retrain` when it is a candidate, else the target's own model unchanged. No inner
      CV is spent on the choice; the promotion gate validates the winner like any merge (its estimate is the
      evidence). The sources having passed, the STEPH winner trains with its β (its own beta_rule would only
-     measure the same relevance again). When only non-borrowing transfer candidates are left (target_head, base_head), the inner CV
-     chooses among them as under "cv".
+     measure the same relevance again). When only non-borrowing transfer candidates are left (target_head,
+     base_head), the inner CV chooses among them as under "cv".
    - "cv": every candidate left is scored by the promotion gate's K-fold CV (app.domain.promotion.cross_validate:
      the target model is refitted in each fold, C counts within-fold pairs); the winner has the highest CV
      C-index among those that beat the refitted target by more than `margin`; when none does, no transfer as

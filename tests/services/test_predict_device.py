@@ -60,6 +60,9 @@ def test_the_cache_holds_models_on_the_prediction_device(scored):
     (loaded,) = cache._items.values()
     assert {t.device.type for t in (*loaded.model.parameters(), *loaded.model.buffers())} == {"cpu"}
     assert out["results"][0]["n_patches"] == 30 and len(out["results"][0]["top_patches"]) == 3
+    # another device really is where a cache keeps its models: "meta" (shapes only) stands in for a GPU here
+    elsewhere = ModelCache(ctx.store, 1, torch.device("meta")).get(out["model_sha256"]).model
+    assert {t.device.type for t in (*elsewhere.parameters(), *elsewhere.buffers())} == {"meta"}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -17,7 +17,7 @@ Both models share A, so their difference is computed on the same resample. Memor
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -50,9 +50,13 @@ def _to_cpu(out: ModelOutput) -> ModelOutput:
     return ModelOutput(out.logits.detach().cpu(), out.aux_loss.detach().cpu(), attention, out.info)
 
 
-def _outputs(models: list[SurvivalModel], samples: Samples) -> Iterator[tuple[list[ModelOutput], float, int]]:
-    """Per patient: (one cpu output per model, time, event). Each bag is loaded once and scored by every
-    model in eval mode under no_grad; the models' train/eval modes are restored afterwards."""
+def _outputs(
+    models: list[SurvivalModel], samples: Samples, *, prepare: Callable[[Tensor], Tensor] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> Iterator[tuple[list[ModelOutput], float, int]]:  # fmt: skip
+    """Per patient: (one cpu output per model, time, event). Each bag is loaded once (float32, then `prepare`d:
+    e.g. subsampled and cast) and scored by every model in eval mode under no_grad; the models' train/eval modes
+    are restored afterwards. TrainingCancelled before a bag once should_cancel() turns True."""
     modes = [m.training for m in models]
     devices = [model_device(m) for m in models]
     for m in models:
@@ -60,8 +64,14 @@ def _outputs(models: list[SurvivalModel], samples: Samples) -> Iterator[tuple[li
     try:
         with torch.no_grad():
             for i in range(len(samples)):
+                if should_cancel is not None and should_cancel():
+                    from app.domain.training import TrainingCancelled  # training imports this module
+
+                    raise TrainingCancelled("cancelled while the models scored the patients")
                 sample = samples[i]
                 bag = sample.bag.to(dtype=torch.float32)
+                if prepare is not None:
+                    bag = prepare(bag)
                 outs = [_to_cpu(m(bag.to(d))) for m, d in zip(models, devices, strict=True)]
                 yield outs, float(sample.time), int(sample.event)
     finally:
@@ -90,13 +100,16 @@ class ScoredSplit:
     curves: list[Tensor]
 
 
-def score_split(models: list[SurvivalModel], samples: Samples) -> ScoredSplit:
+def score_split(
+    models: list[SurvivalModel], samples: Samples, *, prepare: Callable[[Tensor], Tensor] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> ScoredSplit:  # fmt: skip
     """Load each bag once and score it with every model (see _outputs)."""
     times: list[float] = []
     events: list[int] = []
     risks: list[list[float]] = [[] for _ in models]
     curves: list[list[Tensor]] = [[] for _ in models]
-    for outs, t, e in _outputs(models, samples):
+    for outs, t, e in _outputs(models, samples, prepare=prepare, should_cancel=should_cancel):
         times.append(t)
         events.append(e)
         for k, out in enumerate(outs):

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 
 from app.domain.data import Samples
+from app.domain.evaluation import score_split
 from app.domain.merging.base import SurvivalModel
 from app.domain.metrics import bootstrap_pair_sums, comparable_block, score_block
-from app.domain.survival import risk_score
 
 MAX_PATCHES = 4096  # patches per bag the sources score (a fixed random subset above it: the cost stays bounded)
 # The pre-check's threshold: the ensemble must rank the target's patients better than chance by this many bootstrap
@@ -35,57 +35,32 @@ def _standardised(risk: torch.Tensor) -> torch.Tensor:
     return (risk - risk.mean()) / sd if float(sd) > 0 else torch.zeros_like(risk)
 
 
-def _scores(
-    models: list[SurvivalModel], samples: Samples, *, max_patches: int | None, dtype: torch.dtype,
-    device: torch.device, seed: int, should_cancel: Callable[[], bool] | None,
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:  # fmt: skip
-    """(times, events, each model's risks) over the samples: each bag loaded once, at most `max_patches` of its
-    patches (a random subset fixed by `seed`), cast to `dtype`, scored by every model in eval mode."""
-    from app.domain.training import TrainingCancelled
-
+def _bag_subset(max_patches: int | None, dtype: torch.dtype, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A bag → at most `max_patches` of its patches (a random subset, the sequence fixed by `seed`), in `dtype`."""
     gen = torch.Generator().manual_seed(seed)
-    times: list[float] = []
-    events: list[int] = []
-    risks: list[list[float]] = [[] for _ in models]
-    modes = [m.training for m in models]
-    try:
-        with torch.inference_mode():
-            for m in models:
-                m.eval()
-            for i in range(len(samples)):
-                if should_cancel is not None and should_cancel():
-                    raise TrainingCancelled("cancelled while the sources scored the target's patients")
-                sample = samples[i]
-                bag = sample.bag[0] if sample.bag.dim() == 3 and sample.bag.shape[0] == 1 else sample.bag
-                if max_patches is not None and bag.shape[0] > max_patches:
-                    bag = bag[torch.randperm(bag.shape[0], generator=gen)[:max_patches]]
-                bag = bag.to(device=device, dtype=dtype)
-                for k, m in enumerate(models):
-                    risks[k].append(float(risk_score(m(bag).logits.float())))
-                times.append(float(sample.time))
-                events.append(int(sample.event))
-    finally:
-        for m, mode in zip(models, modes, strict=True):
-            m.train(mode)
-    as64 = [torch.tensor(r, dtype=torch.float64) for r in risks]
-    return torch.tensor(times, dtype=torch.float64), torch.tensor(events, dtype=torch.long), as64
+
+    def prepare(bag: torch.Tensor) -> torch.Tensor:
+        bag = bag[0] if bag.dim() == 3 and bag.shape[0] == 1 else bag
+        if max_patches is not None and bag.shape[0] > max_patches:
+            bag = bag[torch.randperm(bag.shape[0], generator=gen)[:max_patches]]
+        return bag.to(dtype)
+
+    return prepare
 
 
 def source_relevance(
     models: list[SurvivalModel], names: list[str], samples: Samples, *, n_boot: int = 500, seed: int = 0,
-    max_patches: int | None = MAX_PATCHES, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+    max_patches: int | None = MAX_PATCHES, dtype: torch.dtype = torch.float32,
     should_cancel: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """C-index of the sources' standardised-risk ensemble on `samples` (the target's train split), its bootstrap
     se and 95 % interval, z = (C − ½)/se, and each source's own C. ValueError without models or comparable pairs;
-    TrainingCancelled when should_cancel() turns True. The models are used where they are (`device`: the bags'
-    device; move the models there first); `dtype` is the bags' dtype (reduced precision: mil.project)."""
+    TrainingCancelled when should_cancel() turns True. Each bag goes to each model's device; `dtype` is the bags'
+    dtype (reduced precision: mil.project)."""
     if not models:
         raise ValueError("source relevance needs at least one source model")
-    times, events, scored_risks = _scores(
-        models, samples, max_patches=max_patches, dtype=dtype, device=torch.device(device), seed=seed,
-        should_cancel=should_cancel,
-    )  # fmt: skip
+    scored = score_split(models, samples, prepare=_bag_subset(max_patches, dtype, seed), should_cancel=should_cancel)
+    times, events, scored_risks = scored.times, scored.events, scored.risks
     ensemble = torch.stack([_standardised(r) for r in scored_risks]).mean(0)
     rows = slice(0, len(times))
     comp = comparable_block(times, events.bool(), rows).to(torch.float64)
@@ -129,7 +104,7 @@ def check_sources(
     try:
         rel = source_relevance(
             models, names, samples, seed=config.seed, dtype=resolve_train_dtype(config.compute_dtype, device),
-            device=device, should_cancel=should_cancel,
+            should_cancel=should_cancel,
         )  # fmt: skip
     except ValueError as exc:
         return {"passed": True, "threshold_z": z_min, "reason": f"not measurable ({exc})"}

@@ -94,15 +94,32 @@ def run_beta0(regime: str, world: str, seeds: list[int], out: Path, targets: lis
             log(f"[{regime} {world} seed {seed}] {target} {BETA0}: C {row['c_index']:.4f}, λ {row['lam']:.2f}")
 
 
+def _key(r: dict[str, Any]) -> tuple:
+    return r["regime"], r["world"], r["seed"], r["target"]
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _keyed(path: Path) -> dict[tuple, dict[str, Any]]:
+    """A JSON-lines file of per-(regime, world, seed, target) rows (relevance, STEPH β = 0), by that key."""
+    return {_key(r): r for r in _rows(path)}
+
+
 def _runs(dirs: list[Path]) -> dict[tuple, dict[str, Any]]:
+    """The finished regime runs: (regime, world, seed, target) → method → row."""
     found: dict[tuple, dict[str, Any]] = defaultdict(dict)
     for d in dirs:
         for f in sorted(d.glob("*/results.jsonl")):
-            for line in f.read_text().splitlines():
-                if line.strip():
-                    r = json.loads(line)
-                    found[(r["regime"], r["world"], r["seed"], r["target"])][r["method"]] = r
+            for r in _rows(f):
+                found[_key(r)][r["method"]] = r
     return found
+
+
+def _mean_se(v: list[float], digits: int = 4) -> str:
+    se = statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0.0
+    return f"{statistics.mean(v):+.{digits}f} ± {se:.{digits}f}"
 
 
 def choose(cv: dict[str, Any], candidates: list[str], z: float = 0.0) -> str:
@@ -116,11 +133,7 @@ def choose(cv: dict[str, Any], candidates: list[str], z: float = 0.0) -> str:
 
 
 def table(out: Path, dirs: list[Path], relevance_z: float, seeds_only: list[int] | None = None) -> str:
-    rel = {}
-    for line in (out / "rows.jsonl").read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            rel[(r["regime"], r["world"], r["seed"], r["target"])] = r
+    rel = _keyed(out / "rows.jsonl")
     runs = _runs(dirs)
     passed = lambda r: r["z"] >= relevance_z  # noqa: E731
     no = "cancer-specific (retrained)"
@@ -154,8 +167,7 @@ def table(out: Path, dirs: list[Path], relevance_z: float, seeds_only: list[int]
         n = len(d["STEPH alone"])
 
         def fmt(vals: list[float]) -> str:
-            se = statistics.stdev(vals) / len(vals) ** 0.5 if len(vals) > 1 else 0.0
-            return f"{statistics.mean(vals):+.4f} ± {se:.4f} (worst {min(vals):+.3f})"
+            return f"{_mean_se(vals)} (worst {min(vals):+.3f})"
 
         lines.append(
             f"| {group[0]} | {group[1]} | {','.join(map(str, sorted(seeds[group])))} (n = {n}) | "
@@ -168,16 +180,8 @@ def steph_table(out: Path, dirs: list[Path], relevance_z: float) -> str:
     """Default STEPH (β = 0.05), STEPH β = 0, and STEPH with β chosen by the relevance pre-check (β = 0.05 when
     the sources pass, else 0): Δ vs the budget-matched model and vs the target's own checkpoint, mean λ on the test
     bags, per regime × world; and the paired λ difference shared − control per regime."""
-    rel = {}
-    for line in (out / "rows.jsonl").read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            rel[(r["regime"], r["world"], r["seed"], r["target"])] = r
-    beta0 = {}
-    for line in (out / BETA0_ROWS).read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            beta0[(r["regime"], r["world"], r["seed"], r["target"])] = r
+    rel = _keyed(out / "rows.jsonl")
+    beta0 = _keyed(out / BETA0_ROWS)
     runs = _runs(dirs)
     cells: dict[tuple, dict[str, list[tuple[float, float, float]]]] = defaultdict(lambda: defaultdict(list))
     lam: dict[tuple, dict[str, float]] = defaultdict(dict)  # (regime, seed, target) → world → λ of the rule
@@ -192,8 +196,7 @@ def steph_table(out: Path, dirs: list[Path], relevance_z: float) -> str:
         lam[(key[0], key[2], key[3])][key[1] + " default"] = rows["steph"]["lam"]
 
     def fmt(v: list[float], digits: int = 3) -> str:
-        se = statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0.0
-        return f"{statistics.mean(v):+.{digits}f} ± {se:.{digits}f}"
+        return _mean_se(v, digits)
 
     lines = ["| regime | world | n | rule | Δ vs budget-matched | Δ vs own model | min Δ vs own | mean λ |",
              "|---|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
@@ -216,11 +219,7 @@ def steph_table(out: Path, dirs: list[Path], relevance_z: float) -> str:
 def gate_table(out: Path, dirs: list[Path], relevance_z: float) -> str:
     """The relevance test as a promotion signal: per method, how many models truly worse / better than the target's
     own checkpoint on the test split the inner-CV gate, the relevance test, and both together would block."""
-    rel = {}
-    for line in (out / "rows.jsonl").read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            rel[(r["regime"], r["world"], r["seed"], r["target"])] = r
+    rel = _keyed(out / "rows.jsonl")
     counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     methods = {"steph": "steph", "steph λ = 0": "steph λ = 0", "average": "average + retrained head"}
     for key, rows in _runs(dirs).items():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -90,7 +91,7 @@ def training_check(device: str) -> dict[str, Any]:
     result = train(model, samples, config)
     moved = sum(not torch.equal(before[k], v.detach().cpu()) for k, v in model.named_parameters() if k in before)
     return {"compute_dtype": config.compute_dtype, "steps": result.steps, "history": list(result.history),
-            "finite": all(map(lambda x: x == x and abs(x) < float("inf"), result.history)),
+            "finite": all(math.isfinite(x) for x in result.history),
             "parameters_moved": int(moved), "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
 
 
@@ -126,7 +127,6 @@ def service_check(device: str) -> dict[str, Any]:
     import numpy as np
 
     from app.domain.merging.registry import get_method
-    from app.services.model_cache import ModelCache
     from app.services.predict import BagFile, score_patient
     from bench.inference_cost import random_inputs
     from bench.predict_load import DIMS
@@ -134,17 +134,18 @@ def service_check(device: str) -> dict[str, Any]:
     inputs = random_inputs(DIMS, 4, seed=3)
     method = get_method("steph")
     model = method.build(inputs, method.parse_params({}), seed=3).eval()
-    bag_path = Path(tempfile.mkdtemp()) / "slide.h5"
-    with h5py.File(bag_path, "w") as f:
-        f["features"] = np.random.default_rng(4).standard_normal((5_000, DIMS.in_dim)).astype(np.float16)
     settings = SimpleNamespace(max_patches=500_000, request_memory_mb=4096, process_memory_mb=8192,
                                inference_dtype="float32")  # fmt: skip
-    files = [BagFile(name="slide.h5", path=bag_path)]
-    cpu = score_patient(model, "P1", files, settings, 5)
-    cache = ModelCache(store=None, capacity=1, device=torch.device(device))
-    on_gpu = model.to(cache.device)
-    gpu = score_patient(on_gpu, "P1", files, settings, 5)
-    auto = score_patient(on_gpu, "P1", files, SimpleNamespace(**{**vars(settings), "inference_dtype": "auto"}), 5)
+    auto_settings = SimpleNamespace(**{**vars(settings), "inference_dtype": "auto"})
+    with tempfile.TemporaryDirectory() as tmp:
+        bag_path = Path(tmp) / "slide.h5"
+        with h5py.File(bag_path, "w") as f:
+            f["features"] = np.random.default_rng(4).standard_normal((5_000, DIMS.in_dim)).astype(np.float16)
+        files = [BagFile(name="slide.h5", path=bag_path)]
+        cpu = score_patient(model, "P1", files, settings, 5)
+        on_device = model.to(device)  # where the model cache puts it (STEPH_PREDICT_DEVICE)
+        gpu = score_patient(on_device, "P1", files, settings, 5)
+        auto = score_patient(on_device, "P1", files, auto_settings, 5)
     return {
         "risk_cpu": cpu["risk"], "risk_device_float32": gpu["risk"], "risk_device_auto": auto["risk"],
         "max_abs_dhazard_float32": max(abs(a - b) for a, b in zip(cpu["hazards"], gpu["hazards"], strict=True)),

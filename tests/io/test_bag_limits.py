@@ -168,13 +168,20 @@ def test_predict_reservation_is_held_while_the_bag_lives(tmp_path: Path) -> None
 
 def test_finite_check_is_exact() -> None:
     x = torch.randn(10_000, D)
-    assert all_finite(x) and all_finite(x.half())
+    assert all_finite(x) and all_finite(x.half()) and all_finite(x.bfloat16())
     big = torch.full((4, D), 3e38)  # its float32 sum overflows, yet every value is finite
     assert all_finite(big)
+    assert all_finite(torch.full((4, D), 65504.0, dtype=torch.float16))  # float16's largest finite value
+    assert all_finite(torch.empty(0, D)) and all_finite(torch.arange(12).reshape(3, 4))
     for bad in (float("nan"), float("inf"), -float("inf")):
-        y = x.half().clone()
-        y[9_999, 3] = bad
-        assert not all_finite(y) and not all_finite(y.float())
+        for row, col in ((0, 0), (4_321, 7), (9_999, D - 1)):  # first, middle and last value
+            y = x.half().clone()
+            y[row, col] = bad
+            assert not all_finite(y) and not all_finite(y.float()) and not all_finite(y.bfloat16())
+            assert not all_finite(y[row:])  # a view (a slice of rows) too
+    mixed = x.clone()
+    mixed[1, 1], mixed[2, 2] = float("inf"), -float("inf")  # +Inf and -Inf together (their sum is NaN)
+    assert not all_finite(mixed)
 
 
 def test_npy_and_safetensors_headers_declaring_more_than_the_file(tmp_path: Path) -> None:

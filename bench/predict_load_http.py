@@ -10,6 +10,8 @@ and one 10 000 × 1536 float16 TRIDENT .h5 bag (29 MiB).
   the raw body of POST /predict/bag; then again with multipart POST /predict), each time against a fresh
   server whose model was loaded with a 16-patch bag; throughput (requests / s), p50 / p95 latency and the
   server's peak RSS above its level before the first full-size bag (sampled every 10 ms).
+- HTTP floor: the same bytes POSTed to a bare Starlette app under uvicorn that only receives them
+  (bench/http_floor_app.py), median of 7: the least any upload route can cost on this machine's HTTP stack.
 - cold start: a fresh `steph serve` on the same home (the model on disk, loaded on the first request): seconds
   from the spawn to the first 200 from POST /predict.
 """
@@ -138,6 +140,31 @@ def _clients(
     p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
     return {"clients": n, "requests": len(lat), "throughput": len(lat) / wall, "p50_s": statistics.median(lat),
             "p95_s": p95, "peak_rss_over_idle_mb": rss.peak - idle}  # fmt: skip
+
+
+def _http_floor(env: dict[str, str], data: bytes, reps: int = 7) -> float:
+    """Median seconds to POST `data` to bench.http_floor_app (uvicorn with the service's defaults: h11, asyncio)."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "bench.http_floor_app:app", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            for _ in range(300):
+                try:
+                    http.post("/sink", content=b"x")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            times = []
+            for _ in range(reps + 1):  # the first one warms up
+                t0 = time.perf_counter()
+                r = http.post("/sink", content=data, headers={"Content-Type": "application/octet-stream"})
+                r.raise_for_status()
+                assert r.json()["bytes"] == len(data), r.text
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times[1:])
+    finally:
+        _stop(proc)
 
 
 def _in_process(root: Path, url: str, key: str, model_id: str, bag_path: Path, reps: int) -> dict:
@@ -308,6 +335,7 @@ def service_rows(
         out.update(_in_process(root, url, key, model_id, bag_path, reps=5))
     finally:
         _stop(proc)
+    out["http_floor_s"] = _http_floor(env, data)
     out["clients"] = _client_blocks(env, root, key, model_id, data, dims.in_dim, _post_raw)
     out["clients_multipart"] = _client_blocks(env, root, key, model_id, data, dims.in_dim, _post)
     out["cold_start"] = _cold_start(env, root, key, model_id, data)

@@ -68,6 +68,7 @@ def _service(s: dict[str, Any]) -> list[str]:
                 ("POST /predict (multipart upload)", "http_s"),
                 ("POST /predict/bag (raw body upload; the SDK's path for one bag)", "http_raw_s"),
                 ("POST /predict/paths (read in place under STEPH_DATA_ROOT)", "http_path_s"),
+                ("HTTP floor: the same bytes to a bare Starlette app that only receives them", "http_floor_s"),
             )
             if key in s
         ],

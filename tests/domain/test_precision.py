@@ -97,3 +97,25 @@ def test_train_with_compute_dtype_bfloat16_runs_the_bags_in_bf16_and_learns():
     result = train(model, samples, TrainConfig(epochs=2, accum=3, lr=1e-2, compute_dtype="bfloat16"))
     assert set(seen) == {torch.bfloat16} and len(seen) == 2 * len(samples)
     assert all(torch.isfinite(torch.tensor(result.history))) and not torch.equal(before, model.head.weight)
+
+
+@pytest.mark.parametrize(("src", "dst"), [(torch.float16, torch.bfloat16), (torch.bfloat16, torch.float16)])
+def test_cast_bag_in_place_equals_a_copy_and_allocates_no_second_bag(src, dst):
+    bag = (torch.randn(2 * precision.CAST_ROWS + 37, 24) * 100).to(src)  # not a multiple of the block
+    expected = bag.to(dst)
+    ptr = bag.data_ptr()
+    out = cast_bag(bag, dst, reuse=True)
+    assert out.dtype == dst and torch.equal(out, expected)
+    assert out.data_ptr() == ptr  # the same memory: no [N, D] copy
+
+
+def test_cast_bag_copies_unless_reuse_and_same_width():
+    bag = torch.randn(50, 8).half()
+    kept = bag.clone()
+    out = cast_bag(bag, torch.bfloat16)  # reuse not asked: the caller's tensor is left alone
+    assert torch.equal(bag, kept) and out.data_ptr() != bag.data_ptr()
+    f32 = torch.randn(50, 8)
+    assert cast_bag(f32, torch.bfloat16, reuse=True).data_ptr() != f32.data_ptr()  # 4 -> 2 bytes: a copy
+    strided = torch.randn(8, 50).half().t()  # not contiguous
+    out = cast_bag(strided, torch.bfloat16, reuse=True)
+    assert torch.equal(out, strided.to(torch.bfloat16)) and out.data_ptr() != strided.data_ptr()

@@ -49,6 +49,9 @@ from app.domain.relevance import DEFAULT_Z
 from app.domain.task_vectors import StateDict
 
 
+DEFAULT_HEAD_INIT: Literal["fresh", "target"] = "fresh"  # head_init of the default preset
+
+
 @dataclass
 class StephParams:
     topk: int | None = field(default=5, metadata={"help": "sources kept per bag (top-k of w); null = all"})
@@ -101,6 +104,13 @@ class StephParams:
     relevance_z: float = field(
         default=DEFAULT_Z, metadata={"help": "beta_rule 'relevance': the threshold on the relevance z (one-sided)"}
     )
+    head_init: Literal["fresh", "target"] | None = field(
+        default=None,
+        metadata={
+            "help": "where the trainable head starts: 'fresh' (a new random Linear, the paper) or 'target' (a copy "
+            "of the target checkpoint's head, then trained as usual); null = the preset's"
+        },
+    )
     crossfit: Literal["off", "split", "split_plugin"] = field(
         default="off",
         metadata={
@@ -144,6 +154,10 @@ class StephParams:
             raise ValueError(f"beta_rule must be 'relevance' or 'fixed' (or null); got {self.beta_rule!r}")
         if not -10.0 <= self.relevance_z <= 10.0:
             raise ValueError(f"relevance_z must lie in [−10, 10] (standard errors); got {self.relevance_z}")
+        if self.head_init is None:
+            self.head_init = "fresh" if self.preset == "paper" else DEFAULT_HEAD_INIT
+        if self.head_init not in ("fresh", "target"):
+            raise ValueError(f"head_init must be 'fresh' or 'target' (or null); got {self.head_init!r}")
         if self.crossfit not in ("off", "split", "split_plugin"):
             raise ValueError(f"crossfit must be 'off', 'split' or 'split_plugin'; got {self.crossfit!r}")
 
@@ -236,6 +250,16 @@ class StephMethod(MixupMethod):
     )
     params_type = StephParams
     model_type = StephModel
+
+    def build(self, inputs: Any, params: Any, *, seed: int) -> SurvivalModel:
+        """MixupMethod.build; head_init 'target' then copies the target checkpoint's head into the trainable head."""
+        model = super().build(inputs, params, seed=seed)
+        if params.head_init == "target":
+            assert isinstance(model, MixupModel)
+            with torch.no_grad():
+                model.head.weight.copy_(inputs.target["pred_head.weight"])
+                model.head.bias.copy_(inputs.target["pred_head.bias"])
+        return model
 
     def adapts(self, params: Any, inputs: Any) -> bool:
         return (

@@ -247,3 +247,23 @@ def test_an_artifact_from_before_w_act_loads_with_the_papers_relu_weights(inputs
     for bag in bags:
         assert_close(loaded(bag).logits, old(bag).logits, rtol=0, atol=0)
     assert METHOD.load(build(inputs).artifact_tensors(), build(inputs).artifact_config()).params.w_act == "softplus"
+
+
+def test_head_init_target_starts_from_the_target_checkpoints_head(inputs, bags):
+    from app.domain.merging import steph
+
+    assert METHOD.parse_params({"preset": "paper"}).head_init == "fresh"
+    assert METHOD.parse_params({}).head_init == steph.DEFAULT_HEAD_INIT
+    with pytest.raises(ValueError, match="head_init"):
+        METHOD.parse_params({"head_init": "source"})
+    fresh, target = build(inputs, head_init="fresh"), build(inputs, head_init="target")
+    assert_close(target.head.weight, inputs.target["pred_head.weight"])
+    assert_close(target.head.bias, inputs.target["pred_head.bias"])
+    assert not torch.equal(fresh.head.weight, target.head.weight)
+    # a copy: training the head must not write into the registered checkpoint's tensors
+    assert target.head.weight.data_ptr() != inputs.target["pred_head.weight"].data_ptr()
+    for name, p in fresh.named_parameters():  # everything but the head starts the same
+        if not name.startswith("head."):
+            assert torch.equal(p, dict(target.named_parameters())[name]), name
+    bag = bags[0]
+    assert not torch.equal(fresh(bag).logits, target(bag).logits)  # the head is what differs

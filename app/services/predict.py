@@ -115,11 +115,11 @@ def score_patient(model: Any, pid: str, files: list[BagFile], settings: Any, top
     dtype = resolve_inference_dtype(str(getattr(settings, "inference_dtype", "float32")), device)  # issue 7
     read = patient.features
     patient.features = cast_bag(read, dtype, reuse=True)  # in place for fp16 <-> bf16: no second [N, D] buffer
-    if patient.features.data_ptr() != read.data_ptr():
-        del read  # a converted copy: the stored dtype is dropped at once (memory)
-    # else `read` shares the cast bag's memory and keeps its reservation (read_patient) until the end
     if device.type != "cpu":  # cast first: a float32 file crosses to the GPU at half the size in fp16
         patient.features = patient.features.to(device)
+    if patient.features.data_ptr() != read.data_ptr():
+        del read  # a converted copy, or moved to the device: the host bag is dropped at once (memory)
+    # else `read` shares the cast bag's memory and keeps its reservation (read_patient) until the end
     bag, coords, sizes = patient.features, patient.coords, patient.sizes
     with torch.inference_mode():
         out = model(bag)

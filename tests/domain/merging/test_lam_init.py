@@ -11,7 +11,7 @@ from torch.testing import assert_close
 
 from app.domain.merging.base import MergeInputs, MergeParamsError
 from app.domain.merging.registry import load_model
-from app.domain.merging.stacked import hyper_mlp, make_head, seeded
+from app.domain.merging.stacked import hyper_mlp, seeded
 from app.domain.merging.steph import LAM_INIT_WEIGHT_SCALE, StephMethod, StephModel
 
 from .tiny import DIMS
@@ -72,7 +72,7 @@ def test_lam_init_one_starts_lam_close_to_one(inputs):
 
 def test_default_model_is_unchanged_for_a_seed(inputs):
     """lam_init None (the default) must give exactly the initialisation the model had before lam_init existed:
-    the hypernetworks as hyper_mlp draws them under seeded(seed + 1), and the head of make_head(dims, seed)."""
+    the hypernetworks as hyper_mlp draws them under seeded(seed + 1), and the target checkpoint's head."""
     seed = 7
     model = build(inputs, seed=seed)
     assert model.params.lam_init is None
@@ -85,7 +85,9 @@ def test_default_model_is_unchanged_for_a_seed(inputs):
         **{f"shared.{k}": v for k, v in shared.state_dict().items()},
         **{f"mlp_w.{k}": v for k, v in mlp_w.state_dict().items()},
         **{f"mlp_r.{k}": v for k, v in mlp_r.state_dict().items()},
-        **{f"head.{k}": v for k, v in make_head(DIMS, seed).state_dict().items()},
+        # the default head starts as the target checkpoint's head (head_init "target"; "fresh": make_head)
+        "head.weight": inputs.target["pred_head.weight"],
+        "head.bias": inputs.target["pred_head.bias"],
     }
     got = model.state_dict()
     for key, value in expected.items():

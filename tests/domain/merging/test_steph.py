@@ -162,7 +162,9 @@ def test_artifact_holds_base_stack_hypernetworks_and_head(inputs):
     assert_close(stack[0], inputs.target["feat_proj.0.weight"] - inputs.base["feat_proj.0.weight"])
     assert_close(stack[3], inputs.sources[2]["feat_proj.0.weight"] - inputs.base["feat_proj.0.weight"])
     assert_close(tensors["base.attention_net__attention_c__bias"], inputs.base["attention_net.attention_c.bias"])
-    assert_close(tensors["head.weight"], fresh_head_state(DIMS, 5)["pred_head.weight"])
+    assert_close(tensors["head.weight"], inputs.target["pred_head.weight"])  # default head_init "target"
+    fresh = build(inputs, seed=5, head_init="fresh").artifact_tensors()
+    assert_close(fresh["head.weight"], fresh_head_state(DIMS, 5)["pred_head.weight"])
     assert {"shared.weight", "mlp_w.0.weight", "mlp_r.3.bias"} <= set(tensors)
     config = model.artifact_config()
     assert config["source_names"] == inputs.source_names and config["target_name"] == "target"

@@ -2,6 +2,7 @@
 
     python -m bench.head_init run --regime paper --world shared --seeds 28 29 … [--out bench/results/head-init]
     python -m bench.head_init table [--out …] [--seeds …]
+    python -m bench.head_init lam --regime paper --seeds 0 … 13 [--out …]    # mean λ, shared vs control
 
 `run`: on the worlds and cached checkpoints of bench.regimes (same world generator, same MERGE training settings,
 one torch thread), per (regime, world, seed, target): the target's own checkpoint, the budget-matched
@@ -58,6 +59,43 @@ def run(regime: str, world: str, seeds: list[int], out: Path, targets: list[str]
             log(f"[{regime} {world} seed {seed}] {target}: " + ", ".join(f"{k} {v:.3f}" for k, v in row["c"].items()))
 
 
+def lam(regime: str, seeds: list[int], out: Path) -> None:
+    """Mean λ on the test bags of the default STEPH (β rule, target head) in both worlds -> <out>/lam.jsonl."""
+    from app.domain.merging.mix_stats import merge_statistics
+    from app.domain.pipeline import fit_merge
+    from bench.regimes import REGIMES, inputs_for, merge_config, prepare
+
+    reg = REGIMES[regime]
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        for world in ("shared", "control"):
+            prep = prepare(reg, seed, world == "control")
+            for target in reg.targets:
+                train_s, test_s = prep["data"][target]
+                model = fit_merge("steph", inputs_for(prep, target), {}, merge_config(seed), train_s)
+                row = {"regime": regime, "world": world, "seed": seed, "target": target,
+                       "lam": merge_statistics(model, test_s)["lam"]["mean"]}  # fmt: skip
+                with open(out / "lam.jsonl", "a") as sink:
+                    sink.write(json.dumps(row) + "\n")
+
+
+def lam_table(out: Path) -> str:
+    """Paired mean-λ difference shared − control per regime (default STEPH)."""
+    rows = [json.loads(line) for line in (out / "lam.jsonl").read_text().splitlines() if line.strip()]
+    by: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        by[(r["regime"], r["seed"], r["target"])][r["world"]] = r["lam"]
+    lines = ["| regime | pairs | mean λ shared | mean λ control | shared − control (paired) |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for regime in sorted({k[0] for k in by}):
+        pairs = [v for k, v in by.items() if k[0] == regime and len(v) == 2]
+        d = [v["shared"] - v["control"] for v in pairs]
+        sh, co = statistics.mean(v["shared"] for v in pairs), statistics.mean(v["control"] for v in pairs)
+        se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else 0.0
+        lines.append(f"| {regime} | {len(pairs)} | {sh:.2f} | {co:.2f} | {statistics.mean(d):+.2f} ± {se:.2f} |")
+    return "\n".join(lines)
+
+
 def _ms(v: list[float]) -> str:
     se = statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0.0
     return f"{statistics.mean(v):+.3f} ± {se:.3f} ({sum(x > 0 for x in v)}/{len(v)})"
@@ -95,7 +133,22 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("table")
     t.add_argument("--out", type=Path, default=OUT)
     t.add_argument("--seeds", type=int, nargs="+")
+    la = sub.add_parser("lam", help="mean λ of the default STEPH in both worlds (then: lam-table)")
+    la.add_argument("--regime", required=True, choices=["small", "paper", "mixed"])
+    la.add_argument("--seeds", type=int, nargs="+", required=True)
+    la.add_argument("--out", type=Path, default=OUT)
+    lt = sub.add_parser("lam-table")
+    lt.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
+    if args.cmd == "lam":
+        import torch
+
+        torch.set_num_threads(1)
+        lam(args.regime, args.seeds, args.out)
+        return 0
+    if args.cmd == "lam-table":
+        print(lam_table(args.out))
+        return 0
     if args.cmd == "run":
         import torch
 

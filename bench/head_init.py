@@ -122,12 +122,12 @@ def table(out: Path, seeds: list[int] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.regimes import world_args
+
     p = argparse.ArgumentParser(prog="python -m bench.head_init", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--regime", required=True, choices=["small", "paper", "mixed"])
-    r.add_argument("--world", required=True, choices=["shared", "control"])
-    r.add_argument("--seeds", type=int, nargs="+", required=True)
+    world_args(r)
     r.add_argument("--targets", nargs="+")
     r.add_argument("--out", type=Path, default=OUT)
     t = sub.add_parser("table")

@@ -260,15 +260,24 @@ TUNE_GRID = [
 ]
 
 
+def world_args(parser: argparse.ArgumentParser, seeds: list[int] | None = None) -> None:
+    """--regime, --world and --seeds (required when `seeds` is None, else that default) of a run over the
+    regime worlds; shared by bench.regimes, bench.relevance and bench.head_init."""
+    parser.add_argument("--regime", choices=list(REGIMES), required=True)
+    parser.add_argument("--world", choices=["shared", "control"], required=True)
+    if seeds is None:
+        parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    else:
+        parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.regimes", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tune")
     t.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102])
     r = sub.add_parser("run")
-    r.add_argument("--regime", choices=list(REGIMES), required=True)
-    r.add_argument("--world", choices=["shared", "control"], required=True)
-    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    world_args(r, [0, 1, 2])
     r.add_argument("--folds", type=int, default=3)
     r.add_argument("--tag")
     r.add_argument("--core", action="store_true", help="only the CORE rows (+ the inner CV): for a loaded machine")

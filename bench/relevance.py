@@ -268,17 +268,15 @@ def oracle_table(dirs: list[Path], margin: float = 0.03) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.regimes import world_args
+
     p = argparse.ArgumentParser(prog="python -m bench.relevance", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--regime", required=True, choices=["small", "paper", "mixed"])
-    r.add_argument("--world", required=True, choices=["shared", "control"])
-    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    world_args(r, [0, 1, 2])
     r.add_argument("--out", type=Path, default=OUT)
     b = sub.add_parser("beta0", help="STEPH with β = 0 on the regime's worlds (for a relevance-chosen β)")
-    b.add_argument("--regime", required=True, choices=["small", "paper", "mixed"])
-    b.add_argument("--world", required=True, choices=["shared", "control"])
-    b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    world_args(b, [0, 1, 2])
     b.add_argument("--targets", nargs="+")
     b.add_argument("--out", type=Path, default=OUT)
     t = sub.add_parser("table")

@@ -17,17 +17,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import h5py
-import numpy as np
 import torch
 
 import app.io.bags as bags
 from app.domain.precision import resolve_inference_dtype
 from app.io.limits import all_finite
 from app.services.predict import BagFile, score_patient
-from bench.predict_load import DIMS, build_models, machine
+from bench.predict_load import DIMS, build_models, machine, scoring_settings, write_fp16_bag
 
 ROWS = 4096
 
@@ -50,14 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     model = build_models(DIMS)["steph"]
     dtype = resolve_inference_dtype("auto")
-    settings = SimpleNamespace(max_patches=500_000, request_memory_mb=4096, process_memory_mb=8192,
-                               inference_dtype="auto")  # fmt: skip
+    settings = scoring_settings("auto")
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bag.h5"
-        with h5py.File(path, "w") as f:
-            f["features"] = (
-                np.random.default_rng(0).standard_normal((args.n, DIMS.in_dim), np.float32).astype(np.float16)
-            )
+        path = write_fp16_bag(Path(tmp) / "bag.h5", args.n, DIMS.in_dim)
         files = [BagFile("bag.h5", path)]
         with h5py.File(path) as f:
             bag = torch.from_numpy(f["features"][()])

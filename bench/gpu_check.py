@@ -121,26 +121,18 @@ def epoch_cost_check(device: str, n: int) -> dict[str, Any]:
 
 def service_check(device: str) -> dict[str, Any]:
     import tempfile
-    from types import SimpleNamespace
-
-    import h5py
-    import numpy as np
 
     from app.domain.merging.registry import get_method
     from app.services.predict import BagFile, score_patient
     from bench.inference_cost import random_inputs
-    from bench.predict_load import DIMS
+    from bench.predict_load import DIMS, scoring_settings, write_fp16_bag
 
     inputs = random_inputs(DIMS, 4, seed=3)
     method = get_method("steph")
     model = method.build(inputs, method.parse_params({}), seed=3).eval()
-    settings = SimpleNamespace(max_patches=500_000, request_memory_mb=4096, process_memory_mb=8192,
-                               inference_dtype="float32")  # fmt: skip
-    auto_settings = SimpleNamespace(**{**vars(settings), "inference_dtype": "auto"})
+    settings, auto_settings = scoring_settings("float32"), scoring_settings("auto")
     with tempfile.TemporaryDirectory() as tmp:
-        bag_path = Path(tmp) / "slide.h5"
-        with h5py.File(bag_path, "w") as f:
-            f["features"] = np.random.default_rng(4).standard_normal((5_000, DIMS.in_dim)).astype(np.float16)
+        bag_path = write_fp16_bag(Path(tmp) / "slide.h5", 5_000, DIMS.in_dim, seed=4)
         files = [BagFile(name="slide.h5", path=bag_path)]
         cpu = score_patient(model, "P1", files, settings, 5)
         on_device = model.to(device)  # where the model cache puts it (STEPH_PREDICT_DEVICE)

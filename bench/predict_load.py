@@ -47,6 +47,27 @@ REPEATS = {1000: 9, 10000: 5, 100000: 2}
 OUT = Path(__file__).resolve().parent / "out" / "predict-load.json"
 
 
+def scoring_settings(inference_dtype: str = "auto") -> Any:
+    """The settings app.services.predict.score_patient reads, with limits far above any bench bag."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        max_patches=500_000, request_memory_mb=4096, process_memory_mb=8192, inference_dtype=inference_dtype
+    )
+
+
+def write_fp16_bag(path: Path, n: int, dim: int, seed: int = 0) -> Path:
+    """A TRIDENT-style .h5 bag: `features` [n, dim] float16, standard normal (seeded)."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "w") as fh:
+        fh.create_dataset(
+            "features", data=np.random.default_rng(seed).standard_normal((n, dim), np.float32).astype(np.float16)
+        )
+    return path
+
+
 def build_models(dims: FamilyDims, n_sources: int = 12) -> dict[str, SurvivalModel]:
     """abmil (one cancer-specific ABMIL), steph (top-k 5), routing (top-k 5), eval mode, random weights."""
     inputs = random_inputs(dims, n_sources, seed=0)

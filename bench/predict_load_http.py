@@ -35,6 +35,7 @@ import httpx
 import numpy as np
 import torch
 
+from bench.predict_load import write_fp16_bag
 from bench.service_throughput import REPO, _free_port, write_inputs
 
 N_PATCHES, SOURCES = 10000, 12
@@ -299,10 +300,7 @@ def rss_rows(root: Path, n: int, dim: int) -> dict[str, Any]:
     """Peak RSS of reading one n × dim float16 .h5 and scoring it with STEPH, over the level before, as a
     multiple of the bag's float32 size; in a child process each for float32 and the auto dtype."""
     path = root / "big.h5"
-    with h5py.File(path, "w") as fh:
-        block = np.random.default_rng(1).standard_normal((n, dim), np.float32).astype(np.float16)
-        fh.create_dataset("features", data=block)
-    del block
+    write_fp16_bag(path, n, dim, seed=1)
     fp32_mb = n * dim * 4 / 2**20
     out: dict[str, Any] = {"n": n, "fp32_bag_mb": fp32_mb}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -328,10 +326,7 @@ def service_rows(
                STEPH_PREDICT_PATHS="true", **(server_env or {}))  # fmt: skip
     bag_path = root / "bag10k.h5"
     n = 500 if quick else N_PATCHES
-    with h5py.File(bag_path, "w") as fh:
-        fh.create_dataset(
-            "features", data=np.random.default_rng(0).standard_normal((n, dims.in_dim), np.float32).astype(np.float16)
-        )
+    write_fp16_bag(bag_path, n, dims.in_dim)
     data = bag_path.read_bytes()
     proc, url = _spawn(env, root)
     out: dict[str, Any] = {"bag_mb": len(data) / 2**20, "n_patches": n}

@@ -20,10 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import h5py
-import numpy as np
-
-from bench.predict_load import machine
+from bench.predict_load import machine, write_fp16_bag
 from bench.service_throughput import REPO
 
 CHILD = """
@@ -31,15 +28,14 @@ from app.cli.service import _return_big_frees_to_the_os
 _return_big_frees_to_the_os()
 import ctypes, gc, json, sys
 from pathlib import Path
-from types import SimpleNamespace
 import app.services.predict as svc
-from bench.predict_load import DIMS, build_models
+from bench.predict_load import DIMS, build_models, scoring_settings
 mode, path = sys.argv[1], Path(sys.argv[2])
 if mode == "copy":
     cast = svc.cast_bag
     svc.cast_bag = lambda bag, dtype, reuse=False: cast(bag, dtype)
 model = build_models(DIMS)["steph"]
-settings = SimpleNamespace(max_patches=500_000, request_memory_mb=4096, process_memory_mb=8192, inference_dtype="auto")
+settings = scoring_settings("auto")
 files = [svc.BagFile("bag.h5", path)]
 def status(key):
     with open("/proc/self/status") as fh:
@@ -64,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     peaks: dict[str, list[list[float]]] = {"in place": [], "copy": []}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bag.h5"
-        rng = np.random.default_rng(0)
-        with h5py.File(path, "w") as f:
-            f["features"] = rng.standard_normal((args.n, 1536), np.float32).astype(np.float16)
+        path = write_fp16_bag(Path(tmp) / "bag.h5", args.n, 1536)
         for _ in range(args.rounds):
             for mode in peaks:
                 cmd = [sys.executable, "-c", CHILD, "copy" if mode == "copy" else "in-place", str(path)]

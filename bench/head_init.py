@@ -35,7 +35,7 @@ OWN, BM = "own", "budget-matched"
 def run(regime: str, world: str, seeds: list[int], out: Path, targets: list[str] | None = None) -> None:
     from app.domain.merging.base import StaticModel
     from app.domain.pipeline import fit_merge
-    from bench.regimes import REGIMES, inputs_for, merge_config, prepare
+    from bench.regimes import REGIMES, fit_row, inputs_for, merge_config, prepare
     from bench.reproduction import c_index_of, log
 
     reg = REGIMES[regime]
@@ -46,8 +46,6 @@ def run(regime: str, world: str, seeds: list[int], out: Path, targets: list[str]
             train_s, test_s = prep["data"][target]
             common = {"regime": regime, "world": world, "seed": seed, "target": target, "n_train": len(train_s)}
             models: dict[str, Any] = {OWN: StaticModel(prep["states"][target], prep["dims"], prep["edges"])}
-            from bench.regimes import fit_row
-
             t0 = time.perf_counter()
             models[BM] = fit_row(prep, target, None, {}, False, seed)
             for label, params in VARIANTS.items():

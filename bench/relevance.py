@@ -246,24 +246,26 @@ def oracle_table(dirs: list[Path], margin: float = 0.03) -> str:
     """How reachable "≥ +margin over the target's own model at every seed" is: per regime × world, the seeds at
     which even the best row of the run (chosen with the TEST split: an oracle no rule can beat) stays below the
     margin, and how many seeds STEPH (β fixed) reaches it at. Only the rows every run has (the core rows)."""
-    cells: dict[tuple[str, str], list[tuple[int, str, float, float, str]]] = defaultdict(list)
-    for key, rows in sorted(_runs(dirs).items()):
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for (regime, world, seed, target), rows in sorted(_runs(dirs).items()):
         if OWN not in rows or "steph" not in rows:
             continue
         own = rows[OWN]["c_index"]
-        scored = {m: r["c_index"] - own for m, r in rows.items() if m != OWN and r.get("c_index") is not None}
-        best = max(scored, key=lambda m: scored[m])
-        cells[(key[0], key[1])].append((key[2], key[3], scored[best], scored["steph"], best))
+        gains = {m: r["c_index"] - own for m, r in rows.items() if m != OWN and r.get("c_index") is not None}
+        best = max(gains, key=lambda m: gains[m])
+        cells[(regime, world)].append(
+            {"seed": seed, "target": target, "best": best, "best_gain": gains[best], "steph_gain": gains["steph"]}
+        )
     lines = [f"| regime | world | seeds (× targets) | STEPH ≥ +{margin:.2f} over own | best row ≥ +{margin:.2f} "
              f"(oracle) | where even the best row stays below: seed, best Δ (its row) |",
              "|---|---|---:|---:|---:|---|"]  # fmt: skip
-    for (regime, world), v in sorted(cells.items()):
-        below = [f"{seed}{'' if len({t for _, t, *_ in v}) == 1 else ' ' + t}: {b:+.4f} ({m})"
-                 for seed, t, b, _, m in v if b < margin]  # fmt: skip
-        lines.append(
-            f"| {regime} | {world} | {len(v)} | {sum(st >= margin for *_, st, _ in v)} | "
-            f"{sum(b >= margin for _, _, b, _, _ in v)} | {'; '.join(below) or '–'} |"
-        )
+    for (regime, world), pairs in sorted(cells.items()):
+        one_target = len({p["target"] for p in pairs}) == 1
+        below = [f"{p['seed']}{'' if one_target else ' ' + p['target']}: {p['best_gain']:+.4f} ({p['best']})"
+                 for p in pairs if p["best_gain"] < margin]  # fmt: skip
+        steph_ok = sum(p["steph_gain"] >= margin for p in pairs)
+        best_ok = sum(p["best_gain"] >= margin for p in pairs)
+        lines.append(f"| {regime} | {world} | {len(pairs)} | {steph_ok} | {best_ok} | {'; '.join(below) or '–'} |")
     return "\n".join(lines)
 
 

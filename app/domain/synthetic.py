@@ -133,6 +133,7 @@ class CancerCohort:
     beta: Tensor  # [P] prognostic weights
     proportions: Tensor  # [P] mean tissue proportions π_c
     shift: Tensor  # [D]
+    median_days: float = 1500.0  # the cohort's baseline median survival (drawn per cancer)
 
     def samples(self, split: str | None = None) -> list[Sample]:
         """Patients as training/evaluation samples (all, or those of `split`)."""
@@ -197,25 +198,51 @@ def _make_cancer(config: WorldConfig, name: str, n: int, prototypes: Tensor, sha
     f = config.shared_fraction
     beta = math.sqrt(f) * shared_beta + math.sqrt(1.0 - f) * torch.randn(n_proto)
     median = config.median_days * math.exp(0.3 * float(torch.randn(())))
-
-    a0 = config.patient_concentration
-    props = torch.distributions.Dirichlet(a0 * pi).sample((n,))  # [n, P]
-    cov = (torch.diag(pi) - torch.outer(pi, pi)) / (a0 + 1.0)
-    sigma = math.sqrt(max(float(beta @ cov @ beta), 0.0))
-    eta = config.effect * ((props - pi) @ beta) / max(sigma, 1e-12)  # [n]
-
-    times, events = _survival_times(config, eta, median)
-    patients = [
-        _make_patient(config, f"{name}-P{i:04d}", props[i], prototypes, shift, times[i], events[i], eta[i])
-        for i in range(n)
-    ]
+    cohort = CancerCohort(name, [], {}, beta, pi, shift, median)
+    patients = _draw_patients(config, cohort, n, prototypes, "P")
     order = torch.randperm(n).tolist()
     n_test = max(2, min(n - 2, round(config.test_fraction * n)))
     if name == config.target_name and config.target_test_patients is not None:
         n_test = config.target_test_patients
     ids = [p.patient_id for p in patients]
-    splits = {"train": sorted(ids[i] for i in order[n_test:]), "test": sorted(ids[i] for i in order[:n_test])}
-    return CancerCohort(name, patients, splits, beta, pi, shift)
+    cohort.patients = patients
+    cohort.splits = {"train": sorted(ids[i] for i in order[n_test:]), "test": sorted(ids[i] for i in order[:n_test])}
+    return cohort
+
+
+def _draw_patients(
+    config: WorldConfig, cohort: CancerCohort, n: int, prototypes: Tensor, prefix: str
+) -> list[SyntheticPatient]:
+    """n patients of `cohort`'s distribution (proportions, shift, β, median), from the global torch RNG."""
+    a0 = config.patient_concentration
+    pi, beta = cohort.proportions, cohort.beta
+    props = torch.distributions.Dirichlet(a0 * pi).sample((n,))  # [n, P]
+    cov = (torch.diag(pi) - torch.outer(pi, pi)) / (a0 + 1.0)
+    sigma = math.sqrt(max(float(beta @ cov @ beta), 0.0))
+    eta = config.effect * ((props - pi) @ beta) / max(sigma, 1e-12)  # [n]
+    times, events = _survival_times(config, eta, cohort.median_days)
+    return [
+        _make_patient(
+            config, f"{cohort.name}-{prefix}{i:04d}", props[i], prototypes, cohort.shift, times[i], events[i], eta[i]
+        )
+        for i in range(n)
+    ]
+
+
+def draw_patients(world: World, cancer: str, n: int, seed: int) -> list[SyntheticPatient]:
+    """n NEW patients of `cancer`, independent of the world's own (ids <cancer>-E0000 …; the global RNG is untouched).
+
+    The same generative model as the cohort's patients (its proportions, shift, prognostic weights β, median and
+    the world's censoring rate), from a separate random stream: an evaluation cohort as large as wanted, whose
+    C-index estimates a model's population C-index with little sampling noise.
+    """
+    if cancer not in world.cancers:
+        raise ValueError(f"draw_patients: {cancer!r} is not a cancer of this world ({sorted(world.cancers)})")
+    if n < 2:
+        raise ValueError("draw_patients: n must be >= 2")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1_000_003 * (world.config.seed + 1) + 7919 * (sorted(world.cancers).index(cancer) + 1) + seed)
+        return _draw_patients(world.config, world.cancers[cancer], n, world.prototypes, "E")
 
 
 def _survival_times(config: WorldConfig, eta: Tensor, median: float) -> tuple[Tensor, Tensor]:

@@ -134,3 +134,32 @@ def test_scarce_target_with_a_large_test_split_and_listed_sizes():
         WorldConfig(cancers=3, sizes=(10, 10))
     with pytest.raises(ValueError, match="target_test_patients"):
         WorldConfig(cancers=3, target_test_patients=1)
+
+
+def test_draw_patients_is_a_new_cohort_from_the_same_distribution():
+    from app.domain.synthetic import draw_patients
+
+    cfg = WorldConfig(cancers=3, dim=4, prototypes=16, patients=40, patches=(1, 2), seed=5)
+    world = make_world(cfg)
+    state = torch.random.get_rng_state()
+    new = draw_patients(world, "BRCA", 600, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global stream is untouched
+    assert [p.patient_id for p in new[:2]] == ["BRCA-E0000", "BRCA-E0001"] and len(new) == 600
+    assert not {p.patient_id for p in new} & {p.patient_id for p in world.cancers["BRCA"].patients}
+    again = draw_patients(make_world(cfg), "BRCA", 600, seed=0)
+    assert [(p.time, p.event) for p in new] == [(p.time, p.event) for p in again]
+    assert all(torch.equal(a, b) for p, q in zip(new, again, strict=True) for a, b in zip(p.bags, q.bags, strict=True))
+    other = draw_patients(world, "BRCA", 600, seed=1)
+    assert [p.time for p in other] != [p.time for p in new]
+    # the cohort's own generative model: censoring rate, standardised η, the cohort's β ranks the new patients
+    assert abs(1 - sum(p.event for p in new) / 600 - cfg.censoring) < 0.03
+    eta = torch.tensor([p.log_hazard for p in new])
+    assert abs(float(eta.std()) - cfg.effect) < 0.15
+    assert c_index([p.time for p in new], [p.event for p in new], eta.tolist()) > 0.65
+    assert all(b.shape[1] == 4 for p in new for b in p.bags)
+    # the median is the cohort's own, drawn per cancer
+    assert world.cancers["BRCA"].median_days != world.cancers["CESC"].median_days
+    with pytest.raises(ValueError, match="not a cancer"):
+        draw_patients(world, "NOPE", 10, seed=0)
+    with pytest.raises(ValueError, match="n must be"):
+        draw_patients(world, "BRCA", 1, seed=0)

@@ -77,10 +77,11 @@ def test_gate_table_scores_the_gate_against_both_truths(tmp_path: Path) -> None:
              for s, st in ((0, "not_promoted"), (1, "not_promoted"), (2, "promoted"))]  # fmt: skip
     (tmp_path / "gate.jsonl").write_text("".join(json.dumps(g) + "\n" for g in gates))
     lines = [[c.strip() for c in line.strip("|").split("|")] for line in gate_table(tmp_path).splitlines()[2:]]
-    new, test = lines
-    assert new[3] == "new cohort" and new[4:7] == ["1/1", "1/2", "1/1"]
+    new, test, bm = lines
+    assert new[3] == "own, new cohort" and new[4:7] == ["1/1", "1/2", "1/1"]
     assert new[7] == "+0.003 ± 0.003" and new[8] == "+0.000" and new[9] == "0/3"  # user gets own, own, steph +0.01
-    assert test[3] == "test split" and test[4:7] == ["1/1", "1/2", "0/1"]  # +0.04 at seed 2, promoted
+    assert bm[3] == "budget-matched, new cohort" and bm[4:7] == ["1/1", "1/2", "1/1"] and bm[7] == ""
+    assert test[3] == "own, test split" and test[4:7] == ["1/1", "1/2", "0/1"]  # +0.04 at seed 2, promoted
 
 
 class _Feature(torch.nn.Module):

@@ -35,26 +35,23 @@ OWN, BM = "own", "budget-matched"
 def run(regime: str, world: str, seeds: list[int], out: Path, targets: list[str] | None = None) -> None:
     from app.domain.merging.base import StaticModel
     from app.domain.pipeline import fit_merge
-    from bench.regimes import REGIMES, fit_row, inputs_for, merge_config, prepare
+    from bench.regimes import each_target, fit_row, inputs_for, merge_config
     from bench.reproduction import c_index_of, log
 
-    reg = REGIMES[regime]
     out.mkdir(parents=True, exist_ok=True)
-    for seed in seeds:
-        prep = prepare(reg, seed, world == "control")
-        for target in targets or reg.targets:
-            train_s, test_s = prep["data"][target]
-            common = {"regime": regime, "world": world, "seed": seed, "target": target, "n_train": len(train_s)}
-            models: dict[str, Any] = {OWN: StaticModel(prep["states"][target], prep["dims"], prep["edges"])}
-            t0 = time.perf_counter()
-            models[BM] = fit_row(prep, target, None, {}, False, seed)
-            for label, params in VARIANTS.items():
-                models[label] = fit_merge("steph", inputs_for(prep, target), params, merge_config(seed), train_s)
-            row = {**common, "c": {k: c_index_of(m, test_s)["c_index"] for k, m in models.items()},
-                   "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
-            with open(out / "rows.jsonl", "a") as sink:
-                sink.write(json.dumps(row) + "\n")
-            log(f"[{regime} {world} seed {seed}] {target}: " + ", ".join(f"{k} {v:.3f}" for k, v in row["c"].items()))
+    for seed, target, prep in each_target(regime, world, seeds, targets):
+        train_s, test_s = prep["data"][target]
+        common = {"regime": regime, "world": world, "seed": seed, "target": target, "n_train": len(train_s)}
+        models: dict[str, Any] = {OWN: StaticModel(prep["states"][target], prep["dims"], prep["edges"])}
+        t0 = time.perf_counter()
+        models[BM] = fit_row(prep, target, None, {}, False, seed)
+        for label, params in VARIANTS.items():
+            models[label] = fit_merge("steph", inputs_for(prep, target), params, merge_config(seed), train_s)
+        row = {**common, "c": {k: c_index_of(m, test_s)["c_index"] for k, m in models.items()},
+               "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        with open(out / "rows.jsonl", "a") as sink:
+            sink.write(json.dumps(row) + "\n")
+        log(f"[{regime} {world} seed {seed}] {target}: " + ", ".join(f"{k} {v:.3f}" for k, v in row["c"].items()))
 
 
 def lam(regime: str, seeds: list[int], out: Path) -> None:
@@ -120,14 +117,11 @@ def table(out: Path, seeds: list[int] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.regimes import world_args
+    from bench.regimes import lane_parser
 
     p = argparse.ArgumentParser(prog="python -m bench.head_init", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    world_args(r)
-    r.add_argument("--targets", nargs="+")
-    r.add_argument("--out", type=Path, default=OUT)
+    lane_parser(sub, "run", OUT)
     t = sub.add_parser("table")
     t.add_argument("--out", type=Path, default=OUT)
     t.add_argument("--seeds", type=int, nargs="+")

@@ -46,59 +46,53 @@ def run(regime: str, world: str, seeds: list[int], out: Path, n_eval: int, targe
     from app.domain.pipeline import fit_merge
     from app.domain.promotion import GateConfig
     from app.domain.synthetic import draw_patients
-    from bench.regimes import REGIMES, fit_row, inputs_for, merge_config, prepare
+    from bench.regimes import each_target, fit_row, inputs_for, merge_config
     from bench.reproduction import log
 
-    reg = REGIMES[regime]
     out.mkdir(parents=True, exist_ok=True)
-    for seed in seeds:
-        prep = prepare(reg, seed, world == "control")
-        for target in targets or reg.targets:
-            train_s, test_s = prep["data"][target]
-            t0 = time.perf_counter()
-            new = draw_patients(prep["world"], target, n_eval, seed=0)
-            eval_s = [p.sample() for p in new]
-            inputs = inputs_for(prep, target)
-            auto = run_auto(inputs, AutoParams(), merge_config(seed), train_s, gate=GateConfig(mode="off"))
-            models: dict[str, Any] = {
-                OWN: StaticModel(prep["states"][target], prep["dims"], prep["edges"]),
-                BM: fit_row(prep, target, None, {}, False, seed),
-                STEPH: fit_merge("steph", inputs, {}, merge_config(seed), train_s),
-                AUTO: auto.model,
-            }
-            sources = [StaticModel(st, prep["dims"], prep["edges"]) for st in inputs.sources]
-            row = {
+    for seed, target, prep in each_target(regime, world, seeds, targets):
+        train_s, test_s = prep["data"][target]
+        t0 = time.perf_counter()
+        new = draw_patients(prep["world"], target, n_eval, seed=0)
+        eval_s = [p.sample() for p in new]
+        inputs = inputs_for(prep, target)
+        auto = run_auto(inputs, AutoParams(), merge_config(seed), train_s, gate=GateConfig(mode="off"))
+        models: dict[str, Any] = {
+            OWN: StaticModel(prep["states"][target], prep["dims"], prep["edges"]),
+            BM: fit_row(prep, target, None, {}, False, seed),
+            STEPH: fit_merge("steph", inputs, {}, merge_config(seed), train_s),
+            AUTO: auto.model,
+        }
+        sources = [StaticModel(st, prep["dims"], prep["edges"]) for st in inputs.sources]
+        row = {
                 "regime": regime, "world": world, "seed": seed, "target": target, "n_train": len(train_s),
                 "n_eval": n_eval, "auto_winner": auto.evidence.get("winner"), "eval_events": sum(p.event for p in new),
             }  # fmt: skip
-            row.update(_scores(models, sources, train_s, {"test": test_s, "eval": eval_s}))
-            row["eval"][TRUE] = _true_c(new)
-            row["seconds"] = round(time.perf_counter() - t0, 1)
-            with open(out / "rows.jsonl", "a") as sink:
-                sink.write(json.dumps(row) + "\n")
-            scores = ", ".join(f"{k} {row['test'][k]:.3f}/{row['eval'][k]:.3f}" for k in MODELS)
-            log(f"[{regime} {world} seed {seed}] {target}: {scores} ({row['seconds']}s)")
+        row.update(_scores(models, sources, train_s, {"test": test_s, "eval": eval_s}))
+        row["eval"][TRUE] = _true_c(new)
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        with open(out / "rows.jsonl", "a") as sink:
+            sink.write(json.dumps(row) + "\n")
+        scores = ", ".join(f"{k} {row['test'][k]:.3f}/{row['eval'][k]:.3f}" for k in MODELS)
+        log(f"[{regime} {world} seed {seed}] {target}: {scores} ({row['seconds']}s)")
 
 
 def gate(regime: str, world: str, seeds: list[int], out: Path, targets: list[str] | None = None) -> None:
     from app.domain.pipeline import gate_model
     from app.domain.promotion import GateConfig
-    from bench.regimes import REGIMES, inputs_for, merge_config, prepare
+    from bench.regimes import each_target, inputs_for, merge_config
     from bench.reproduction import log
 
-    reg = REGIMES[regime]
     out.mkdir(parents=True, exist_ok=True)
-    for seed in seeds:
-        prep = prepare(reg, seed, world == "control")
-        for target in targets or reg.targets:
-            train_s = prep["data"][target][0]
-            res = gate_model("steph", {}, inputs_for(prep, target), merge_config(seed), train_s, GateConfig())
-            est = res.get("estimate") or {}
-            row = {"regime": regime, "world": world, "seed": seed, "target": target, "status": res["status"],
+    for seed, target, prep in each_target(regime, world, seeds, targets):
+        train_s = prep["data"][target][0]
+        res = gate_model("steph", {}, inputs_for(prep, target), merge_config(seed), train_s, GateConfig())
+        est = res.get("estimate") or {}
+        row = {"regime": regime, "world": world, "seed": seed, "target": target, "status": res["status"],
                    "difference": est.get("difference"), "se": est.get("se"), "seconds": res.get("seconds")}  # fmt: skip
-            with open(out / "gate.jsonl", "a") as sink:
-                sink.write(json.dumps(row) + "\n")
-            log(f"[{regime} {world} seed {seed}] {target}: gate {res['status']} ({res['reason']})")
+        with open(out / "gate.jsonl", "a") as sink:
+            sink.write(json.dumps(row) + "\n")
+        log(f"[{regime} {world} seed {seed}] {target}: gate {res['status']} ({res['reason']})")
 
 
 def _scores(
@@ -266,32 +260,23 @@ def margins_table(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.regimes import world_args
+    from bench.regimes import lane_parser
 
     p = argparse.ArgumentParser(prog="python -m bench.large_eval", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    world_args(r)
-    r.add_argument("--targets", nargs="+")
-    r.add_argument("--eval-patients", type=int, default=4000)
-    r.add_argument("--out", type=Path, default=OUT)
-    g = sub.add_parser("gate")
-    world_args(g)
-    g.add_argument("--targets", nargs="+")
-    g.add_argument("--out", type=Path, default=OUT)
+    lane_parser(sub, "run", OUT).add_argument("--eval-patients", type=int, default=4000)
+    lane_parser(sub, "gate", OUT)
     t = sub.add_parser("table")
     t.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
-    if args.cmd == "run":
+    if args.cmd in ("run", "gate"):
         import torch
 
         torch.set_num_threads(1)  # two lanes side by side on a 2-core machine, as bench.regimes
-        run(args.regime, args.world, args.seeds, args.out, args.eval_patients, args.targets)
-    elif args.cmd == "gate":
-        import torch
-
-        torch.set_num_threads(1)
-        gate(args.regime, args.world, args.seeds, args.out, args.targets)
+        if args.cmd == "run":
+            run(args.regime, args.world, args.seeds, args.out, args.eval_patients, args.targets)
+        else:
+            gate(args.regime, args.world, args.seeds, args.out, args.targets)
     else:
         tables = (table(args.out), noise(args.out), gate_table(args.out), margins_table(args.out))
         print("\n\n".join(x for x in tables if x))

@@ -271,6 +271,24 @@ def world_args(parser: argparse.ArgumentParser, seeds: list[int] | None = None) 
         parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
 
 
+def each_target(regime: str, world: str, seeds: list[int], targets: list[str] | None = None) -> Any:
+    """(seed, target, prepare(...)) for every seed and target (default: the regime's) of one (regime, world)."""
+    reg = REGIMES[regime]
+    for seed in seeds:
+        prep = prepare(reg, seed, world == "control")
+        for target in targets or reg.targets:
+            yield seed, target, prep
+
+
+def lane_parser(sub: Any, name: str, out: Path, help: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand that trains on the regime worlds, one lane: world_args, --targets and --out."""
+    parser = sub.add_parser(name, help=help)
+    world_args(parser)
+    parser.add_argument("--targets", nargs="+")
+    parser.add_argument("--out", type=Path, default=out)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.regimes", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)

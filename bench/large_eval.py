@@ -4,19 +4,19 @@
     python -m bench.large_eval gate --regime paper --world shared --seeds 0 1 … [--out …]    # after `run`
     python -m bench.large_eval table [--out bench/results/large-eval]
 
-The regime tables score every model on the target's 200-patient test split; a paired C-index difference on 200
-patients has a standard error of about 0.02, the size of the effects the issue asks about ("≥ +0.03 over the own
-model at every seed"). `run` trains, on the worlds and cached checkpoints of bench.regimes (same generator, same
-MERGE settings, one torch thread), per (regime, world, seed, target): the target's own checkpoint, the
-budget-matched cancer-specific model, the default STEPH and `auto` (relevance rule, gate off) — and scores each
-twice: on the usual test split, and on `--eval-patients` NEW patients of the target drawn from the same generative
-model (app.domain.synthetic.draw_patients; a separate random stream, so the world, its splits and every trained
-model are unchanged). The large cohort's C-index is close to each model's population C-index for that seed; the
-difference between the two columns' spreads is the test split's sampling noise. One JSON line each in
-<out>/rows.jsonl; `table` summarises Δ vs the own and the budget-matched model on both, and how many seeds reach
-+0.03 over the own model on each. `gate`: the promotion gate of the default STEPH (3-fold inner CV on the train
-split, the target refitted per fold, margin 0: what a merge job runs) per seed, in <out>/gate.jsonl; `table` then
-also scores the gate against the truth of the large cohort (and of the test split, for comparison).
+The regime tables score every model on the target's test split (200 patients in regimes paper and mixed, 18–45 in
+small); a paired C-index difference on 200 patients has a standard error of about 0.02, the size of the effects the
+issue asks about ("≥ +0.03 over the own model at every seed"). `run` trains, on the worlds and cached checkpoints of
+bench.regimes (same generator, same MERGE settings, one torch thread), per (regime, world, seed, target): the
+target's own checkpoint, the budget-matched cancer-specific model, the default STEPH and `auto` (relevance rule,
+gate off) — and scores each twice: on the usual test split, and on `--eval-patients` NEW patients of the target
+drawn from the same generative model (app.domain.synthetic.draw_patients; a separate random stream, so the world,
+its splits and every trained model are unchanged). The large cohort's C-index is close to each model's population
+C-index for that seed; the difference between the two columns' spreads is the test split's sampling noise. One JSON
+line each in <out>/rows.jsonl; `table` summarises Δ vs the own and the budget-matched model on both, and how many
+seeds reach +0.03 over the own model on each. `gate`: the promotion gate of the default STEPH (3-fold inner CV on
+the train split, the target refitted per fold, margin 0: what a merge job runs) per seed, in <out>/gate.jsonl;
+`table` then also scores the gate against the truth of the large cohort (and of the test split, for comparison).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def table(out: Path) -> str:
         for model in (BM, STEPH, AUTO, SOURCES_ENSEMBLE, STEPH_ENSEMBLE):
             if model not in rs[0]["eval"]:
                 continue
-            for split, name in (("test", "test split (200)"), ("eval", f"new cohort ({rs[0]['n_eval']})")):
+            for split, name in (("test", "test split"), ("eval", f"new cohort ({rs[0]['n_eval']})")):
                 own = [r[split][model] - r[split][OWN] for r in rs]
                 bm = [r[split][model] - r[split][BM] for r in rs]
                 bm_cell = _stats(bm) if model != BM else ""

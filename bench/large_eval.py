@@ -37,6 +37,7 @@ MODELS = (OWN, BM, STEPH, AUTO)
 # ensemble added to the z-scored default STEPH.
 SOURCES_ENSEMBLE, STEPH_ENSEMBLE = "sources' ensemble", "steph + sources' ensemble"
 TRUE = "true η"  # the generator's log hazard: the ceiling of any model on that cohort
+REPEAT_OFFSET = 1000  # gate --repeat K: training seed (folds and initialisation) + 1000·K
 GAIN = 0.03  # issue 12: "≥ +0.03 over the target's own model at every seed"
 
 
@@ -77,7 +78,11 @@ def run(regime: str, world: str, seeds: list[int], out: Path, n_eval: int, targe
         log(f"[{regime} {world} seed {seed}] {target}: {scores} ({row['seconds']}s)")
 
 
-def gate(regime: str, world: str, seeds: list[int], out: Path, targets: list[str] | None = None) -> None:
+def gate(
+    regime: str, world: str, seeds: list[int], out: Path, targets: list[str] | None = None, repeat: int = 0
+) -> None:
+    """The default gate of the default STEPH per seed -> <out>/gate.jsonl; `repeat` K > 0: the same gate with the
+    training seed (which also draws the folds) offset by 1000·K -> <out>/gate-r<K>.jsonl (see repeats_table)."""
     from app.domain.pipeline import gate_model
     from app.domain.promotion import GateConfig
     from bench.regimes import each_target, inputs_for, merge_config
@@ -86,13 +91,14 @@ def gate(regime: str, world: str, seeds: list[int], out: Path, targets: list[str
     out.mkdir(parents=True, exist_ok=True)
     for seed, target, prep in each_target(regime, world, seeds, targets):
         train_s = prep["data"][target][0]
-        res = gate_model("steph", {}, inputs_for(prep, target), merge_config(seed), train_s, GateConfig())
+        config = merge_config(seed + REPEAT_OFFSET * repeat)
+        res = gate_model("steph", {}, inputs_for(prep, target), config, train_s, GateConfig())
         est = res.get("estimate") or {}
         row = {"regime": regime, "world": world, "seed": seed, "target": target, "status": res["status"],
                    "difference": est.get("difference"), "se": est.get("se"), "seconds": res.get("seconds")}  # fmt: skip
-        with open(out / "gate.jsonl", "a") as sink:
+        with open(out / (f"gate-r{repeat}.jsonl" if repeat else "gate.jsonl"), "a") as sink:
             sink.write(json.dumps(row) + "\n")
-        log(f"[{regime} {world} seed {seed}] {target}: gate {res['status']} ({res['reason']})")
+        log(f"[{regime} {world} seed {seed}] {target}: repeat {repeat} gate {res['status']} ({res['reason']})")
 
 
 def _scores(
@@ -259,13 +265,48 @@ def margins_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def repeats_table(out: Path) -> str:
+    """Is the gate's noise in the folds? For the cases with every repeat (gate.jsonl, gate-r1.jsonl, …): the sd of
+    the inner-CV estimate across repeats (mean over cases) next to its reported se, and blocked of the truly worse /
+    better (STEPH − own on the large cohort) by one gate vs by the mean estimate of all repeats (promoted ⇔ > 0)."""
+    files = sorted(out.glob("gate-r*.jsonl"))
+    if not files or not (out / "gate.jsonl").exists():
+        return ""
+    runs = [out / "gate.jsonl", *files]
+    est: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    for path in runs:
+        for line in path.read_text().splitlines():
+            g = json.loads(line) if line.strip() else None
+            if g and g.get("difference") is not None:
+                est[(g["regime"], g["world"], g["seed"], g["target"])].append((g["difference"], g["se"]))
+    rows = {(r["regime"], r["world"], r["seed"], r["target"]): r for r in load(out)}
+    cells: dict[tuple[str, str], list[tuple[list[tuple[float, float]], float]]] = defaultdict(list)
+    for key, values in est.items():
+        if len(values) == len(runs) and key in rows:
+            cells[key[:2]].append((values, rows[key]["eval"][STEPH] - rows[key]["eval"][OWN]))
+    lines = [f"| regime | world | cases | repeats | sd across repeats | mean se | one gate: blocked worse / better | "
+             f"mean of {len(runs)}: blocked worse / better |", "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for (regime, world), cases in sorted(cells.items()):
+        sd = statistics.mean(statistics.stdev(d for d, _ in v) for v, _ in cases)
+        se = statistics.mean(statistics.mean(e for _, e in v) for v, _ in cases)
+        cols = []
+        for blocked in (lambda v: v[0][0] <= 0, lambda v: statistics.mean(d for d, _ in v) <= 0):
+            worse = [blocked(v) for v, t in cases if t < 0]
+            better = [blocked(v) for v, t in cases if t > 0]
+            cols.append(f"{sum(worse)}/{len(worse)} / {sum(better)}/{len(better)}")
+        lines.append(
+            f"| {regime} | {world} | {len(cases)} | {len(runs)} | {sd:.3f} | {se:.3f} | {cols[0]} | {cols[1]} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.regimes import lane_parser
 
     p = argparse.ArgumentParser(prog="python -m bench.large_eval", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     lane_parser(sub, "run", OUT).add_argument("--eval-patients", type=int, default=4000)
-    lane_parser(sub, "gate", OUT)
+    lane_parser(sub, "gate", OUT).add_argument("--repeat", type=int, default=0)
     t = sub.add_parser("table")
     t.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
@@ -276,9 +317,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "run":
             run(args.regime, args.world, args.seeds, args.out, args.eval_patients, args.targets)
         else:
-            gate(args.regime, args.world, args.seeds, args.out, args.targets)
+            gate(args.regime, args.world, args.seeds, args.out, args.targets, args.repeat)
     else:
-        tables = (table(args.out), noise(args.out), gate_table(args.out), margins_table(args.out))
+        tables = (
+            table(args.out),
+            noise(args.out),
+            gate_table(args.out),
+            margins_table(args.out),
+            repeats_table(args.out),
+        )
         print("\n\n".join(x for x in tables if x))
     return 0
 

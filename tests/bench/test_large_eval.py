@@ -122,3 +122,28 @@ def test_scores_z_score_each_risk_on_the_train_bags_before_combining() -> None:
     assert out[STEPH_ENSEMBLE] == pytest.approx(c(zs[0] + (zs[1] + zs[2]) / 2))
     assert out[STEPH_ENSEMBLE] not in (out[STEPH], out[OWN])  # a combination of the two features
     assert out[STEPH] == pytest.approx(out[BM])  # C is rank-based: the scale of feature 1 does not matter
+
+
+def test_repeats_table_averages_the_gate_over_fold_seeds(tmp_path: Path) -> None:
+    from bench.large_eval import repeats_table
+
+    rows = [  # STEPH − own on the new cohort: +0.05, −0.01, +0.01
+        _row(0, (0.6, 0.6, 0.6, 0.6), (0.60, 0.6, 0.65, 0.6)),
+        _row(1, (0.6, 0.6, 0.6, 0.6), (0.60, 0.6, 0.59, 0.6)),
+        _row(2, (0.6, 0.6, 0.6, 0.6), (0.60, 0.6, 0.61, 0.6)),
+    ]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def gates(name: str, diffs: tuple[float, ...]) -> None:
+        lines = [{"regime": "paper", "world": "shared", "seed": s, "target": "BLCA", "difference": d, "se": 0.04}
+                 for s, d in enumerate(diffs)]  # fmt: skip
+        (tmp_path / name).write_text("".join(json.dumps(g) + "\n" for g in lines))
+
+    gates("gate.jsonl", (-0.01, 0.02, 0.01))
+    assert repeats_table(tmp_path) == ""  # no repeat yet
+    gates("gate-r1.jsonl", (0.05, -0.04, 0.03))
+    cells = [c.strip() for c in repeats_table(tmp_path).splitlines()[2].strip("|").split("|")]
+    # sd across the two repeats per case: |a − b| / √2 = 0.0424, 0.0424, 0.0141 -> mean 0.033
+    assert cells[2:6] == ["3", "2", "0.033", "0.040"]
+    # one gate blocks seed 0 (truly better) only; the mean (+0.02, −0.01, +0.02) blocks seed 1 (truly worse) only
+    assert cells[6] == "0/1 / 1/2" and cells[7] == "1/1 / 0/2"

@@ -66,9 +66,9 @@ def run(regime: str, world: str, seeds: list[int], out: Path, n_eval: int, targe
         }
         sources = [StaticModel(st, prep["dims"], prep["edges"]) for st in inputs.sources]
         row = {
-                "regime": regime, "world": world, "seed": seed, "target": target, "n_train": len(train_s),
-                "n_eval": n_eval, "auto_winner": auto.evidence.get("winner"), "eval_events": sum(p.event for p in new),
-            }  # fmt: skip
+            "regime": regime, "world": world, "seed": seed, "target": target, "n_train": len(train_s),
+            "n_eval": n_eval, "auto_winner": auto.evidence.get("winner"), "eval_events": sum(p.event for p in new),
+        }  # fmt: skip
         row.update(_scores(models, sources, train_s, {"test": test_s, "eval": eval_s}))
         row["eval"][TRUE] = _true_c(new)
         row["seconds"] = round(time.perf_counter() - t0, 1)
@@ -95,7 +95,7 @@ def gate(
         res = gate_model("steph", {}, inputs_for(prep, target), config, train_s, GateConfig())
         est = res.get("estimate") or {}
         row = {"regime": regime, "world": world, "seed": seed, "target": target, "status": res["status"],
-                   "difference": est.get("difference"), "se": est.get("se"), "seconds": res.get("seconds")}  # fmt: skip
+               "difference": est.get("difference"), "se": est.get("se"), "seconds": res.get("seconds")}  # fmt: skip
         with open(out / (f"gate-r{repeat}.jsonl" if repeat else "gate.jsonl"), "a") as sink:
             sink.write(json.dumps(row) + "\n")
         log(f"[{regime} {world} seed {seed}] {target}: repeat {repeat} gate {res['status']} ({res['reason']})")
@@ -104,7 +104,8 @@ def gate(
 def _scores(
     models: dict[str, Any], sources: list[Any], train_s: list[Any], splits: dict[str, list[Any]]
 ) -> dict[str, dict[str, float]]:
-    """C-index of every model on each split, plus the two ensemble baselines (ENSEMBLE_ROWS): each risk z-scored
+    """C-index of every model on each split, plus the two ensemble baselines (SOURCES_ENSEMBLE,
+    STEPH_ENSEMBLE): each risk z-scored
     with its mean and sd on the target's train bags (what a deployment would know), then averaged / added."""
     from app.domain.evaluation import score_split
     from app.domain.metrics import harrell_c_index
@@ -146,8 +147,29 @@ def _sd(v: list[float]) -> float:
     return statistics.stdev(v) if len(v) > 1 else 0.0
 
 
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _key(r: dict[str, Any]) -> tuple[str, str, int, str]:
+    return r["regime"], r["world"], r["seed"], r["target"]
+
+
 def load(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()]
+    return _jsonl(out / "rows.jsonl")
+
+
+def _gated(out: Path) -> dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] | None:
+    """(gate row, scored row) pairs of <out>/gate.jsonl joined with rows.jsonl, per (regime, world); None when the
+    gate has not been run."""
+    if not (out / "gate.jsonl").exists():
+        return None
+    rows = {_key(r): r for r in load(out)}
+    cells: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
+    for g in _jsonl(out / "gate.jsonl"):
+        if _key(g) in rows:
+            cells[_key(g)[:2]].append((g, rows[_key(g)]))
+    return cells
 
 
 def table(out: Path) -> str:
@@ -201,15 +223,9 @@ def gate_table(out: Path) -> str:
     (the large cohort: the question the gate's inner CV actually asks, its yardstick being the target retrained in
     each fold with the job's settings), and what a user gets by default (STEPH when promoted, else the own model):
     Δ vs own on the large cohort."""
-    path = out / "gate.jsonl"
-    if not path.exists():
+    cells = _gated(out)
+    if cells is None:
         return ""
-    rows = {(r["regime"], r["world"], r["seed"], r["target"]): r for r in load(out)}
-    cells: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
-    for line in path.read_text().splitlines():
-        g = json.loads(line) if line.strip() else None
-        if g and (key := (g["regime"], g["world"], g["seed"], g["target"])) in rows:
-            cells[key[:2]].append((g, rows[key]))
     lines = ["| regime | world | seeds | truth: STEPH vs | blocked: truly worse | blocked: truly better | "
              "blocked: better by ≥ 0.03 | STEPH + gate: Δ vs own (new cohort) | min | seeds ≥ +0.03 |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -240,16 +256,10 @@ def margins_table(out: Path) -> str:
     """What other gate margins would have given (from the recorded inner-CV estimates; promoted ⇔ Δ > margin):
     per (regime, world) and margin, promoted seeds, STEPH + gate Δ vs own on the large cohort (mean, min), and
     blocked of the truly worse / truly better (vs own, large cohort). "off" = always promoted (STEPH itself)."""
-    path = out / "gate.jsonl"
-    if not path.exists():
+    gated = _gated(out)
+    if gated is None:
         return ""
-    rows = {(r["regime"], r["world"], r["seed"], r["target"]): r for r in load(out)}
-    cells: dict[tuple[str, str], list[tuple[float, dict[str, Any]]]] = defaultdict(list)
-    for line in path.read_text().splitlines():
-        g = json.loads(line) if line.strip() else None
-        key = (g["regime"], g["world"], g["seed"], g["target"]) if g else None
-        if g and g.get("difference") is not None and key in rows:
-            cells[key[:2]].append((g["difference"], rows[key]))
+    cells = {k: [(g["difference"], r) for g, r in v if g.get("difference") is not None] for k, v in gated.items()}
     lines = ["| regime | world | margin | promoted | STEPH + gate: Δ vs own (new cohort) | min | "
              "blocked: truly worse | blocked: truly better |", "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for (regime, world), pairs in sorted(cells.items()):
@@ -275,11 +285,10 @@ def repeats_table(out: Path) -> str:
     runs = [out / "gate.jsonl", *files]
     est: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
     for path in runs:
-        for line in path.read_text().splitlines():
-            g = json.loads(line) if line.strip() else None
-            if g and g.get("difference") is not None:
-                est[(g["regime"], g["world"], g["seed"], g["target"])].append((g["difference"], g["se"]))
-    rows = {(r["regime"], r["world"], r["seed"], r["target"]): r for r in load(out)}
+        for g in _jsonl(path):
+            if g.get("difference") is not None:
+                est[_key(g)].append((g["difference"], g["se"]))
+    rows = {_key(r): r for r in load(out)}
     cells: dict[tuple[str, str], list[tuple[list[tuple[float, float]], float]]] = defaultdict(list)
     for key, values in est.items():
         if len(values) == len(runs) and key in rows:

@@ -32,6 +32,9 @@ from typing import Any
 OUT = Path("bench/results/large-eval")
 OWN, BM, STEPH, AUTO = "own", "budget-matched", "steph", "auto"
 MODELS = (OWN, BM, STEPH, AUTO)
+# `auto` with candidates steph_ensemble and retrain (the `ensemble` method around STEPH where the sources pass the
+# relevance pre-check), measured on hold-out seeds only (session 12; BENCHMARKS.md, "An ensemble model type")
+AUTO_ENS = "auto (steph_ensemble)"
 # Baselines that are not merges (M + 1 forwards, no survival curve; defined after looking at seeds 0–19, see
 # BENCHMARKS.md): the sources' own models' risks, each z-scored on the target's train bags, averaged; and that
 # ensemble added to the z-scored default STEPH.
@@ -58,16 +61,22 @@ def run(regime: str, world: str, seeds: list[int], out: Path, n_eval: int, targe
         eval_s = [p.sample() for p in new]
         inputs = inputs_for(prep, target)
         auto = run_auto(inputs, AutoParams(), merge_config(seed), train_s, gate=GateConfig(mode="off"))
+        auto_ens = run_auto(
+            inputs, AutoParams(candidates=["steph_ensemble", "retrain"]), merge_config(seed), train_s,
+            gate=GateConfig(mode="off"),
+        )  # fmt: skip
         models: dict[str, Any] = {
             OWN: StaticModel(prep["states"][target], prep["dims"], prep["edges"]),
             BM: fit_row(prep, target, None, {}, False, seed),
             STEPH: fit_merge("steph", inputs, {}, merge_config(seed), train_s),
             AUTO: auto.model,
+            AUTO_ENS: auto_ens.model,
         }
         sources = [StaticModel(st, prep["dims"], prep["edges"]) for st in inputs.sources]
         row = {
             "regime": regime, "world": world, "seed": seed, "target": target, "n_train": len(train_s),
             "n_eval": n_eval, "auto_winner": auto.evidence.get("winner"), "eval_events": sum(p.event for p in new),
+            "auto_ens_winner": auto_ens.evidence.get("winner"),
         }  # fmt: skip
         row.update(_scores(models, sources, train_s, {"test": test_s, "eval": eval_s}))
         row["eval"][TRUE] = _true_c(new)
@@ -184,7 +193,7 @@ def table(out: Path) -> str:
         "|---|---|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     for (regime, world), rs in sorted(cells.items()):
-        for model in (BM, STEPH, AUTO, SOURCES_ENSEMBLE, STEPH_ENSEMBLE):
+        for model in (BM, STEPH, AUTO, AUTO_ENS, SOURCES_ENSEMBLE, STEPH_ENSEMBLE):
             if model not in rs[0]["eval"]:
                 continue
             for split, name in (("test", "test split"), ("eval", f"new cohort ({rs[0]['n_eval']})")):

@@ -111,7 +111,11 @@ def fit_parsed(
     parsed, measured = impl.adapt(parsed, inputs, config, samples, should_cancel)  # STEPH: β from the relevance
     if measured is not None:
         notes["relevance"] = measured
-    if getattr(parsed, "crossfit", "off") != "off":
+    own = impl.fit(inputs, parsed, config, samples, progress=progress, should_cancel=should_cancel)
+    if own is not None:  # a method with its own fitting (ensemble: the main model's training, then calibration)
+        model, result, more = own
+        notes.update(more)
+    elif getattr(parsed, "crossfit", "off") != "off":
         from app.domain.crossfit import run_crossfit
 
         fitted = run_crossfit(impl, inputs, parsed, config, samples, progress=progress, should_cancel=should_cancel)
@@ -259,8 +263,11 @@ def _gate_dict(gate: GateConfig) -> dict[str, Any]:
 
 def steph_stats(model: SurvivalModel, train_samples: Samples, test_samples: Samples) -> dict[str, Any] | None:
     """merge_statistics on the train bags (collapse check) and on the held-out bags; None for other models."""
+    from app.domain.merging.ensemble import EnsembleModel
     from app.domain.merging.mix_stats import merge_statistics, supports_mix_stats
 
+    if isinstance(model, EnsembleModel):  # an ensemble around STEPH: the statistics of its STEPH model
+        model = model.main
     if not supports_mix_stats(model):
         return None
     train_stats = merge_statistics(model, train_samples)

@@ -20,6 +20,17 @@ class SourceUse(BaseModel):
     lam: float | None = Field(default=None, description="mixup ratio λ_i (share of the target's task vector)")
 
 
+class EnsembleMember(BaseModel):
+    name: str = Field(description="'main' (the merged model) or a source cancer")
+    z: float = Field(description="its risk for this patient, standardised on the target's train patients")
+    weight: float = Field(description="its weight in the combined score")
+
+
+class EnsembleUse(BaseModel):
+    score: float = Field(description="combined score s = Σ weight · z (the curve is b + γ s; higher = worse)")
+    members: list[EnsembleMember] = Field(description="every member's standardised risk and weight")
+
+
 class TopPatch(BaseModel):
     index: int = Field(description="row in the patient's concatenated bag")
     file: str = Field(description="upload the patch came from")
@@ -43,6 +54,9 @@ class PatientResult(BaseModel):
     hazards: list[float] = Field(description="discrete-time hazard per bin")
     sources: list[SourceUse] | None = Field(
         default=None, description="STEPH: the sources merged for this patient (weights and λ)"
+    )
+    ensemble: EnsembleUse | None = Field(
+        default=None, description="ensemble models: the combined score and every member's standardised risk"
     )
     top_patches: list[TopPatch] | None = Field(
         default=None, description="the highest-attention patches (when top_patches > 0)"

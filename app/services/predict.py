@@ -137,6 +137,7 @@ def score_patient(model: Any, pid: str, files: list[BagFile], settings: Any, top
         },
         "hazards": [float(x) for x in torch.sigmoid(logits).tolist()],
         "sources": _sources(out.info or {}),
+        "ensemble": (out.info or {}).get("ensemble"),
         "top_patches": _top_patches(out.attention, top_k, files, sizes, coords),
     }
 

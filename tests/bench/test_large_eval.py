@@ -10,7 +10,9 @@ import torch
 
 from app.domain.data import Sample
 from app.domain.merging.base import ModelOutput
-from bench.large_eval import AUTO, BM, OWN, SOURCES_ENSEMBLE, STEPH, STEPH_ENSEMBLE, TRUE, _scores, noise, table
+from bench.large_eval import (
+    AUTO, AUTO_ENS, BM, OWN, SOURCES_ENSEMBLE, STEPH, STEPH_ENSEMBLE, TRUE, _scores, noise, table,
+)  # fmt: skip
 
 
 def _row(seed: int, test: tuple[float, ...], new: tuple[float, ...]) -> dict:
@@ -56,9 +58,9 @@ def test_run_writes_both_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(regimes, "CACHE", str(tmp_path / "cache"))
     run("tiny", "shared", [0], tmp_path / "out", n_eval=30)
     (row,) = [json.loads(line) for line in (tmp_path / "out" / "rows.jsonl").read_text().splitlines()]
-    four = {OWN, BM, STEPH, AUTO, SOURCES_ENSEMBLE, STEPH_ENSEMBLE}
-    assert set(row["test"]) == four and set(row["eval"]) == four | {TRUE}
-    assert row["n_eval"] == 30 and 0 < row["eval_events"] <= 30 and row["auto_winner"]
+    every = {OWN, BM, STEPH, AUTO, AUTO_ENS, SOURCES_ENSEMBLE, STEPH_ENSEMBLE}
+    assert set(row["test"]) == every and set(row["eval"]) == every | {TRUE}
+    assert row["n_eval"] == 30 and 0 < row["eval_events"] <= 30 and row["auto_winner"] and row["auto_ens_winner"]
     assert all(0.0 <= v <= 1.0 for v in [*row["test"].values(), *row["eval"].values()])
     assert row["test"][OWN] != row["eval"][OWN]  # two different cohorts
 

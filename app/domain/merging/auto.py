@@ -5,6 +5,7 @@ own model is always included as the reference):
 
     steph          STEPH, default preset                     steph_lam0   STEPH with λ = 0 (sources only)
     average        mean of target + source encoders, new head
+    steph_ensemble STEPH plus the sources' own models, risks combined (the `ensemble` method: M + 1 forwards)
     target_head    the target's encoder + a retrained head   base_head    θ₀'s encoder + a retrained head
     retrain        no transfer: a cancer-specific model retrained from θ₀ with the job's training settings
     target         the target's own model, unchanged (the reference)
@@ -73,6 +74,7 @@ CANDIDATES: dict[str, Candidate] = {
     "steph": Candidate("steph", "steph", {}),
     "steph_lam0": Candidate("steph λ = 0", "steph", {"lam_mode": "fixed", "lam_value": 0.0}),
     "average": Candidate("average + retrained head", "average", {}),
+    "steph_ensemble": Candidate("steph + sources' ensemble", "ensemble", {}),
     "target_head": TARGET_HEAD,
     "base_head": BASE_HEAD,
     "retrain": RETRAIN,
@@ -140,8 +142,18 @@ class AutoParams:
     def chosen(self) -> list[Candidate]:
         names = list(self.candidates or DEFAULT_CANDIDATES)
         out = [CANDIDATES[n] for n in dict.fromkeys([*names, "target"])]
-        extra = self.steph_params or {}
-        return [dataclasses.replace(c, params={**c.params, **extra}) if c.method == "steph" else c for c in out]
+        return [_with_steph_params(c, self.steph_params or {}) for c in out]
+
+
+def _with_steph_params(cand: Candidate, extra: dict[str, Any]) -> Candidate:
+    """The candidate with `extra` STEPH parameters: its own params for STEPH, the main model's for an ensemble
+    around STEPH; other candidates unchanged."""
+    if cand.method == "steph":
+        return dataclasses.replace(cand, params={**cand.params, **extra})
+    if cand.method == "ensemble" and cand.params.get("main_method", "steph") == "steph":
+        main = {**(cand.params.get("main_params") or {}), **extra}
+        return dataclasses.replace(cand, params={**cand.params, "main_params": main})
+    return cand
 
 
 @dataclass
@@ -221,7 +233,7 @@ def run_auto(
 
 
 def _borrows(cand: Candidate) -> bool:
-    """True for a candidate built from the source models (STEPH, STEPH λ = 0, average)."""
+    """True for a candidate built from the source models (STEPH, STEPH λ = 0, average, STEPH + ensemble)."""
     return cand.method is not None and cand.use_sources
 
 
@@ -258,9 +270,8 @@ def _by_relevance(
     if borrowing:
         from app.domain.pipeline import gate_model
 
-        cand = borrowing[0]
-        if cand.method == "steph":  # its own β rule would measure the same relevance again on this split: auto's
-            cand = dataclasses.replace(cand, params={**cand.params, "beta_rule": "fixed"})  # verdict (passed) holds
+        # STEPH's own β rule would measure the same relevance again on this split: auto's verdict (passed) holds
+        cand = _with_steph_params(borrowing[0], {"beta_rule": "fixed"})
         model, result = _fit_winner(cand, inputs, config, samples, should_cancel)
         promotion = gate_model(str(cand.method), cand.params, inputs, config, samples, gate, should_cancel)
         promotion["reason"] = f"auto chose {cand.label} because {why}; the promotion gate: {promotion['reason']}"

@@ -159,6 +159,14 @@ class MergeMethod(ABC):
         sources' relevance), and what was measured (JSON-able, or None). Default: the params unchanged."""
         return params, None
 
+    def fit(
+        self, inputs: MergeInputs, params: Any, config: Any, samples: Any, *, progress: Any = None,
+        should_cancel: Any = None,
+    ) -> tuple[SurvivalModel, Any, dict[str, Any]] | None:  # fmt: skip
+        """(model, TrainResult | None, notes) for a method whose model is not made by build + train alone
+        (ensemble); None (the default) = app.domain.pipeline.fit_parsed builds and trains."""
+        return None
+
     @abstractmethod
     def build(self, inputs: MergeInputs, params: Any, *, seed: int) -> SurvivalModel:
         """Construct the (untrained, if learned) merged model."""

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from app.domain.merging.auto import AutoMethod
 from app.domain.merging.base import MergeMethod, SurvivalModel
+from app.domain.merging.ensemble import EnsembleMethod
 from app.domain.merging.learned import LearnedWeightsMethod
 from app.domain.merging.routing import RoutingMethod
 from app.domain.merging.static import AverageMethod, TaskArithmeticMethod, TiesMethod, load_static
@@ -22,6 +23,7 @@ METHODS: dict[str, MergeMethod] = {
         TiesMethod(),
         LearnedWeightsMethod(),
         RoutingMethod(),
+        EnsembleMethod(),
         AutoMethod(),
     )
 }

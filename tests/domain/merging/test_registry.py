@@ -14,7 +14,7 @@ from app.domain.task_vectors import IncompatibleCheckpointError
 
 from .tiny import DIMS, EDGES
 
-ALL = ["steph", "average", "task_arithmetic", "ties", "learned_weights", "routing", "auto"]
+ALL = ["steph", "average", "task_arithmetic", "ties", "learned_weights", "routing", "ensemble", "auto"]
 
 ROUND_TRIPS = [
     ("steph", {}),
@@ -28,6 +28,8 @@ ROUND_TRIPS = [
     ("learned_weights", {"lam_mode": "fixed", "topk": 2}),
     ("routing", {"topk": 2}),
     ("routing", {"include_target": False}),
+    ("ensemble", {}),
+    ("ensemble", {"main_method": "average", "source_weight": 0.5}),
 ]
 
 
@@ -95,7 +97,7 @@ def test_list_methods_describes_every_parameter():
     steph = {p["name"]: p for p in described[0]["params"]}
     assert steph["topk"]["default"] == 5 and steph["topk"]["type"] == "int | None"
     assert steph["lam_mode"]["type"] == "'hyper' | 'fixed' | 'global'"
-    assert [d["learned"] for d in described] == [True, False, False, False, True, True, True]
+    assert [d["learned"] for d in described] == [True, False, False, False, True, True, True, True]
 
 
 @pytest.mark.parametrize("name", ALL)

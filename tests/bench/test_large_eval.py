@@ -11,7 +11,17 @@ import torch
 from app.domain.data import Sample
 from app.domain.merging.base import ModelOutput
 from bench.large_eval import (
-    AUTO, AUTO_ENS, BM, OWN, SOURCES_ENSEMBLE, STEPH, STEPH_ENSEMBLE, TRUE, _scores, noise, table,
+    AUTO,
+    AUTO_ENS,
+    BM,
+    OWN,
+    SOURCES_ENSEMBLE,
+    STEPH,
+    STEPH_ENSEMBLE,
+    TRUE,
+    _scores,
+    noise,
+    table,
 )  # fmt: skip
 
 

@@ -11,12 +11,14 @@ pass its relevance pre-check.
     s   = z_0 + source_weight · mean_i z_i  (the combined score: higher = worse prognosis)
     logits_k = b_k + γ s                    a discrete-time proportional-hazards calibration, γ > 0
 
-(risk = −Σ S_j is the survival.risk_score of a model's logits.) b [n_bins] and γ are fitted by the training
-loss (survival.nll_loss) on the train split, so the model has a proper survival curve; b starts at the train
+(risk = −Σ S_j is the survival.risk_score of a model's logits.) b [n_bins] and γ are fitted by the discrete-time
+likelihood (survival.nll_loss with α = 0: the plain likelihood, not the training loss's extra weight on events,
+which biases γ) on the train split, so the model has a survival curve; b starts at the train
 split's discrete hazards (bins past the last follow-up keep the last observed hazard) and a small ridge keeps
 bins without events near it. The ranking of patients depends only on s (γ > 0), so the calibration never changes
-the C-index. The main model's ModelOutput.info (STEPH: the sources it merged) passes through; info["ensemble"]
-adds s and every member's z.
+the C-index. When the combined score does not rank the train patients at all, γ goes to 0 and every patient gets
+the same curve: notes["ensemble"]["degenerate"] says so. The main model's ModelOutput.info (STEPH: the sources it
+merged) passes through; info["ensemble"] adds s and every member's z.
 
 Standardising by the train bags' spread uses the main model's in-sample risks, which a trained model separates
 more than new patients; the benchmark measures the combination as it is deployed (scored on new patients).
@@ -27,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +44,7 @@ TARGET_MAIN = "target"  # main_method: the target's own checkpoint, unchanged (n
 NOT_MAIN = ("auto", "ensemble")
 RIDGE = 1e-3  # weight of Σ_k (b_k − b0_k)² in the calibration loss (keeps bins without events near b0)
 MIN_SD = 1e-12
+DEGENERATE_SLOPE = 1e-3  # γ below this: the combined score carries no ranking on the train split (one curve)
 
 
 @dataclass
@@ -54,7 +57,7 @@ class EnsembleParams:
         },
     )
     main_params: dict[str, Any] | None = field(
-        default=None, metadata={"help": "parameters of main_method, e.g. {\"topk\": 3}; null = its defaults"}
+        default=None, metadata={"help": 'parameters of main_method, e.g. {"topk": 3}; null = its defaults'}
     )
     source_weight: float = field(
         default=1.0,
@@ -78,12 +81,18 @@ class EnsembleModel(SurvivalModel):
     """main model + frozen source models; calibrated logits b + γ s (module docstring)."""
 
     method = "ensemble"
+    z_mean: Tensor
+    z_sd: Tensor
+    weights: Tensor
+    calib_bias: Tensor
+    calib_slope: Tensor
 
     def __init__(
         self, main: SurvivalModel, sources: list[dict[str, Tensor]], source_names: list[str], params: EnsembleParams
     ) -> None:
         super().__init__(main.dims, main.bin_edges)
-        self.main, self.params, self.source_names = main, params, list(source_names)
+        self.main: SurvivalModel = main
+        self.params, self.source_names = params, list(source_names)
         self.members = nn.ModuleList(
             [StaticModel(s, main.dims, main.bin_edges, method="source").requires_grad_(False) for s in sources]
         )
@@ -122,7 +131,7 @@ class EnsembleModel(SurvivalModel):
     def artifact_tensors(self) -> dict[str, Tensor]:
         out = {f"main.{k}": v for k, v in self.main.artifact_tensors().items()}
         for i, m in enumerate(self.members):
-            out.update({f"member.{i}.{k}": v for k, v in m.artifact_tensors().items()})
+            out.update({f"member.{i}.{k}": v for k, v in cast(StaticModel, m).artifact_tensors().items()})
         for name in ("z_mean", "z_sd", "weights", "calib_bias", "calib_slope"):
             out[name] = getattr(self, name).detach().cpu().contiguous()
         return out
@@ -160,6 +169,7 @@ class EnsembleModel(SurvivalModel):
             self.calib_slope.copy_(torch.tensor(slope, device=device))
         return {
             "members": ["main", *self.source_names], "weights": weights.tolist(), "slope": slope, "nll": loss,
+            "degenerate": slope < DEGENERATE_SLOPE,
             "flat_members": [n for n, f in zip(["main", *self.source_names], flat.tolist(), strict=True) if f],
             "patients": int(risks.shape[1]),
         }  # fmt: skip
@@ -175,7 +185,7 @@ def baseline_hazards(bins: Tensor, events: Tensor, n_bins: int) -> Tensor:
     last = 0.5
     for k in range(n_bins):
         if at_risk[k] > 0:
-            last = float(max(deaths[k], 0.5) / at_risk[k])
+            last = max(float(deaths[k]), 0.5) / float(at_risk[k])
         out[k] = min(max(last, 1e-4), 1 - 1e-4)
     return out
 
@@ -192,7 +202,7 @@ def fit_calibration(score: Tensor, bins: Tensor, events: Tensor, n_bins: int) ->
     def closure() -> Tensor:
         opt.zero_grad()
         logits = bias[None, :] + nn.functional.softplus(raw) * s[:, None]
-        loss = nll_loss(logits, bins, events) + RIDGE * ((bias - b0) ** 2).sum()
+        loss = nll_loss(logits, bins, events, alpha=0.0) + RIDGE * ((bias - b0) ** 2).sum()
         loss.backward()
         return loss
 
@@ -200,7 +210,7 @@ def fit_calibration(score: Tensor, bins: Tensor, events: Tensor, n_bins: int) ->
         opt.step(closure)
     with torch.no_grad():
         slope = float(nn.functional.softplus(raw))
-        nll = float(nll_loss(bias[None, :] + slope * s[:, None], bins, events))
+        nll = float(nll_loss(bias[None, :] + slope * s[:, None], bins, events, alpha=0.0))
     if not (math.isfinite(slope) and math.isfinite(nll) and bool(torch.isfinite(bias).all())):
         raise ValueError("the ensemble's calibration did not converge (non-finite values)")
     return bias.detach().float(), slope, nll
@@ -243,7 +253,7 @@ class EnsembleMethod(MergeMethod):
         impl, parsed = self._main_method(params)
         if impl is None:
             main: SurvivalModel = StaticModel(inputs.target, inputs.dims, inputs.bin_edges).eval()
-            result, notes = None, {}
+            result, notes = None, dict[str, Any]()
         else:
             from app.domain.pipeline import fit_parsed
 

@@ -112,6 +112,7 @@ def test_steph_params_reach_the_steph_candidates_only():
     assert by["steph"].params == {"topk": 2}
     assert by["steph λ = 0"].params == {"lam_mode": "fixed", "lam_value": 0.0, "topk": 2}
     assert by["average + retrained head"].params == {}
+    assert by["steph + sources' ensemble"].params == {"main_params": {"topk": 2}}  # to the ensemble's STEPH
     with pytest.raises(MergeParamsError, match="topk"):
         METHOD.parse_params({"steph_params": {"topk": 0}})
 
@@ -171,3 +172,32 @@ def test_the_relevance_pre_check_skips_the_borrowing_candidates_when_the_sources
                        ({"relevance_z": None}, "needs a relevance_z")):  # fmt: skip
         with pytest.raises(MergeParamsError, match=match):
             METHOD.parse_params(bad)
+
+
+def test_the_ensemble_candidate_wraps_the_steph_that_auto_would_train():
+    """Candidates steph_ensemble + retrain, sources passing: the winner is an ensemble whose STEPH model is the one
+    auto trains alone (β from auto's verdict), validated by the promotion gate; sources failing: the retrain."""
+    from app.domain.merging.ensemble import EnsembleModel
+    from app.domain.pipeline import fit_merge, run_merge
+
+    inputs, samples = make_inputs(3), learnable_samples(24)
+    config = TrainConfig(epochs=1, accum=8, lr=1e-2, seed=1)
+
+    def auto(**params):
+        return run_merge(
+            method="auto", inputs=inputs, params={"candidates": ["steph_ensemble", "retrain"], **params},
+            train_config=config, train_samples=samples[:18], test_samples=samples[18:],
+            reference=StaticModel(inputs.target, DIMS, EDGES), gate=GateConfig("fast"),
+        )  # fmt: skip
+
+    won = auto(relevance_z=-10.0)
+    ev = won.notes["auto"]
+    assert ev["winner"] == "steph + sources' ensemble" and isinstance(won.model, EnsembleModel)
+    assert won.model.method == "ensemble" and won.model.main.method == "steph"
+    assert "auto chose steph + sources' ensemble" in won.promotion["reason"] and won.promotion.get("estimate")
+    alone = fit_merge("steph", inputs, {"beta_rule": "fixed"}, config, samples[:18])
+    got, want = won.model.main.artifact_tensors(), alone.artifact_tensors()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert won.merge_stats is not None  # the statistics of its STEPH model
+    blocked = auto(relevance_z=10.0)
+    assert blocked.notes["auto"]["winner"] == RETRAIN.label and blocked.model.method == "cancer_specific"

@@ -23,6 +23,7 @@ SPECS = [
     ("steph", {"lam_mode": "global", "topk": 2}),
     ("learned_weights", {"topk": 2}),
     ("routing", {"topk": 2}),
+    ("ensemble", {}),
     ("average", {}),
     ("task_arithmetic", {}),
     ("ties", {}),

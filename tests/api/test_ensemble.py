@@ -1,0 +1,42 @@
+"""HTTP: an `ensemble` merge job (STEPH plus the sources' own models) → a model whose predictions carry every
+member's standardised risk; a bad ensemble parameter is refused at submission and stores nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import assert_error, snapshot
+from tests.workers.api_helpers import job_body, register_cohort, run_job
+
+
+def test_an_ensemble_job_gives_a_model_whose_predictions_show_every_member(
+    client, admin, predict, family, world, bags
+) -> None:
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    params = {"epochs": 1, "accum": 2, "main_params": {"topk": 2, "hyper_hidden": 8}}
+    job = run_job(client, admin, family, cohort["id"], method="ensemble", params=params)
+    model = client.get(f"/models/{job['model_id']}", headers=admin).json()
+    assert model["method"] == "ensemble"
+    fitted = model["metrics"]["notes"]["ensemble"]
+    assert fitted["members"] == ["main", "luad", "kirc"] and fitted["weights"] == pytest.approx([1.0, 0.5, 0.5])
+    r = client.post(
+        "/predict", headers=predict, data={"model_id": job["model_id"]},
+        files=[("files", ("caseA.h5", bags["a"].read_bytes(), "application/octet-stream"))],
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    (res,) = r.json()["results"]
+    members = res["ensemble"]["members"]
+    assert [m["name"] for m in members] == ["main", "luad", "kirc"]
+    assert res["ensemble"]["score"] == pytest.approx(sum(m["weight"] * m["z"] for m in members), abs=1e-5)
+    assert {s["cancer"] for s in res["sources"]} <= {"luad", "kirc"}  # the STEPH model's merge, passed through
+    probs = res["survival"]["probabilities"]
+    assert probs[0] == 1.0 and all(x >= y for x, y in zip(probs, probs[1:], strict=False))
+    assert res["risk"] == pytest.approx(-sum(probs[1:]), abs=1e-5)
+
+
+def test_a_bad_ensemble_parameter_is_refused_and_stores_nothing(client, admin, family, world, ctx) -> None:
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    before = snapshot(ctx)
+    body = job_body(family, cohort["id"], method="ensemble", params={"main_method": "auto"})
+    assert_error(client.post("/merge-jobs", headers=admin, json=body), 422, contains="cannot be 'auto'")
+    assert snapshot(ctx) == before

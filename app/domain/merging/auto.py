@@ -84,6 +84,7 @@ DEFAULT_CANDIDATES = ("steph", "retrain")
 DEFAULT_FOLDS = 3
 RELEVANCE_Z = DEFAULT_Z  # the relevance pre-check's threshold (app.domain.relevance)
 CHOICE_RULES = ("relevance", "cv")
+FALLBACKS = ("steph", "retrain", "target")
 
 
 @dataclass
@@ -111,6 +112,15 @@ class AutoParams:
             "left after the pre-check"
         },
     )
+    fallback: str | None = field(
+        default=None,
+        metadata={
+            "help": "choose 'relevance': what auto returns when the sources fail the pre-check — 'steph' (STEPH "
+            "with β = 0: the target's task vector dominates, the sources mix in only where they help the loss), "
+            "'retrain' (a cancer-specific model retrained with the job's settings) or 'target' (the target's own "
+            "model unchanged); null = 'retrain' when it is a candidate, else 'target'"
+        },
+    )
     relevance_z: float | None = field(
         default=RELEVANCE_Z,
         metadata={
@@ -132,12 +142,25 @@ class AutoParams:
             raise ValueError(f"relevance_z must lie in [−10, 10] (standard errors) or be null; got {self.relevance_z}")
         if self.choose not in CHOICE_RULES:
             raise ValueError(f"choose must be one of {', '.join(CHOICE_RULES)}; got {self.choose!r}")
+        if self.fallback is not None and self.fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {', '.join(FALLBACKS)} (or null); got {self.fallback!r}")
+        if self.fallback is not None and self.choose != "relevance":
+            raise ValueError("fallback applies to choose 'relevance' only (under 'cv' the inner CV decides)")
         if self.choose == "relevance" and self.relevance_z is None:
             raise ValueError("choose 'relevance' needs a relevance_z threshold; use choose 'cv' to skip the pre-check")
         if self.steph_params is not None:
             from app.domain.merging.steph import StephMethod
 
             StephMethod().parse_params(self.steph_params)  # fail at submission, naming the bad key
+
+    def fallback_name(self) -> str:
+        """What the relevance rule returns when no candidate that borrows from the sources is left."""
+        return self.fallback or ("retrain" if "retrain" in (self.candidates or DEFAULT_CANDIDATES) else "target")
+
+    def fallback_steph(self) -> Candidate:
+        """The 'steph' fallback: STEPH with β = 0 (auto's verdict stands: no relevance pass of its own)."""
+        params = {**(self.steph_params or {}), "beta": 0.0, "beta_rule": "fixed"}
+        return Candidate("steph β = 0 (fallback)", "steph", params)
 
     def chosen(self) -> list[Candidate]:
         names = list(self.candidates or DEFAULT_CANDIDATES)
@@ -191,9 +214,11 @@ def run_auto(
     relevance = _relevance_check(inputs, samples, cands, params.relevance_z, config, should_cancel)
     if not inputs.sources or (relevance is not None and not relevance["passed"]):
         cands = [c for c in cands if not _borrows(c)]
-    by_relevance = params.choose == "relevance" and any(_borrows(c) for c in cands)
+    by_relevance = params.choose == "relevance" and (
+        any(_borrows(c) for c in cands) or (params.fallback_name() == "steph" and bool(inputs.sources))
+    )
     if by_relevance or all(c.label in NO_TRANSFER for c in cands):  # else the inner CV chooses among the rest
-        return _by_relevance(inputs, config, samples, cands, relevance, folds, gate, should_cancel)
+        return _by_relevance(inputs, config, samples, cands, relevance, folds, gate, should_cancel, params)
     try:
         cv = cross_validate(cands, inputs, samples, config, folds=folds, should_cancel=should_cancel)
     except ValueError as exc:
@@ -257,29 +282,35 @@ def _relevance_check(
 
 def _by_relevance(
     inputs: MergeInputs, config: TrainConfig, samples: Samples, cands: list[Candidate],
-    relevance: dict[str, Any] | None, folds: int, gate: GateConfig, should_cancel: Any,
+    relevance: dict[str, Any] | None, folds: int, gate: GateConfig, should_cancel: Any, params: AutoParams,
 ) -> AutoResult:  # fmt: skip
     """The winner without an inner CV for the choice: the first candidate left that borrows from the sources (they
-    passed the pre-check), validated by the promotion gate like any merge; else no transfer — retrain when it is a
-    candidate, otherwise the target's own model."""
+    passed the pre-check), validated by the promotion gate like any merge; else the fallback — STEPH with β = 0
+    (validated the same way), retrain, or the target's own model (params.fallback_name)."""
     evidence: dict[str, Any] = {"rule": "relevance", "folds": folds, "candidates": {}}
     if relevance is not None:
         evidence["relevance"] = relevance
-    why = relevance["reason"] if relevance is not None else "there are no source models to borrow from"
+    if relevance is not None:
+        why = relevance["reason"]
+    else:
+        why = "no candidate borrows from the sources" if inputs.sources else "there are no source models to borrow from"
     borrowing = [c for c in cands if _borrows(c)]
-    if borrowing:
+    fallback = params.fallback_name()
+    if borrowing or (fallback == "steph" and inputs.sources):
         from app.domain.pipeline import gate_model
 
-        # STEPH's own β rule would measure the same relevance again on this split: auto's verdict (passed) holds
-        cand = _with_steph_params(borrowing[0], {"beta_rule": "fixed"})
+        if borrowing:  # STEPH's own β rule would measure the same relevance again: auto's verdict (passed) holds
+            cand, because = _with_steph_params(borrowing[0], {"beta_rule": "fixed"}), f"because {why}"
+        else:
+            cand, because = params.fallback_steph(), f"as its fallback: {why}"
         model, result = _fit_winner(cand, inputs, config, samples, should_cancel)
         promotion = gate_model(str(cand.method), cand.params, inputs, config, samples, gate, should_cancel)
-        promotion["reason"] = f"auto chose {cand.label} because {why}; the promotion gate: {promotion['reason']}"
+        promotion["reason"] = f"auto chose {cand.label} {because}; the promotion gate: {promotion['reason']}"
         if promotion.get("estimate"):
             evidence["candidates"] = {cand.label: _brief(promotion["estimate"])}
         evidence["winner"] = cand.label
         return AutoResult(model, result, evidence, promotion)
-    if any(c.refit for c in cands):
+    if fallback in ("retrain", "steph"):  # 'steph' without any source model: no transfer
         model, result = _fit_winner(RETRAIN, inputs, config, samples, should_cancel)
         evidence["winner"] = RETRAIN.label
         reason = f"auto chose no transfer: {why}; a cancer-specific model retrained with this job's settings is "

@@ -201,3 +201,33 @@ def test_the_ensemble_candidate_wraps_the_steph_that_auto_would_train():
     assert won.merge_stats is not None  # the statistics of its STEPH model
     blocked = auto(relevance_z=10.0)
     assert blocked.notes["auto"]["winner"] == RETRAIN.label and blocked.model.method == "cancer_specific"
+
+
+def test_the_steph_fallback_trains_steph_without_the_penalty_when_the_sources_fail():
+    """fallback 'steph': sources failing the pre-check give STEPH with β = 0 (exactly the default STEPH's own
+    no-relevance branch), validated by the gate; without any source model it is the retrain; bad settings refused."""
+    from app.domain.pipeline import fit_merge, run_merge
+
+    inputs, samples = make_inputs(3), learnable_samples(24)
+    config = TrainConfig(epochs=1, accum=8, lr=1e-2, seed=1)
+
+    def auto(inp, **params):
+        return run_merge(
+            method="auto", inputs=inp, params=params, train_config=config, train_samples=samples[:18],
+            test_samples=samples[18:], reference=StaticModel(inp.target, DIMS, EDGES), gate=GateConfig("fast"),
+        )  # fmt: skip
+
+    run = auto(inputs, relevance_z=10.0, fallback="steph")
+    ev = run.notes["auto"]
+    assert ev["winner"] == "steph β = 0 (fallback)" and ev["relevance"]["passed"] is False
+    assert run.model.method == "steph" and "as its fallback" in run.promotion["reason"]
+    assert run.promotion.get("estimate") and set(ev["candidates"]) == {"steph β = 0 (fallback)"}
+    default = fit_merge("steph", inputs, {"relevance_z": 10.0}, config, samples[:18])  # its own β rule: β = 0
+    got, want = run.model.artifact_tensors(), default.artifact_tensors()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    alone = auto(make_inputs(0), fallback="steph")
+    assert alone.notes["auto"]["winner"] == RETRAIN.label and alone.model.method == "cancer_specific"
+    for bad, match in (({"fallback": "average"}, "fallback must be one of"),
+                       ({"fallback": "steph", "choose": "cv"}, "fallback applies to choose 'relevance' only")):  # fmt: skip
+        with pytest.raises(MergeParamsError, match=match):
+            METHOD.parse_params(bad)

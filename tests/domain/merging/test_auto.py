@@ -227,7 +227,10 @@ def test_the_steph_fallback_trains_steph_without_the_penalty_when_the_sources_fa
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     alone = auto(make_inputs(0), fallback="steph")
     assert alone.notes["auto"]["winner"] == RETRAIN.label and alone.model.method == "cancer_specific"
-    for bad, match in (({"fallback": "average"}, "fallback must be one of"),
-                       ({"fallback": "steph", "choose": "cv"}, "fallback applies to choose 'relevance' only")):  # fmt: skip
+    bad_settings = [
+        ({"fallback": "average"}, "fallback must be one of"),
+        ({"fallback": "steph", "choose": "cv"}, "fallback applies to choose 'relevance' only"),
+    ]
+    for bad, match in bad_settings:
         with pytest.raises(MergeParamsError, match=match):
             METHOD.parse_params(bad)

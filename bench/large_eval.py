@@ -318,6 +318,63 @@ def repeats_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+AUTO2 = "auto2"  # PLAN.md addendum: the ensemble where the sources pass the pre-check, else the default STEPH
+ENS_WINNER = "steph + sources' ensemble"  # auto's label for the steph_ensemble candidate
+TOLERANCE = 0.005  # the plan's "no worse than … by more than 0.005"
+
+
+def _variant(r: dict[str, Any], split: str, model: str) -> float:
+    """A row's C-index of `model` on `split`; AUTO2 is read from the rows it is made of."""
+    if model == AUTO2:
+        return r[split][AUTO_ENS] if r.get("auto_ens_winner") == ENS_WINNER else r[split][STEPH]
+    return r[split][model]
+
+
+def holdout_checks(out: Path) -> str:
+    """The hold-out of the ensemble inside auto (bench/results/large-eval/holdout-ensemble/PLAN.md): per (regime,
+    world) on the new cohort, Δ vs budget-matched and seeds ≥ +0.03 over own for STEPH, auto, AUTO_ENS and AUTO2,
+    then checks 1–6 of the plan with their verdicts. Empty without AUTO_ENS rows."""
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in load(out):
+        if AUTO_ENS in r["eval"]:
+            cells[(r["regime"], r["world"])].append(r)
+    if not cells:
+        return ""
+    models = (STEPH, AUTO, AUTO_ENS, AUTO2)
+    lines = ["| regime | world | seeds | model | Δ vs budget-matched | min | Δ vs own | seeds ≥ +0.03 over own |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    mean: dict[tuple[str, str, str], float] = {}
+    for (regime, world), rs in sorted(cells.items()):
+        for model in models:
+            bm = [_variant(r, "eval", model) - r["eval"][BM] for r in rs]
+            own = [_variant(r, "eval", model) - r["eval"][OWN] for r in rs]
+            mean[(regime, world, model)] = statistics.mean(bm)
+            lines.append(f"| {regime} | {world} | {len(rs)} | {model} | {_stats(bm)} | {min(bm):+.3f} | "
+                         f"{_stats(own)} | {sum(x >= GAIN for x in own)}/{len(own)} |")  # fmt: skip
+
+    def check(name: str, cases: list[tuple[str, str]], ok: Any) -> str:
+        got = [(f"{r} {w}", ok(r, w)) for r, w in cases if (r, w, STEPH) in mean]
+        verdict = "holds" if got and all(v for _, v in got) else "fails" if got else "no rows"
+        detail = ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in got)
+        return f"- {name}: **{verdict}** ({detail})"
+
+    worlds = sorted(cells)
+    controls = [k for k in worlds if k[1] == "control"]
+    checks = [
+        check("1. (b) shared: auto (steph_ensemble) ≥ auto + 0.005", [("paper", "shared")],
+              lambda r, w: mean[(r, w, AUTO_ENS)] >= mean[(r, w, AUTO)] + TOLERANCE),
+        check("2. control worlds: auto (steph_ensemble) ≥ BM − 0.005", controls,
+              lambda r, w: mean[(r, w, AUTO_ENS)] >= -TOLERANCE),
+        check("3. (a), (c) shared: auto (steph_ensemble) ≥ auto − 0.005", [("small", "shared"), ("mixed", "shared")],
+              lambda r, w: mean[(r, w, AUTO_ENS)] >= mean[(r, w, AUTO)] - TOLERANCE),
+        check("4. every world: auto2 ≥ BM − 0.005", worlds, lambda r, w: mean[(r, w, AUTO2)] >= -TOLERANCE),
+        check("5. (b) shared: auto2 ≥ auto + 0.005", [("paper", "shared")],
+              lambda r, w: mean[(r, w, AUTO2)] >= mean[(r, w, AUTO)] + TOLERANCE),
+        check("6. control worlds: auto2 ≥ auto", controls, lambda r, w: mean[(r, w, AUTO2)] >= mean[(r, w, AUTO)]),
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n\nChecks of PLAN.md (new cohort, mean over seeds):\n\n" + "\n".join(checks)
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.regimes import lane_parser
 
@@ -343,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             gate_table(args.out),
             margins_table(args.out),
             repeats_table(args.out),
+            holdout_checks(args.out),
         )
         print("\n\n".join(x for x in tables if x))
     return 0

@@ -159,3 +159,38 @@ def test_repeats_table_averages_the_gate_over_fold_seeds(tmp_path: Path) -> None
     assert cells[2:6] == ["3", "2", "0.033", "0.040"]
     # one gate blocks seed 0 (truly better) only; the mean (+0.02, −0.01, +0.02) blocks seed 1 (truly worse) only
     assert cells[6] == "0/1 / 1/2" and cells[7] == "1/1 / 0/2"
+
+
+def test_holdout_checks_build_auto2_from_its_rows_and_judge_the_plan(tmp_path: Path) -> None:
+    from bench.large_eval import AUTO2, ENS_WINNER, holdout_checks
+
+    def row(world: str, seed: int, winner: str, steph: float, auto: float, ens: float) -> dict:
+        scores = {OWN: 0.58, BM: 0.60, STEPH: steph, AUTO: auto, AUTO_ENS: ens}
+        return {"regime": "paper", "world": world, "seed": seed, "target": "BLCA", "auto_ens_winner": winner,
+                "test": scores, "eval": scores}  # fmt: skip
+
+    retrain = "cancer-specific (retrained)"
+    rows = [  # shared: the ensemble wins at one seed; control: the sources fail, auto2 = STEPH (+0.02 over BM)
+        row("shared", 0, ENS_WINNER, 0.63, 0.62, 0.65),
+        row("shared", 1, retrain, 0.62, 0.60, 0.60),
+        row("control", 0, retrain, 0.62, 0.60, 0.60),
+        row("control", 1, retrain, 0.61, 0.60, 0.58),  # the retrain of the steph_ensemble run: −0.02
+    ]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = holdout_checks(tmp_path)
+    cells = {(c[1], c[3]): c for c in ([x.strip() for x in line.strip("|").split("|")] for line in text.splitlines()
+                                        if line.startswith("| paper"))}  # fmt: skip
+    assert cells[("shared", AUTO2)][4] == "+0.035 ± 0.015"  # (0.65 − 0.60 + 0.62 − 0.60) / 2
+    assert cells[("shared", AUTO)][4] == "+0.010 ± 0.010"
+    assert cells[("control", AUTO2)][4] == "+0.015 ± 0.005" and cells[("control", AUTO2)][7] == "2/2"
+    assert "1. (b) shared: auto (steph_ensemble) ≥ auto + 0.005: **holds** (paper shared: yes)" in text  # .025 vs .01
+    assert "2. control worlds: auto (steph_ensemble) ≥ BM − 0.005: **fails** (paper control: no)" in text  # −0.01
+    assert "3. (a), (c) shared: auto (steph_ensemble) ≥ auto − 0.005: **no rows**" in text
+    assert "4. every world: auto2 ≥ BM − 0.005: **holds**" in text
+    assert (
+        "5. (b) shared: auto2 ≥ auto + 0.005: **holds**" in text
+        and "6. control worlds: auto2 ≥ auto: **holds**" in text
+    )
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "rows.jsonl").write_text(json.dumps(_row(0, (0.6,) * 4, (0.6,) * 4)) + "\n")
+    assert holdout_checks(tmp_path / "old") == ""  # rows without the steph_ensemble run: no table

@@ -274,7 +274,7 @@ class EnsembleMethod(MergeMethod):
                 notes["ensemble"]["warning"] = (
                     "the sources' own models do not rank the target's train patients better than chance "
                     f"(z {rel['z']:+.2f} < {rel['threshold_z']:+.2f}); in the benchmark's worlds without shared "
-                    "structure the ensemble lost 0.015–0.024 C-index to STEPH alone — prefer method 'auto', which "
+                    "structure the ensemble lost 0.016–0.025 C-index to STEPH alone — prefer method 'auto', which "
                     "uses the sources only when they pass"
                 )
         return model.eval(), result, notes

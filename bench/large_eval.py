@@ -318,6 +318,60 @@ def repeats_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def calibration(regime: str, world: str, seeds: list[int], out: Path, n_eval: int) -> None:
+    """Is the ensemble's survival curve usable, not only its ranking? Per seed, the default STEPH, the `ensemble`
+    around it and the budget-matched model on `n_eval` new patients: Harrell's and Uno's C, mean time-dependent
+    AUC and the integrated Brier score (IPCW from the train split's censoring) -> <out>/calibration.jsonl."""
+    from app.domain.data import sample_labels
+    from app.domain.evaluation import metrics_report, score_split
+    from app.domain.pipeline import fit_merge
+    from app.domain.synthetic import draw_patients
+    from bench.regimes import each_target, fit_row, inputs_for, merge_config
+    from bench.reproduction import log
+
+    out.mkdir(parents=True, exist_ok=True)
+    for seed, target, prep in each_target(regime, world, seeds, None):
+        train_s = prep["data"][target][0]
+        eval_s = [p.sample() for p in draw_patients(prep["world"], target, n_eval, seed=0)]
+        inputs = inputs_for(prep, target)
+        models = {
+            STEPH: fit_merge("steph", inputs, {}, merge_config(seed), train_s),
+            "ensemble": fit_merge("ensemble", inputs, {}, merge_config(seed), train_s),
+            BM: fit_row(prep, target, None, {}, False, seed),
+        }
+        scored = score_split(list(models.values()), eval_s)
+        ref_t, ref_e = sample_labels(train_s)
+        row: dict[str, Any] = {"regime": regime, "world": world, "seed": seed, "target": target}
+        for k, name in enumerate(models):
+            rep = metrics_report(scored, k, prep["edges"], ref_t, ref_e)
+            row[name] = {"c": rep.c_index, "uno_c": rep.uno_c_index, "auc": rep.auc_mean, "ibs": rep.ibs}
+        with open(out / "calibration.jsonl", "a") as sink:
+            sink.write(json.dumps(row) + "\n")
+        log(f"[{regime} {world} seed {seed}] {target}: " + ", ".join(
+            f"{k} C {row[k]['c']:.3f} IBS {row[k]['ibs']:.4f}" for k in models))  # fmt: skip
+
+
+def calibration_table(out: Path) -> str:
+    """<out>/calibration.jsonl per (regime, world, model): mean Harrell C, Uno C, AUC and IBS on the new patients,
+    and the ensemble's paired difference from STEPH (mean ± se; IBS: lower is better). Empty without the file."""
+    path = out / "calibration.jsonl"
+    if not path.exists():
+        return ""
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in _jsonl(path):
+        cells[(r["regime"], r["world"])].append(r)
+    lines = ["| regime | world | seeds | model | C | Uno C | AUC | IBS | Δ C vs STEPH | Δ IBS vs STEPH |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for (regime, world), rs in sorted(cells.items()):
+        for model in (BM, STEPH, "ensemble"):
+            means = [statistics.mean(r[model][m] for r in rs) for m in ("c", "uno_c", "auc", "ibs")]
+            dc = _stats([r[model]["c"] - r[STEPH]["c"] for r in rs]) if model != STEPH else ""
+            di = _stats([r[model]["ibs"] - r[STEPH]["ibs"] for r in rs]) if model != STEPH else ""
+            lines.append(f"| {regime} | {world} | {len(rs)} | {model} | " + " | ".join(f"{v:.3f}" for v in means)
+                         + f" | {dc} | {di} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 AUTO2 = "auto2"  # PLAN.md addendum: the ensemble where the sources pass the pre-check, else the default STEPH
 ENS_WINNER = "steph + sources' ensemble"  # auto's label for the steph_ensemble candidate
 TOLERANCE = 0.005  # the plan's "no worse than … by more than 0.005"
@@ -382,15 +436,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     lane_parser(sub, "run", OUT).add_argument("--eval-patients", type=int, default=4000)
     lane_parser(sub, "gate", OUT).add_argument("--repeat", type=int, default=0)
+    lane_parser(sub, "calibration", OUT).add_argument("--eval-patients", type=int, default=4000)
     t = sub.add_parser("table")
     t.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
-    if args.cmd in ("run", "gate"):
+    if args.cmd in ("run", "gate", "calibration"):
         import torch
 
         torch.set_num_threads(1)  # two lanes side by side on a 2-core machine, as bench.regimes
         if args.cmd == "run":
             run(args.regime, args.world, args.seeds, args.out, args.eval_patients, args.targets)
+        elif args.cmd == "calibration":
+            calibration(args.regime, args.world, args.seeds, args.out, args.eval_patients)
         else:
             gate(args.regime, args.world, args.seeds, args.out, args.targets, args.repeat)
     else:
@@ -401,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             margins_table(args.out),
             repeats_table(args.out),
             holdout_checks(args.out),
+            calibration_table(args.out),
         )
         print("\n\n".join(x for x in tables if x))
     return 0

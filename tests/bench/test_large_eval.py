@@ -73,6 +73,15 @@ def test_run_writes_both_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert row["n_eval"] == 30 and 0 < row["eval_events"] <= 30 and row["auto_winner"] and row["auto_ens_winner"]
     assert all(0.0 <= v <= 1.0 for v in [*row["test"].values(), *row["eval"].values()])
     assert row["test"][OWN] != row["eval"][OWN]  # two different cohorts
+    from bench.large_eval import calibration, calibration_table
+
+    calibration("tiny", "shared", [0], tmp_path / "out", n_eval=30)
+    (cal,) = [json.loads(line) for line in (tmp_path / "out" / "calibration.jsonl").read_text().splitlines()]
+    assert cal[STEPH]["c"] == pytest.approx(row["eval"][STEPH])  # the same STEPH, the same new patients
+    assert all(0.0 < cal[m]["ibs"] < 0.5 for m in (STEPH, "ensemble", BM))
+    lines = calibration_table(tmp_path / "out").splitlines()
+    ens = [c.strip() for c in lines[-1].strip("|").split("|")]
+    assert ens[3] == "ensemble" and ens[8] == f"{cal['ensemble']['c'] - cal[STEPH]['c']:+.3f} ± 0.000"
 
 
 def test_gate_table_scores_the_gate_against_both_truths(tmp_path: Path) -> None:

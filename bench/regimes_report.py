@@ -59,7 +59,10 @@ def derive(rows: list[dict]) -> list[dict]:
     out = list(rows)
     orders = {
         AUTO_CV: [CANDIDATES[n].label for n in ("steph", "steph_lam0", "retrain")],
-        AUTO_ALL: [c.label for c in CANDIDATES.values()],
+        AUTO_ALL: [  # the six candidates (and the target) this row was defined with, before steph_ensemble
+            CANDIDATES[n].label
+            for n in ("steph", "steph_lam0", "average", "target_head", "base_head", "retrain", "target")
+        ],
     }
     for r in rows:
         if r["method"] == "relevance":

@@ -47,6 +47,10 @@ def test_merge_auto_by_default_asks_the_sources_first(tiny_world, tmp_path):
     rel = evidence["relevance"]
     assert evidence["rule"] == "relevance" and set(rel["per_source"]) == {"BRCA", "CESC"}
     assert rel["passed"] == (rel["z"] >= 1.645) and rel["threshold_z"] == 1.645
-    winner = "steph" if rel["passed"] else "cancer-specific (retrained)"
+    # sources passing: STEPH plus the sources' ensemble; failing: the default fallback, STEPH with β = 0
+    winner = "steph + sources' ensemble" if rel["passed"] else "steph β = 0 (fallback)"
     assert evidence["winner"] == winner
-    assert load_model_file(out_file).model.method == ("steph" if rel["passed"] else "cancer_specific")
+    model = load_model_file(out_file).model
+    assert model.method == ("ensemble" if rel["passed"] else "steph")
+    steph = model.main if rel["passed"] else model
+    assert steph.params.beta == (0.05 if rel["passed"] else 0.0) and steph.params.beta_rule == "fixed"

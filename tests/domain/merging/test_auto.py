@@ -21,7 +21,7 @@ def test_params_select_candidates_and_always_keep_the_target():
     labels = [c.label for c in METHOD.parse_params({"candidates": ["steph", "base_head"]}).chosen()]
     assert labels == ["steph", "θ₀ encoder + retrained head", TARGET_LABEL]
     default = [c.label for c in METHOD.parse_params({}).chosen()]
-    assert default == ["steph", RETRAIN.label, TARGET_LABEL]
+    assert default == ["steph + sources' ensemble", RETRAIN.label, TARGET_LABEL]
     every = METHOD.parse_params({"candidates": list(CANDIDATES)}).chosen()
     assert len(every) == len(CANDIDATES) and every[-1].label == TARGET_LABEL
     with pytest.raises(MergeParamsError, match="unknown auto candidate 'ties'"):
@@ -133,7 +133,7 @@ def test_the_relevance_pre_check_skips_the_borrowing_candidates_when_the_sources
             test_samples=samples[18:], reference=StaticModel(inputs.target, DIMS, EDGES), gate=GateConfig("fast"),
         )  # fmt: skip
 
-    blocked = auto(relevance_z=10.0)
+    blocked = auto(relevance_z=10.0, fallback="retrain")
     ev = blocked.notes["auto"]
     rel = ev["relevance"]
     assert ev["winner"] == RETRAIN.label and ev["candidates"] == {} and rel["passed"] is False
@@ -143,13 +143,13 @@ def test_the_relevance_pre_check_skips_the_borrowing_candidates_when_the_sources
     got, want = blocked.model.artifact_tensors(), direct.artifact_tensors()
     assert blocked.model.method == "cancer_specific" and all(torch.equal(got[k], want[k]) for k in want)
 
-    kept = auto(relevance_z=10.0, candidates=["steph"])  # no 'retrain': the checkpoint stays
+    kept = auto(relevance_z=10.0, candidates=["steph"], fallback="target")  # the checkpoint stays
     assert kept.notes["auto"]["winner"] == TARGET_LABEL and kept.train_result is None
     assert all(torch.equal(v, inputs.target[k]) for k, v in kept.model.artifact_tensors().items())
 
     # a threshold every source passes: by default STEPH wins without an inner CV for the choice, and the
     # promotion gate validates it against the refitted target like any merge
-    tried = auto(relevance_z=-10.0)
+    tried = auto(relevance_z=-10.0, candidates=["steph", "retrain"])
     ev = tried.notes["auto"]
     assert ev["rule"] == "relevance" and ev["winner"] == "steph" and ev["relevance"]["passed"] is True
     assert ev["relevance"]["c"] == rel["c"]  # the same measurement, a different threshold
@@ -163,7 +163,7 @@ def test_the_relevance_pre_check_skips_the_borrowing_candidates_when_the_sources
     fixed = fit_merge("steph", inputs, {"beta_rule": "fixed"}, config, samples[:18])
     got, want = tried.model.artifact_tensors(), fixed.artifact_tensors()
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
-    cv = auto(relevance_z=-10.0, choose="cv")  # the inner CV chooses among the candidates left
+    cv = auto(relevance_z=-10.0, choose="cv", candidates=["steph", "retrain"])  # the inner CV chooses
     ev = cv.notes["auto"]
     assert ev["rule"] == "cv" and set(ev["candidates"]) == {"steph", RETRAIN.label, TARGET_LABEL}
     off = auto(relevance_z=None, choose="cv", candidates=["target_head", "retrain"])
@@ -175,8 +175,9 @@ def test_the_relevance_pre_check_skips_the_borrowing_candidates_when_the_sources
 
 
 def test_the_ensemble_candidate_wraps_the_steph_that_auto_would_train():
-    """Candidates steph_ensemble + retrain, sources passing: the winner is an ensemble whose STEPH model is the one
-    auto trains alone (β from auto's verdict), validated by the promotion gate; sources failing: the retrain."""
+    """Candidates steph_ensemble + retrain (the default), sources passing: the winner is an ensemble whose STEPH
+    model is the one auto trains alone (β from auto's verdict), validated by the promotion gate; sources failing:
+    the default fallback, STEPH with β = 0."""
     from app.domain.merging.ensemble import EnsembleModel
     from app.domain.pipeline import fit_merge, run_merge
 
@@ -199,8 +200,9 @@ def test_the_ensemble_candidate_wraps_the_steph_that_auto_would_train():
     got, want = won.model.main.artifact_tensors(), alone.artifact_tensors()
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert won.merge_stats is not None  # the statistics of its STEPH model
-    blocked = auto(relevance_z=10.0)
-    assert blocked.notes["auto"]["winner"] == RETRAIN.label and blocked.model.method == "cancer_specific"
+    blocked = auto(relevance_z=10.0)  # the default fallback: STEPH with β = 0, one model (no ensemble)
+    assert blocked.notes["auto"]["winner"] == "steph β = 0 (fallback)" and blocked.model.method == "steph"
+    assert blocked.model.params.beta == 0.0
 
 
 def test_the_steph_fallback_trains_steph_without_the_penalty_when_the_sources_fail():

@@ -13,6 +13,8 @@ torch.inference_mode() on the same random bag [N, D]:
 - learned_weights: one global merge (recomputed at every forward call) + forward;
 - routing (top-k all): ROUPKT as in the paper, every source expert and the target's run on every bag, plus the
   router ABMIL; routing (top-k 5) is the service's default;
+- ensemble: steph (top-k 5) plus every source's own ABMIL (M + 1 models per bag; `auto`'s default model where
+  the sources pass its relevance pre-check, session 12);
 - components of steph: "hypernetwork only" (e, w, λ, top-k) and "merge only" (θ*(x) from a fixed w, λ: the
   (M+1)-row tensordot over every encoder tensor, independent of N).
 
@@ -67,6 +69,12 @@ MODELS: list[tuple[str, str, str | None, dict[str, Any]]] = [
     ("learned_weights", "learned_weights", "learned_weights", {}),
     ("routing_all", "routing (top-k all: every expert, ROUPKT)", "routing", {"topk": None}),
     ("routing", "routing (top-k 5, service default)", "routing", {}),
+    (
+        "ensemble",
+        "ensemble (steph top-k 5 + every source's own model; auto's default where the sources pass)",
+        "ensemble",
+        {},
+    ),
 ]
 # Parts of steph (top-k 5), timed alongside the models.
 COMPONENTS: list[tuple[str, str]] = [
@@ -149,6 +157,7 @@ def analytic_gflops(key: str, n: int, dims: FamilyDims, n_sources: int) -> float
         "learned_weights": merge + encoder + head,
         "steph_hyper": hyper,
         "steph_merge": merge,
+        "ensemble": hyper + merge + encoder + head + m * (encoder + head),
     }
     if key in routing_k:
         k = routing_k[key]

@@ -194,7 +194,7 @@ def test_the_ensemble_candidate_wraps_the_steph_that_auto_would_train():
     won = auto(relevance_z=-10.0)
     ev = won.notes["auto"]
     assert ev["winner"] == "steph + sources' ensemble" and isinstance(won.model, EnsembleModel)
-    assert won.model.method == "ensemble" and won.model.main.method == "steph"
+    assert won.model.method == "ensemble" and won.model.main.method == "steph" and ev["models_per_bag"] == 4
     assert "auto chose steph + sources' ensemble" in won.promotion["reason"] and won.promotion.get("estimate")
     alone = fit_merge("steph", inputs, {"beta_rule": "fixed"}, config, samples[:18])
     got, want = won.model.main.artifact_tensors(), alone.artifact_tensors()
@@ -202,7 +202,7 @@ def test_the_ensemble_candidate_wraps_the_steph_that_auto_would_train():
     assert won.merge_stats is not None  # the statistics of its STEPH model
     blocked = auto(relevance_z=10.0)  # the default fallback: STEPH with β = 0, one model (no ensemble)
     assert blocked.notes["auto"]["winner"] == "steph β = 0 (fallback)" and blocked.model.method == "steph"
-    assert blocked.model.params.beta == 0.0
+    assert blocked.model.params.beta == 0.0 and blocked.notes["auto"]["models_per_bag"] == 1
 
 
 def test_the_steph_fallback_trains_steph_without_the_penalty_when_the_sources_fail():

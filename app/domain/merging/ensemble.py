@@ -284,6 +284,8 @@ class EnsembleMethod(MergeMethod):
         from app.domain.merging.stacked import load_exact
 
         params = self.parse_params(config["params"])
+        if not isinstance(config["main_config"], dict) or config["main_config"].get("method") in NOT_MAIN:
+            raise ValueError("ensemble artifact: its main model must be a merge or a plain model; the file is damaged")
         main = load_model({k[5:]: v for k, v in tensors.items() if k.startswith("main.")}, config["main_config"])
         dims, names = FamilyDims.from_dict(config["dims"]), list(config["source_names"])
         sources = []

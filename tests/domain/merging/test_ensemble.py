@@ -136,6 +136,9 @@ def test_a_fitted_ensemble_round_trips_exactly_and_a_damaged_one_is_refused(fitt
         load_model(missing, config)
     with pytest.raises(ValueError, match="damaged"):
         load_model({**tensors, "calib_bias": torch.zeros(7)}, config)
+    nested = {**config, "main_config": {**config, "params": config["params"]}}  # an ensemble inside an ensemble
+    with pytest.raises(ValueError, match="main model must be"):
+        load_model(tensors, nested)
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,16 @@ def source_relevance(
     if not models:
         raise ValueError("source relevance needs at least one source model")
     scored = score_split(models, samples, prepare=_bag_subset(max_patches, dtype, seed), should_cancel=should_cancel)
-    times, events, scored_risks = scored.times, scored.events, scored.risks
+    return relevance_of_risks(scored.times, scored.events, scored.risks, names, n_boot=n_boot, seed=seed)
+
+
+def relevance_of_risks(
+    times: torch.Tensor, events: torch.Tensor, scored_risks: list[torch.Tensor], names: list[str], *,
+    n_boot: int = 500, seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """source_relevance from risks already scored (one [n] tensor per source, on the same patients)."""
+    if not scored_risks:
+        raise ValueError("source relevance needs at least one source model")
     ensemble = torch.stack([_standardised(r) for r in scored_risks]).mean(0)
     rows = slice(0, len(times))
     comp = comparable_block(times, events.bool(), rows).to(torch.float64)

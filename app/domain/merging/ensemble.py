@@ -147,6 +147,10 @@ class EnsembleModel(SurvivalModel):
     def calibrate(self, samples: Samples, *, should_cancel: Any = None) -> dict[str, Any]:
         """Set the standardisation (mean, sd of every member's risk) and fit b, γ on `samples` (the target's
         train split); returns what was fitted (JSON-able). ValueError when the split holds no event."""
+        return self.calibrate_scored(samples, should_cancel=should_cancel)[0]
+
+    def calibrate_scored(self, samples: Samples, *, should_cancel: Any = None) -> tuple[dict[str, Any], Any]:
+        """calibrate, and the ScoredSplit of (main, sources…) on `samples` it was fitted from."""
         from app.domain.evaluation import model_device, score_split
 
         device = model_device(self)
@@ -172,7 +176,7 @@ class EnsembleModel(SurvivalModel):
             "degenerate": slope < DEGENERATE_SLOPE,
             "flat_members": [n for n, f in zip(["main", *self.source_names], flat.tolist(), strict=True) if f],
             "patients": int(risks.shape[1]),
-        }  # fmt: skip
+        }, scored  # fmt: skip
 
 
 def baseline_hazards(bins: Tensor, events: Tensor, n_bins: int) -> Tensor:
@@ -264,11 +268,9 @@ class EnsembleMethod(MergeMethod):
         from app.domain.training import resolve_device
 
         model.to(resolve_device(config.device))
-        notes["ensemble"] = model.calibrate(samples, should_cancel=should_cancel)
+        notes["ensemble"], scored = model.calibrate_scored(samples, should_cancel=should_cancel)
         if params.source_weight > 0:
-            from app.domain.relevance import DEFAULT_Z, check_sources
-
-            rel = notes.get("relevance") or check_sources(inputs, samples, config, DEFAULT_Z, should_cancel)
+            rel = notes.get("relevance") or _relevance(scored, model.source_names, config.seed)
             notes.setdefault("relevance", rel)
             if rel.get("passed") is False:
                 notes["ensemble"]["warning"] = (
@@ -301,6 +303,21 @@ class EnsembleMethod(MergeMethod):
         own = {k: v for k, v in tensors.items() if "." not in k}
         load_exact(_Buffers(model), own, self.name)
         return model.eval()
+
+
+def _relevance(scored: Any, names: list[str], seed: int) -> dict[str, Any]:
+    """The relevance pre-check (app.domain.relevance, threshold DEFAULT_Z) from the sources' risks the calibration
+    already scored on the train bags (scored.risks[1:]; every patch: no second pass over the bags)."""
+    from app.domain.relevance import DEFAULT_Z, relevance_of_risks
+
+    try:
+        rel = relevance_of_risks(scored.times, scored.events, scored.risks[1:], names, seed=seed)
+    except ValueError as exc:
+        return {"passed": True, "threshold_z": DEFAULT_Z, "reason": f"not measurable ({exc})"}
+    rel.update(passed=rel["z"] >= DEFAULT_Z, threshold_z=DEFAULT_Z)
+    rel["reason"] = (f"the sources' own models rank the target's train patients with C {rel['c']:.3f} ± "
+                     f"{rel['se']:.3f} (z {rel['z']:+.2f}, threshold {DEFAULT_Z:+.2f})")  # fmt: skip
+    return rel
 
 
 class _Buffers(nn.Module):

@@ -164,6 +164,14 @@ def _key(r: dict[str, Any]) -> tuple[str, str, int, str]:
     return r["regime"], r["world"], r["seed"], r["target"]
 
 
+def _by_world(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Rows grouped by (regime, world), in their order."""
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        cells[(r["regime"], r["world"])].append(r)
+    return cells
+
+
 def load(out: Path) -> list[dict[str, Any]]:
     return _jsonl(out / "rows.jsonl")
 
@@ -184,9 +192,7 @@ def _gated(out: Path) -> dict[tuple[str, str], list[tuple[dict[str, Any], dict[s
 def table(out: Path) -> str:
     """Per (regime, world, model): Δ vs own and vs budget-matched (mean ± se, sd across seeds, min, seeds ≥ +0.03
     over own) on the test split and on the large cohort."""
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in load(out):
-        cells[(r["regime"], r["world"])].append(r)
+    cells = _by_world(load(out))
     lines = [
         "| regime | world | seeds | model | split | Δ vs own | sd | min | seeds ≥ +0.03 over own "
         "| Δ vs budget-matched |",
@@ -210,9 +216,7 @@ def table(out: Path) -> str:
 def noise(out: Path) -> str:
     """The test split's share of the per-seed spread: sd of Δ vs own on the test split and on the new cohort, the
     sd of their difference (≈ the test split's sampling noise), and their correlation across seeds."""
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in load(out):
-        cells[(r["regime"], r["world"])].append(r)
+    cells = _by_world(load(out))
     lines = ["| regime | world | model | sd Δ, test split | sd Δ, new cohort | sd (test − new cohort) | correlation |",
              "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for (regime, world), rs in sorted(cells.items()):
@@ -357,9 +361,7 @@ def calibration_table(out: Path) -> str:
     path = out / "calibration.jsonl"
     if not path.exists():
         return ""
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in _jsonl(path):
-        cells[(r["regime"], r["world"])].append(r)
+    cells = _by_world(_jsonl(path))
     lines = ["| regime | world | seeds | model | C | Uno C | AUC | IBS | Δ C vs STEPH | Δ IBS vs STEPH |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for (regime, world), rs in sorted(cells.items()):
@@ -388,10 +390,7 @@ def holdout_checks(out: Path) -> str:
     """The hold-out of the ensemble inside auto (bench/results/large-eval/holdout-ensemble/PLAN.md): per (regime,
     world) on the new cohort, Δ vs budget-matched and seeds ≥ +0.03 over own for STEPH, auto, AUTO_ENS and AUTO2,
     then checks 1–6 of the plan with their verdicts. Empty without AUTO_ENS rows."""
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in load(out):
-        if AUTO_ENS in r["eval"]:
-            cells[(r["regime"], r["world"])].append(r)
+    cells = _by_world([r for r in load(out) if AUTO_ENS in r["eval"]])
     if not cells:
         return ""
     models = (STEPH, AUTO, AUTO_ENS, AUTO2)

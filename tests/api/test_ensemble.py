@@ -19,6 +19,9 @@ def test_an_ensemble_job_gives_a_model_whose_predictions_show_every_member(
     assert model["method"] == "ensemble"
     fitted = model["metrics"]["notes"]["ensemble"]
     assert fitted["members"] == ["main", "luad", "kirc"] and fitted["weights"] == pytest.approx([1.0, 0.5, 0.5])
+    # a warning of the fit (sources failing the relevance pre-check, or a score that ranks nobody) is on the job
+    assert ("WARNING: " + fitted["warning"] in job["promotion"]["reason"]) if "warning" in fitted else (
+        "WARNING" not in job["promotion"]["reason"])  # fmt: skip
     r = client.post(
         "/predict", headers=predict, data={"model_id": job["model_id"]},
         files=[("files", ("caseA.h5", bags["a"].read_bytes(), "application/octet-stream"))],

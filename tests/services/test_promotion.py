@@ -33,6 +33,12 @@ def test_promotion_fields_report_the_status_and_a_collapse():
     assert "collapsed" in fields["job_promotion"]["reason"] and "estimate" not in fields["job_promotion"]
     plain = promotion_fields(SimpleNamespace(promotion=None, merge_stats=None))
     assert plain["promotion_status"] == "unchecked" and "collapsed" not in plain["promotion"]
+    warned = SimpleNamespace(
+        promotion={"status": "promoted", "reason": "gain +0.010"}, merge_stats=None,
+        notes={"ensemble": {"warning": "the sources' own models do not rank …"}},
+    )  # fmt: skip
+    reason = promotion_fields(warned)["job_promotion"]["reason"]
+    assert reason == "gain +0.010; WARNING: the sources' own models do not rank …"
 
 
 @pytest.fixture(scope="module")

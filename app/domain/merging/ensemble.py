@@ -269,16 +269,24 @@ class EnsembleMethod(MergeMethod):
 
         model.to(resolve_device(config.device))
         notes["ensemble"], scored = model.calibrate_scored(samples, should_cancel=should_cancel)
+        warnings: list[str] = []
+        if notes["ensemble"]["degenerate"]:
+            warnings.append(
+                f"the combined score does not rank the target's train patients (γ = {notes['ensemble']['slope']:.2g}): "
+                "every patient gets the same survival curve — do not use this model"
+            )
         if params.source_weight > 0:
             rel = notes.get("relevance") or _relevance(scored, model.source_names, config.seed)
             notes.setdefault("relevance", rel)
             if rel.get("passed") is False:
-                notes["ensemble"]["warning"] = (
+                warnings.append(
                     "the sources' own models do not rank the target's train patients better than chance "
                     f"(z {rel['z']:+.2f} < {rel['threshold_z']:+.2f}); in the benchmark's worlds without shared "
                     "structure the ensemble lost 0.016–0.025 C-index to STEPH alone — prefer method 'auto', which "
                     "uses the sources only when they pass"
                 )
+        if warnings:
+            notes["ensemble"]["warning"] = "; ".join(warnings)
         return model.eval(), result, notes
 
     def load(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> SurvivalModel:

@@ -46,8 +46,9 @@ def promotion_fields(run: Any) -> dict[str, Any]:
                 "; WARNING: the STEPH merge collapsed (every merge weight w is 0 on every train bag, the encoder "
                 "is θ₀): use the default preset (softplus weights) instead of 'paper'"
             )
-    warning = ((getattr(run, "notes", None) or {}).get("ensemble") or {}).get("warning")
-    if warning:  # an ensemble whose sources fail the relevance pre-check, or whose score ranks nobody
+    notes = getattr(run, "notes", None) or {}
+    warning = (notes.get("ensemble") or notes.get("auto") or {}).get("warning")
+    if warning:  # an ensemble (auto's winner or not) whose sources fail the relevance check, or that ranks nobody
         promotion["reason"] += f"; WARNING: {warning}"
     status = promotion.get("status", "unchecked")
     if status not in STATUSES:

@@ -242,7 +242,7 @@ def run_auto(
         }
         return AutoResult(_target_model(inputs), None, evidence, promotion)
     cand = next(c for c in cands if c.label == winner)
-    model, result = _fit_winner(cand, inputs, config, samples, should_cancel)
+    model, result = _fit_winner(cand, inputs, config, samples, should_cancel, evidence)
     if cand.refit:
         promotion = {
             "status": "not_promoted", "estimate": scores[winner],
@@ -305,7 +305,7 @@ def _by_relevance(
             cand, because = _with_steph_params(borrowing[0], {"beta_rule": "fixed"}), f"because {why}"
         else:
             cand, because = params.fallback_steph(), f"as its fallback: {why}"
-        model, result = _fit_winner(cand, inputs, config, samples, should_cancel)
+        model, result = _fit_winner(cand, inputs, config, samples, should_cancel, evidence)
         promotion = gate_model(str(cand.method), cand.params, inputs, config, samples, gate, should_cancel)
         promotion["reason"] = f"auto chose {cand.label} {because}; the promotion gate: {promotion['reason']}"
         if promotion.get("estimate"):
@@ -325,9 +325,11 @@ def _by_relevance(
 
 
 def _fit_winner(
-    cand: Candidate, inputs: MergeInputs, config: TrainConfig, samples: Samples, should_cancel: Any
-) -> tuple[SurvivalModel, TrainResult | None]:
-    """The chosen candidate trained on the whole train split, with its TrainResult."""
+    cand: Candidate, inputs: MergeInputs, config: TrainConfig, samples: Samples, should_cancel: Any,
+    evidence: dict[str, Any] | None = None,
+) -> tuple[SurvivalModel, TrainResult | None]:  # fmt: skip
+    """The chosen candidate trained on the whole train split, with its TrainResult; a warning of its fit (an
+    ensemble's, app.domain.merging.ensemble) goes to evidence["warning"]."""
     if cand.refit:
         from app.domain.training import fit_cancer_specific
 
@@ -339,10 +341,13 @@ def _fit_winner(
     from app.domain.promotion import candidate_inputs
 
     impl = get_method(str(cand.method))
-    model, result, _ = fit_parsed(
+    model, result, notes = fit_parsed(
         impl, impl.parse_params(cand.params), candidate_inputs(cand, inputs), config, samples,
         should_cancel=should_cancel,
     )  # fmt: skip
+    warning = (notes.get("ensemble") or {}).get("warning")
+    if warning and evidence is not None:
+        evidence["warning"] = warning
     return model, result
 
 

@@ -282,8 +282,8 @@ class EnsembleMethod(MergeMethod):
                 warnings.append(
                     "the sources' own models do not rank the target's train patients better than chance "
                     f"(z {rel['z']:+.2f} < {rel['threshold_z']:+.2f}); in the benchmark's worlds without shared "
-                    "structure the ensemble lost 0.016–0.025 C-index to STEPH alone — prefer method 'auto', which "
-                    "uses the sources only when they pass"
+                    "structure the ensemble lost 0.016–0.025 C-index to STEPH alone; method 'auto' (default "
+                    "relevance_z) ensembles the sources only when they pass"
                 )
         if warnings:
             notes["ensemble"]["warning"] = "; ".join(warnings)

@@ -200,6 +200,8 @@ def test_the_ensemble_candidate_wraps_the_steph_that_auto_would_train():
     got, want = won.model.main.artifact_tensors(), alone.artifact_tensors()
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert won.merge_stats is not None  # the statistics of its STEPH model
+    # the tiny sources fail the ensemble's own check at the default threshold: the fit's warning is in the evidence
+    assert "ensembles the sources only when they pass" in ev["warning"]
     blocked = auto(relevance_z=10.0)  # the default fallback: STEPH with β = 0, one model (no ensemble)
     assert blocked.notes["auto"]["winner"] == "steph β = 0 (fallback)" and blocked.model.method == "steph"
     assert blocked.model.params.beta == 0.0 and blocked.notes["auto"]["models_per_bag"] == 1

@@ -117,7 +117,7 @@ def test_a_flat_member_gets_weight_zero_and_is_reported() -> None:
     # the tiny sources are random models: the relevance pre-check fails and the fit warns, saying why; the
     # (untrained, anti-prognostic) target and those sources rank nobody: one curve for all, said too
     warning = notes["ensemble"]["warning"]
-    assert notes["relevance"]["passed"] is False and "prefer method 'auto'" in warning
+    assert notes["relevance"]["passed"] is False and "ensembles the sources only when they pass" in warning
     assert notes["ensemble"]["degenerate"] and notes["ensemble"]["slope"] < 1e-3 and "do not use this model" in warning
     assert notes["ensemble"]["weights"] == pytest.approx([1.0, 1 / 3, 0.0, 1 / 3])
     with torch.no_grad():

@@ -355,6 +355,66 @@ def calibration(regime: str, world: str, seeds: list[int], out: Path, n_eval: in
             f"{k} C {row[k]['c']:.3f} IBS {row[k]['ibs']:.4f}" for k in models))  # fmt: skip
 
 
+SOURCE_COUNTS = (1, 2, 3, None)  # `sources`: max_sources of the ensemble (None = every source)
+
+
+def sources(regime: str, world: str, seeds: list[int], out: Path, n_eval: int) -> None:
+    """What does the ensemble lose with fewer sources (`max_sources`, its prediction cost knob)? Per seed: the
+    default STEPH trained once, the ensemble around it with each of SOURCE_COUNTS (app.domain.merging.ensemble.
+    assemble: the k sources with the best train C), scored on `n_eval` new patients; the relevance pre-check's
+    verdict, since `auto` ensembles only where it passes -> <out>/sources.jsonl."""
+    from app.domain.evaluation import score_split
+    from app.domain.merging.ensemble import EnsembleParams, assemble
+    from app.domain.metrics import harrell_c_index
+    from app.domain.pipeline import fit_merge
+    from app.domain.relevance import DEFAULT_Z, check_sources
+    from app.domain.synthetic import draw_patients
+    from bench.regimes import each_target, inputs_for, merge_config
+    from bench.reproduction import log
+
+    out.mkdir(parents=True, exist_ok=True)
+    for seed, target, prep in each_target(regime, world, seeds, None):
+        train_s = prep["data"][target][0]
+        eval_s = [p.sample() for p in draw_patients(prep["world"], target, n_eval, seed=0)]
+        inputs, config = inputs_for(prep, target), merge_config(seed)
+        steph = fit_merge("steph", inputs, {}, config, train_s)
+        models = {"steph": steph}
+        for k in SOURCE_COUNTS:
+            models[f"k={k or 'all'}"] = assemble(steph, inputs, EnsembleParams(max_sources=k), train_s)[0]
+        scored = score_split(list(models.values()), eval_s)
+        row: dict[str, Any] = {
+            "regime": regime, "world": world, "seed": seed, "target": target, "sources": len(inputs.sources),
+            "passed": bool(check_sources(inputs, train_s, config, DEFAULT_Z)["passed"]),
+            "eval": {name: float(harrell_c_index(scored.times, scored.events, r).c_index)
+                     for name, r in zip(models, scored.risks, strict=True)},
+        }  # fmt: skip
+        with open(out / "sources.jsonl", "a") as sink:
+            sink.write(json.dumps(row) + "\n")
+        log(f"[{regime} {world} seed {seed}] {target}: " + ", ".join(f"{k} {v:.3f}" for k, v in row["eval"].items()))
+
+
+def sources_table(out: Path) -> str:
+    """<out>/sources.jsonl per (regime, world) and max_sources: Δ C vs the ensemble of every source and vs STEPH
+    (mean ± se over the seeds where the pre-check passed, where `auto` would ensemble; and over all seeds)."""
+    path = out / "sources.jsonl"
+    if not path.exists():
+        return ""
+    lines = ["| regime | world | max_sources | models per bag | seeds (passed) | Δ vs every source (passed) | "
+             "Δ vs STEPH (passed) | Δ vs STEPH (all seeds) |", "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for (regime, world), rs in sorted(_by_world(_jsonl(path)).items()):
+        passed = [r for r in rs if r["passed"]]
+        for k in SOURCE_COUNTS:
+            name = f"k={k or 'all'}"
+            n_models = 1 + min(k or rs[0]["sources"], rs[0]["sources"])
+
+            def d(group: list[dict[str, Any]], ref: str, name: str = name) -> str:
+                return _stats([r["eval"][name] - r["eval"][ref] for r in group]) if len(group) > 1 else "–"
+
+            lines.append(f"| {regime} | {world} | {k or 'all'} | {n_models} | {len(rs)} ({len(passed)}) | "
+                         f"{d(passed, 'k=all') if k else ''} | {d(passed, 'steph')} | {d(rs, 'steph')} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def calibration_table(out: Path) -> str:
     """<out>/calibration.jsonl per (regime, world, model): mean Harrell C, Uno C, AUC and IBS on the new patients,
     and the ensemble's paired difference from STEPH (mean ± se; IBS: lower is better). Empty without the file."""
@@ -436,10 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     lane_parser(sub, "run", OUT).add_argument("--eval-patients", type=int, default=4000)
     lane_parser(sub, "gate", OUT).add_argument("--repeat", type=int, default=0)
     lane_parser(sub, "calibration", OUT).add_argument("--eval-patients", type=int, default=4000)
+    lane_parser(sub, "sources", OUT).add_argument("--eval-patients", type=int, default=4000)
     t = sub.add_parser("table")
     t.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
-    if args.cmd in ("run", "gate", "calibration"):
+    if args.cmd in ("run", "gate", "calibration", "sources"):
         import torch
 
         torch.set_num_threads(1)  # two lanes side by side on a 2-core machine, as bench.regimes
@@ -447,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
             run(args.regime, args.world, args.seeds, args.out, args.eval_patients, args.targets)
         elif args.cmd == "calibration":
             calibration(args.regime, args.world, args.seeds, args.out, args.eval_patients)
+        elif args.cmd == "sources":
+            sources(args.regime, args.world, args.seeds, args.out, args.eval_patients)
         else:
             gate(args.regime, args.world, args.seeds, args.out, args.targets, args.repeat)
     else:
@@ -458,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             repeats_table(args.out),
             holdout_checks(args.out),
             calibration_table(args.out),
+            sources_table(args.out),
         )
         print("\n\n".join(x for x in tables if x))
     return 0

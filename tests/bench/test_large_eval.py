@@ -82,6 +82,15 @@ def test_run_writes_both_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     lines = calibration_table(tmp_path / "out").splitlines()
     ens = [c.strip() for c in lines[-1].strip("|").split("|")]
     assert ens[3] == "ensemble" and ens[8] == f"{cal['ensemble']['c'] - cal[STEPH]['c']:+.3f} ± 0.000"
+    from bench.large_eval import sources, sources_table
+
+    sources("tiny", "shared", [0], tmp_path / "out", n_eval=30)
+    (src,) = [json.loads(line) for line in (tmp_path / "out" / "sources.jsonl").read_text().splitlines()]
+    assert src["sources"] == 2 and src["eval"]["steph"] == pytest.approx(row["eval"][STEPH])
+    assert src["eval"]["k=3"] == src["eval"]["k=all"]  # 3 ≥ the 2 sources: every source
+    assert src["eval"]["k=all"] == pytest.approx(cal["ensemble"]["c"])  # the same ensemble as `calibration`'s
+    counts = [line.split("|")[4].strip() for line in sources_table(tmp_path / "out").splitlines()[2:]]
+    assert counts == ["2", "3", "3", "3"]  # models per bag: min(k, M) + 1
 
 
 def test_gate_table_scores_the_gate_against_both_truths(tmp_path: Path) -> None:

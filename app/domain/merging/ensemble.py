@@ -63,6 +63,13 @@ class EnsembleParams:
         default=1.0,
         metadata={"help": "weight of the sources' mean standardised risk against the main model's (0 = main only)"},
     )
+    max_sources: int | None = field(
+        default=None,
+        metadata={
+            "help": "keep only this many sources: those whose own models rank the target's train patients best "
+            "(Harrell's C on the train split); prediction then runs max_sources + 1 models. null = every source"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.main_method in NOT_MAIN:
@@ -75,6 +82,8 @@ class EnsembleParams:
             raise ValueError("main_params must be empty when main_method is 'target' (the checkpoint is unchanged)")
         if not 0.0 <= self.source_weight <= 100.0:  # NaN fails too
             raise ValueError(f"source_weight must lie in [0, 100]; got {self.source_weight}")
+        if self.max_sources is not None and not 1 <= self.max_sources <= 4096:
+            raise ValueError(f"max_sources must be in [1, 4096] (or null for every source); got {self.max_sources}")
 
 
 class EnsembleModel(SurvivalModel):
@@ -151,20 +160,25 @@ class EnsembleModel(SurvivalModel):
 
     def calibrate_scored(self, samples: Samples, *, should_cancel: Any = None) -> tuple[dict[str, Any], Any]:
         """calibrate, and the ScoredSplit of (main, sources…) on `samples` it was fitted from."""
-        from app.domain.evaluation import model_device, score_split
+        from app.domain.evaluation import score_split
+
+        scored = score_split([self.main, *self.members], samples, should_cancel=should_cancel)
+        return self.calibrate_from(scored.times, scored.events, torch.stack(scored.risks)), scored
+
+    def calibrate_from(self, times: Tensor, events: Tensor, risks: Tensor) -> dict[str, Any]:
+        """calibrate from risks already scored: [M + 1, n] float64, rows (main, this model's sources in order)."""
+        from app.domain.evaluation import model_device
 
         device = model_device(self)
-        scored = score_split([self.main, *self.members], samples, should_cancel=should_cancel)
-        risks = torch.stack(scored.risks)  # [M + 1, n] float64
-        if risks.shape[1] < 2 or int(scored.events.sum()) == 0:
+        if risks.shape[1] < 2 or int(events.sum()) == 0:
             raise ValueError("the ensemble's calibration needs at least two train patients and one event")
         mean, sd = risks.mean(1), risks.std(1)
         weights = self.weights.double().cpu().clone()
         flat = sd <= MIN_SD  # a member that gives every patient the same risk carries no ranking: weight 0
         weights[flat], sd[flat] = 0.0, 1.0
         score = (weights[:, None] * (risks - mean[:, None]) / sd[:, None]).sum(0)
-        bins = time_to_bin(scored.times, self.bin_edges)
-        bias, slope, loss = fit_calibration(score, bins, scored.events, self.dims.n_bins)
+        bins = time_to_bin(times, self.bin_edges)
+        bias, slope, loss = fit_calibration(score, bins, events, self.dims.n_bins)
         with torch.no_grad():
             self.z_mean.copy_(mean.to(device))
             self.z_sd.copy_(sd.to(device))
@@ -176,7 +190,7 @@ class EnsembleModel(SurvivalModel):
             "degenerate": slope < DEGENERATE_SLOPE,
             "flat_members": [n for n, f in zip(["main", *self.source_names], flat.tolist(), strict=True) if f],
             "patients": int(risks.shape[1]),
-        }, scored  # fmt: skip
+        }  # fmt: skip
 
 
 def baseline_hazards(bins: Tensor, events: Tensor, n_bins: int) -> Tensor:
@@ -264,11 +278,11 @@ class EnsembleMethod(MergeMethod):
             main, result, notes = fit_parsed(
                 impl, parsed, inputs, config, samples, progress=progress, should_cancel=should_cancel
             )
-        model = EnsembleModel(main, inputs.sources, inputs.source_names, params)
         from app.domain.training import resolve_device
 
-        model.to(resolve_device(config.device))
-        notes["ensemble"], scored = model.calibrate_scored(samples, should_cancel=should_cancel)
+        model, notes["ensemble"], scored = assemble(
+            main, inputs, params, samples, device=resolve_device(config.device), should_cancel=should_cancel
+        )
         warnings: list[str] = []
         if notes["ensemble"]["degenerate"]:
             warnings.append(
@@ -276,7 +290,7 @@ class EnsembleMethod(MergeMethod):
                 "every patient gets the same survival curve — do not use this model"
             )
         if params.source_weight > 0:
-            rel = notes.get("relevance") or _relevance(scored, model.source_names, config.seed)
+            rel = notes.get("relevance") or _relevance(scored, list(inputs.source_names), config.seed)
             notes.setdefault("relevance", rel)
             if rel.get("passed") is False:
                 warnings.append(
@@ -311,6 +325,41 @@ class EnsembleMethod(MergeMethod):
         own = {k: v for k, v in tensors.items() if "." not in k}
         load_exact(_Buffers(model), own, self.name)
         return model.eval()
+
+
+def assemble(
+    main: SurvivalModel, inputs: MergeInputs, params: EnsembleParams, samples: Samples, *,
+    device: Any = "cpu", should_cancel: Any = None,
+) -> tuple[EnsembleModel, dict[str, Any], Any]:  # fmt: skip
+    """The calibrated ensemble around a trained `main` → (model in eval mode, what was fitted, the ScoredSplit of
+    (main, every source) on `samples`). With params.max_sources = k < M, only the k sources whose own models have
+    the highest Harrell C on `samples` are kept (ties: the earlier source); each source is scored once."""
+    model = EnsembleModel(main, inputs.sources, inputs.source_names, params).to(device)
+    info, scored = model.calibrate_scored(samples, should_cancel=should_cancel)
+    k = params.max_sources
+    if k is None or k >= len(inputs.sources):
+        return model.eval(), info, scored
+    c = [_c_or_half(scored.times, scored.events, r) for r in scored.risks[1:]]
+    keep = sorted(sorted(range(len(c)), key=lambda i: -c[i])[:k])
+    model = EnsembleModel(
+        main, [inputs.sources[i] for i in keep], [inputs.source_names[i] for i in keep], params
+    ).to(device)  # fmt: skip
+    info = model.calibrate_from(
+        scored.times, scored.events, torch.stack([scored.risks[0], *(scored.risks[1 + i] for i in keep)])
+    )
+    info["selection"] = {"kept": [inputs.source_names[i] for i in keep],
+                         "train_c": dict(zip(inputs.source_names, c, strict=True))}  # fmt: skip
+    return model.eval(), info, scored
+
+
+def _c_or_half(times: Tensor, events: Tensor, risk: Tensor) -> float:
+    """Harrell's C, or ½ when the split has no comparable pair."""
+    from app.domain.metrics import NoComparablePairs, harrell_c_index
+
+    try:
+        return float(harrell_c_index(times, events, risk).c_index)
+    except NoComparablePairs:
+        return 0.5
 
 
 def _relevance(scored: Any, names: list[str], seed: int) -> dict[str, Any]:

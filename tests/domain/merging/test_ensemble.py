@@ -177,3 +177,33 @@ def test_auto_candidate_passes_steph_params_to_the_main_model() -> None:
     params = AutoMethod().parse_params({"candidates": ["steph_ensemble"], "steph_params": {"hyper_hidden": 6}})
     cand = params.chosen()[0]
     assert cand.method == "ensemble" and cand.params == {"main_params": {"hyper_hidden": 6}}
+
+
+def test_max_sources_keeps_the_sources_that_rank_the_train_patients_best() -> None:
+    """max_sources 1 of 3: the one source with the highest train C stays (one member fewer to run per bag), the
+    calibration is the one an ensemble of that source alone gets, and the artifact round-trips."""
+    inputs, train = make_inputs(3), learnable_samples(40, 0)
+    method = get_method("ensemble")
+    params = {"main_method": "average"}
+    config = TrainConfig(epochs=20, accum=8, lr=1e-2)
+    model, _, notes = method.fit(inputs, method.parse_params({**params, "max_sources": 1}), config, train)
+    selection = notes["ensemble"]["selection"]
+    best = max(selection["train_c"], key=selection["train_c"].get)
+    assert selection["kept"] == [best] and model.source_names == [best] and len(model.members) == 1
+    scored = score_split([StaticModel(s, DIMS, EDGES) for s in inputs.sources], train)
+    by_hand = {
+        n: harrell_c_index(scored.times, scored.events, r).c_index
+        for n, r in zip(inputs.source_names, scored.risks, strict=True)
+    }
+    assert selection["train_c"] == pytest.approx(by_hand)
+    i = inputs.source_names.index(best)  # the same main with that source alone, calibrated from scratch
+    single = EnsembleModel(model.main, [inputs.sources[i]], [best], method.parse_params(params))
+    single.calibrate(train)
+    assert_close(model.calib_bias, single.calib_bias)
+    assert_close(model.calib_slope, single.calib_slope)
+    assert_close(model.z_mean, single.z_mean)
+    loaded = load_model(model.artifact_tensors(), json.loads(json.dumps(model.artifact_config())))
+    with torch.no_grad():
+        assert torch.equal(loaded(train[0].bag).logits, model(train[0].bag).logits)
+    with pytest.raises(MergeParamsError, match="max_sources"):
+        method.parse_params({"max_sources": 0})

@@ -104,6 +104,13 @@ class AutoParams:
     steph_params: dict[str, Any] | None = field(
         default=None, metadata={"help": 'extra STEPH parameters for the STEPH candidates, e.g. {"hyper_hidden": 64}'}
     )
+    ensemble_params: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": 'extra parameters of the steph_ensemble candidate, e.g. {"max_sources": 3} (prediction runs at '
+            "most 4 models per bag instead of M + 1)"
+        },
+    )
     choose: str = field(
         default="relevance",
         metadata={
@@ -153,6 +160,12 @@ class AutoParams:
             from app.domain.merging.steph import StephMethod
 
             StephMethod().parse_params(self.steph_params)  # fail at submission, naming the bad key
+        if self.ensemble_params is not None:
+            if {"main_method", "main_params"} & set(self.ensemble_params):
+                raise ValueError("ensemble_params cannot set main_method or main_params (use steph_params)")
+            from app.domain.merging.ensemble import EnsembleMethod
+
+            EnsembleMethod().parse_params(self.ensemble_params)
 
     def fallback_name(self) -> str:
         """What the relevance rule returns when the sources fail the pre-check (default 'steph')."""
@@ -166,7 +179,9 @@ class AutoParams:
     def chosen(self) -> list[Candidate]:
         names = list(self.candidates or DEFAULT_CANDIDATES)
         out = [CANDIDATES[n] for n in dict.fromkeys([*names, "target"])]
-        return [_with_steph_params(c, self.steph_params or {}) for c in out]
+        out = [_with_steph_params(c, self.steph_params or {}) for c in out]
+        extra = self.ensemble_params or {}
+        return [dataclasses.replace(c, params={**c.params, **extra}) if c.method == "ensemble" else c for c in out]
 
 
 def _with_steph_params(cand: Candidate, extra: dict[str, Any]) -> Candidate:

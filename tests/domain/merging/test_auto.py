@@ -113,6 +113,12 @@ def test_steph_params_reach_the_steph_candidates_only():
     assert by["steph λ = 0"].params == {"lam_mode": "fixed", "lam_value": 0.0, "topk": 2}
     assert by["average + retrained head"].params == {}
     assert by["steph + sources' ensemble"].params == {"main_params": {"topk": 2}}  # to the ensemble's STEPH
+    capped = METHOD.parse_params({"ensemble_params": {"max_sources": 3}, "steph_params": {"topk": 2}}).chosen()
+    assert capped[0].params == {"main_params": {"topk": 2}, "max_sources": 3} and capped[1].params == {}
+    for bad, match in (({"ensemble_params": {"max_sources": 0}}, "max_sources"),
+                       ({"ensemble_params": {"main_method": "average"}}, "cannot set main_method")):  # fmt: skip
+        with pytest.raises(MergeParamsError, match=match):
+            METHOD.parse_params(bad)
     with pytest.raises(MergeParamsError, match="topk"):
         METHOD.parse_params({"steph_params": {"topk": 0}})
 

@@ -72,6 +72,11 @@ class PredictResponse(BaseModel):
     model_id: str = Field(description="the model that scored (a reference resolves to this id)")
     model_sha256: str = Field(description="sha256 of its artifact")
     method: str = Field(description="its merge method")
+    model_type: str | None = Field(
+        default=None,
+        description="what scores each bag: the artifact's model type (for method 'auto', the winner's: steph, "
+        "ensemble — the main model plus every source's, M + 1 models per bag — or cancer_specific)",
+    )
     results: list[PatientResult] = Field(description="one result per patient")
 
 

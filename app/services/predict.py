@@ -160,7 +160,7 @@ def predict(
     patient_ids: list[str] | None = None,
     top_patches: int = 0,
 ) -> dict[str, Any]:
-    """Score saved bag files with model `model_id` → {model_id, model_sha256, method, results}."""
+    """Score saved bag files with model `model_id` → {model_id, model_sha256, method, model_type, results}."""
     check_file_count(ctx.settings, len(files))
     if top_patches < 0 or top_patches > 1000:
         raise UnprocessableInput(f"top_patches must be between 0 and 1000, got {top_patches}")
@@ -170,7 +170,7 @@ def predict(
     results = [
         score_patient(model, pid, [files[i] for i in idx], ctx.settings, top_patches) for pid, idx in groups.items()
     ]
-    return {"model_id": model_id, "model_sha256": sha, "method": method, "results": results}
+    return {"model_id": model_id, "model_sha256": sha, "method": method, "model_type": model.method, "results": results}
 
 
 def resolve_bag_path(settings: Any, path: str) -> Path:

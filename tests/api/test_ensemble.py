@@ -27,6 +27,7 @@ def test_an_ensemble_job_gives_a_model_whose_predictions_show_every_member(
         files=[("files", ("caseA.h5", bags["a"].read_bytes(), "application/octet-stream"))],
     )  # fmt: skip
     assert r.status_code == 200, r.text
+    assert r.json()["method"] == "ensemble" and r.json()["model_type"] == "ensemble"
     (res,) = r.json()["results"]
     members = res["ensemble"]["members"]
     assert [m["name"] for m in members] == ["main", "luad", "kirc"]
@@ -43,3 +44,26 @@ def test_a_bad_ensemble_parameter_is_refused_and_stores_nothing(client, admin, f
     body = job_body(family, cohort["id"], method="ensemble", params={"main_method": "auto"})
     assert_error(client.post("/merge-jobs", headers=admin, json=body), 422, contains="cannot be 'auto'")
     assert snapshot(ctx) == before
+
+
+def test_an_auto_model_says_what_it_runs_per_bag(client, admin, predict, family, world, bags) -> None:
+    """method 'auto' whose sources pass (a threshold every source reaches): the registry keeps method 'auto', the
+    evidence and the prediction say the model is an ensemble of 1 + 2 models per bag."""
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    params = {
+        "epochs": 1,
+        "accum": 2,
+        "relevance_z": -10,
+        "gate": "off",
+        "steph_params": {"topk": 2, "hyper_hidden": 8},
+    }
+    job = run_job(client, admin, family, cohort["id"], method="auto", params=params)
+    evidence = client.get(f"/models/{job['model_id']}", headers=admin).json()["metrics"]["notes"]["auto"]
+    assert evidence["winner"] == "steph + sources' ensemble" and evidence["models_per_bag"] == 3
+    r = client.post(
+        "/predict", headers=predict, data={"model_id": job["model_id"]},
+        files=[("files", ("caseB.h5", bags["b"].read_bytes(), "application/octet-stream"))],
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["method"] == "auto" and body["model_type"] == "ensemble" and body["results"][0]["ensemble"]

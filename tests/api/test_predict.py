@@ -31,7 +31,7 @@ def test_predict_each_file_and_one_patient(client, predict, model_id, bags, tmp_
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model_id"] == model_id and body["method"] == "steph"
+    assert body["model_id"] == model_id and body["method"] == body["model_type"] == "steph"
     assert [(x["patient_id"], x["n_patches"]) for x in body["results"]] == [("caseA", 10), ("caseB", 6)]
     res = body["results"][0]
     probs = res["survival"]["probabilities"]

@@ -3,6 +3,8 @@ member's standardised risk; a bad ensemble parameter is refused at submission an
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 from tests.api.conftest import assert_error, snapshot
@@ -22,6 +24,10 @@ def test_an_ensemble_job_gives_a_model_whose_predictions_show_every_member(
     # a warning of the fit (sources failing the relevance pre-check, or a score that ranks nobody) is on the job
     assert ("WARNING: " + fitted["warning"] in job["promotion"]["reason"]) if "warning" in fitted else (
         "WARNING" not in job["promotion"]["reason"])  # fmt: skip
+    key = admin["Authorization"].split(" ", 1)[1]
+    assert client.post("/ui/login", data={"key": key}, follow_redirects=False).status_code == 303
+    page = html.unescape(client.get(f"/ui/models/{job['model_id']}").text)
+    assert '<td id="ensemble">3 models per bag: main, luad, kirc' in page
     r = client.post(
         "/predict", headers=predict, data={"model_id": job["model_id"]},
         files=[("files", ("caseA.h5", bags["a"].read_bytes(), "application/octet-stream"))],
@@ -67,3 +73,7 @@ def test_an_auto_model_says_what_it_runs_per_bag(client, admin, predict, family,
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["method"] == "auto" and body["model_type"] == "ensemble" and body["results"][0]["ensemble"]
+    key = admin["Authorization"].split(" ", 1)[1]
+    assert client.post("/ui/login", data={"key": key}, follow_redirects=False).status_code == 303
+    page = html.unescape(client.get(f"/ui/models/{job['model_id']}").text)
+    assert '<td id="auto-winner">steph + sources\' ensemble — 3 models per bag</td>' in page

@@ -144,10 +144,14 @@ class Prediction:
     sources: list[SourceUse] = field(default_factory=list)
     model_id: str = ""
     model_sha256: str = ""
+    model_type: str = ""  # what scored the bag (e.g. "steph", or "ensemble": STEPH + every source's own model)
+    ensemble_score: float | None = None  # ensemble models: the combined standardised score (higher = worse)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def prediction_from_json(item: dict[str, Any], *, model_id: str = "", model_sha256: str = "") -> Prediction:
+def prediction_from_json(
+    item: dict[str, Any], *, model_id: str = "", model_sha256: str = "", model_type: str = ""
+) -> Prediction:
     """Parse one element of `POST /predict`'s `results` (or `predictions`) list into a `Prediction`."""
     survival = item.get("survival") or {}
     sources = [
@@ -166,6 +170,8 @@ def prediction_from_json(item: dict[str, Any], *, model_id: str = "", model_sha2
         sources=sources,
         model_id=str(item.get("model_id") or model_id),
         model_sha256=str(item.get("model_sha256") or model_sha256),
+        model_type=str(item.get("model_type") or model_type),
+        ensemble_score=None if not item.get("ensemble") else float(item["ensemble"]["score"]),
         raw=item,
     )
 

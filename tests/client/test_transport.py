@@ -118,3 +118,16 @@ def test_header_and_message_parsing():
     assert server_message(r)[0] == "body.model_id: Field required"
     assert server_message(httpx.Response(500, text="boom"))[0] == "boom"
     assert server_message(httpx.Response(409, json={"error": {"message": "in use"}}))[0] == "in use"
+
+
+def test_predictions_carry_the_model_type_and_an_ensembles_score(tmp_path):
+    bag = tmp_path / "caseA.h5"
+    bag.write_bytes(b"h" * 100)
+    result = {"patient_id": "caseA", "risk": -2.5, "survival": {"times_days": [0, 365], "probabilities": [1.0, 0.8]},
+              "ensemble": {"score": 1.25, "members": [{"name": "main", "z": 1.0, "weight": 1.0}]}}  # fmt: skip
+    body = {"model_id": "model_1", "model_sha256": "ab", "method": "auto", "model_type": "ensemble",
+            "results": [result, {**result, "patient_id": "caseB", "ensemble": None}]}  # fmt: skip
+    with ScriptedServer([(200, {}, body)]) as srv:
+        a, b = Client(srv.url, KEY, raw_predict=False, timeout=5).predict("model_1", [bag])
+    assert (a.model_type, a.ensemble_score, a.model_sha256) == ("ensemble", 1.25, "ab")
+    assert (b.patient_id, b.model_type, b.ensemble_score) == ("caseB", "ensemble", None)

@@ -110,11 +110,18 @@ def check_sources(
         StaticModel(s, inputs.dims, inputs.bin_edges).to(device).eval() for s in inputs.sources
     ]
     names = list(inputs.source_names) or [f"source{i}" for i in range(len(models))]
+    dtype = resolve_train_dtype(config.compute_dtype, device)
+    return judged(
+        lambda: source_relevance(models, names, samples, seed=config.seed, dtype=dtype, should_cancel=should_cancel),
+        z_min,
+    )
+
+
+def judged(measure: Callable[[], dict[str, Any]], z_min: float) -> dict[str, Any]:
+    """measure() (source_relevance or relevance_of_risks) + passed (z ≥ z_min), threshold_z and a one-line reason.
+    When it cannot be measured (ValueError: no comparable pair) it passes, saying why."""
     try:
-        rel = source_relevance(
-            models, names, samples, seed=config.seed, dtype=resolve_train_dtype(config.compute_dtype, device),
-            should_cancel=should_cancel,
-        )  # fmt: skip
+        rel = measure()
     except ValueError as exc:
         return {"passed": True, "threshold_z": z_min, "reason": f"not measurable ({exc})"}
     passed = rel["z"] >= z_min

@@ -304,7 +304,6 @@ def _by_relevance(
     evidence: dict[str, Any] = {"rule": "relevance", "folds": folds, "candidates": {}}
     if relevance is not None:
         evidence["relevance"] = relevance
-    if relevance is not None:
         why = relevance["reason"]
     else:
         why = "no candidate borrows from the sources" if inputs.sources else "there are no source models to borrow from"

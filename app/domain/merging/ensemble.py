@@ -153,13 +153,10 @@ class EnsembleModel(SurvivalModel):
             "main_config": self.main.artifact_config(),
         }
 
-    def calibrate(self, samples: Samples, *, should_cancel: Any = None) -> dict[str, Any]:
+    def calibrate(self, samples: Samples, *, should_cancel: Any = None) -> tuple[dict[str, Any], Any]:
         """Set the standardisation (mean, sd of every member's risk) and fit b, γ on `samples` (the target's
-        train split); returns what was fitted (JSON-able). ValueError when the split holds no event."""
-        return self.calibrate_scored(samples, should_cancel=should_cancel)[0]
-
-    def calibrate_scored(self, samples: Samples, *, should_cancel: Any = None) -> tuple[dict[str, Any], Any]:
-        """calibrate, and the ScoredSplit of (main, sources…) on `samples` it was fitted from."""
+        train split) → (what was fitted, JSON-able; the ScoredSplit of (main, sources…) it was fitted from).
+        ValueError when the split holds no event."""
         from app.domain.evaluation import score_split
 
         scored = score_split([self.main, *self.members], samples, should_cancel=should_cancel)
@@ -335,7 +332,7 @@ def assemble(
     (main, every source) on `samples`). With params.max_sources = k < M, only the k sources whose own models have
     the highest Harrell C on `samples` are kept (ties: the earlier source); each source is scored once."""
     model = EnsembleModel(main, inputs.sources, inputs.source_names, params).to(device)
-    info, scored = model.calibrate_scored(samples, should_cancel=should_cancel)
+    info, scored = model.calibrate(samples, should_cancel=should_cancel)
     k = params.max_sources
     if k is None or k >= len(inputs.sources):
         return model.eval(), info, scored
@@ -365,16 +362,11 @@ def _c_or_half(times: Tensor, events: Tensor, risk: Tensor) -> float:
 def _relevance(scored: Any, names: list[str], seed: int) -> dict[str, Any]:
     """The relevance pre-check (app.domain.relevance, threshold DEFAULT_Z) from the sources' risks the calibration
     already scored on the train bags (scored.risks[1:]; every patch: no second pass over the bags)."""
-    from app.domain.relevance import DEFAULT_Z, relevance_of_risks
+    from app.domain.relevance import DEFAULT_Z, judged, relevance_of_risks
 
-    try:
-        rel = relevance_of_risks(scored.times, scored.events, scored.risks[1:], names, seed=seed)
-    except ValueError as exc:
-        return {"passed": True, "threshold_z": DEFAULT_Z, "reason": f"not measurable ({exc})"}
-    rel.update(passed=rel["z"] >= DEFAULT_Z, threshold_z=DEFAULT_Z)
-    rel["reason"] = (f"the sources' own models rank the target's train patients with C {rel['c']:.3f} ± "
-                     f"{rel['se']:.3f} (z {rel['z']:+.2f}, threshold {DEFAULT_Z:+.2f})")  # fmt: skip
-    return rel
+    return judged(
+        lambda: relevance_of_risks(scored.times, scored.events, scored.risks[1:], names, seed=seed), DEFAULT_Z
+    )
 
 
 class _Buffers(nn.Module):

@@ -263,11 +263,9 @@ def _gate_dict(gate: GateConfig) -> dict[str, Any]:
 
 def steph_stats(model: SurvivalModel, train_samples: Samples, test_samples: Samples) -> dict[str, Any] | None:
     """merge_statistics on the train bags (collapse check) and on the held-out bags; None for other models."""
-    from app.domain.merging.ensemble import EnsembleModel
     from app.domain.merging.mix_stats import merge_statistics, supports_mix_stats
 
-    if isinstance(model, EnsembleModel):  # an ensemble around STEPH: the statistics of its STEPH model
-        model = model.main
+    model = model.stats_model()  # an ensemble around STEPH: the statistics of its STEPH model
     if not supports_mix_stats(model):
         return None
     train_stats = merge_statistics(model, train_samples)

@@ -325,7 +325,7 @@ def _by_relevance(
         if promotion.get("estimate"):
             evidence["candidates"] = {cand.label: _brief(promotion["estimate"])}
         evidence["winner"] = cand.label
-        evidence["models_per_bag"] = 1 + len(inputs.sources) if cand.method == "ensemble" else 1  # prediction cost
+        evidence["models_per_bag"] = model.models_per_bag  # the prediction cost (an ensemble: 1 + the sources kept)
         return AutoResult(model, result, evidence, promotion)
     if fallback == "retrain":
         model, result = _fit_winner(RETRAIN, inputs, config, samples, should_cancel)

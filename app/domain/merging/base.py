@@ -62,6 +62,15 @@ class SurvivalModel(nn.Module):
         """Parameters a merge job trains (default: all with requires_grad)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    @property
+    def models_per_bag(self) -> int:
+        """How many models score each bag at prediction (1; an ensemble: its main model and each source kept)."""
+        return 1
+
+    def stats_model(self) -> SurvivalModel:
+        """The model whose merge statistics (Σw, λ, top-k) describe this one: itself; an ensemble's main model."""
+        return self
+
     def artifact_tensors(self) -> dict[str, Tensor]:
         """Every tensor needed to rebuild the model (contiguous, CPU)."""
         return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}

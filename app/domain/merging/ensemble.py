@@ -137,6 +137,13 @@ class EnsembleModel(SurvivalModel):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return []  # fitted by EnsembleMethod.fit (the main model's training, then the calibration)
 
+    @property
+    def models_per_bag(self) -> int:
+        return self.main.models_per_bag + len(self.members)
+
+    def stats_model(self) -> SurvivalModel:
+        return self.main.stats_model()
+
     def artifact_tensors(self) -> dict[str, Tensor]:
         out = {f"main.{k}": v for k, v in self.main.artifact_tensors().items()}
         for i, m in enumerate(self.members):

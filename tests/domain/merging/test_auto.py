@@ -208,6 +208,8 @@ def test_the_ensemble_candidate_wraps_the_steph_that_auto_would_train():
     assert won.merge_stats is not None  # the statistics of its STEPH model
     # the tiny sources fail the ensemble's own check at the default threshold: the fit's warning is in the evidence
     assert "ensembles the sources only when they pass" in ev["warning"]
+    capped = auto(relevance_z=-10.0, ensemble_params={"max_sources": 1})  # 2 of 3 sources dropped: 2 models
+    assert capped.notes["auto"]["models_per_bag"] == 2 and len(capped.model.members) == 1
     blocked = auto(relevance_z=10.0)  # the default fallback: STEPH with β = 0, one model (no ensemble)
     assert blocked.notes["auto"]["winner"] == "steph β = 0 (fallback)" and blocked.model.method == "steph"
     assert blocked.model.params.beta == 0.0 and blocked.notes["auto"]["models_per_bag"] == 1

@@ -14,6 +14,7 @@ A reservation is released when the tensor it was made for is garbage-collected (
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -154,3 +155,15 @@ def all_finite(features: Tensor) -> bool:
         return True  # integer bags cannot hold NaN/Inf
     lo, hi = torch.aminmax(features)
     return bool(lo.isfinite()) and bool(hi.isfinite())
+
+
+def trim_heap() -> bool:
+    """Give the free memory at the top of the C heap back to the OS (glibc's malloc_trim(0)); False where the
+    libc has no malloc_trim. `steph serve` keeps up to 128 MiB of freed heap for reuse (app.cli.service); after
+    a model load that slack is the loader's buffers, which no request reuses in the same shape."""
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
+    return True

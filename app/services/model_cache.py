@@ -2,7 +2,9 @@
 
 A prediction request looks the model up here: the artifact is read, its sha256 verified and the model
 rebuilt only on a miss; later requests reuse the in-memory module (eval mode), on the prediction device
-(STEPH_PREDICT_DEVICE: resolve_predict_device). Thread-safe; one per context.
+(STEPH_PREDICT_DEVICE: resolve_predict_device). Thread-safe; one per context. After a miss the free top of the
+C heap is given back to the OS (`trim_heap`): `steph serve` keeps up to 128 MiB of freed heap for the next
+request's bag, and after a load that slack is the loader's buffers (BENCHMARKS.md "Predict under load").
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from app.io.limits import trim_heap
 from app.services.errors import ServiceUnavailable
 from app.storage.store import StoreError
 
@@ -61,9 +64,10 @@ class ModelCache:
             with self._lock:
                 self._items[sha256] = loaded
                 self._items.move_to_end(sha256)
-                while len(self._items) > self.capacity:
-                    self._items.popitem(last=False)
+                evicted = [self._items.popitem(last=False) for _ in range(len(self._items) - self.capacity)]
                 self._load_locks.pop(sha256, None)
+            del evicted  # an evicted model's tensors are freed here unless a request still uses it
+            trim_heap()  # issue 7: the loader's freed buffers (and an evicted model) go back to the OS
             return loaded
 
     def _load(self, sha256: str) -> Any:

@@ -162,3 +162,16 @@ def test_the_model_is_loaded_once_and_a_corrupt_artifact_is_refused(setup, tmp_p
             ModelCache(ctx.store).get(sha)
     finally:
         path.write_bytes(original)
+
+
+def test_the_cache_trims_the_heap_after_a_load_not_after_a_hit(setup, monkeypatch) -> None:
+    import app.services.model_cache as mc
+
+    ctx, model_id, files = setup
+    trims: list[int] = []
+    monkeypatch.setattr(mc, "trim_heap", lambda: trims.append(1) or True)
+    cache = mc.ModelCache(ctx.store, capacity=1)
+    sha = predict(ctx=ctx, model_id=model_id, files=[bf(files["a"])])["model_sha256"]
+    first = cache.get(sha)
+    assert (cache.loads, len(trims)) == (1, 1)
+    assert cache.get(sha) is first and (cache.loads, len(trims)) == (1, 1)

@@ -8,8 +8,10 @@ and one 10 000 × 1536 float16 TRIDENT .h5 bag (29 MiB).
   (the same file read in place under STEPH_DATA_ROOT: no upload).
 - clients: 1 / 4 / 16 threads, each with its own connection, posting the bag back to back (as the SDK does:
   the raw body of POST /predict/bag; then again with multipart POST /predict), each time against a fresh
-  server whose model was loaded with a 16-patch bag; throughput (requests / s), p50 / p95 latency and the
-  server's peak RSS above its level before the first full-size bag (sampled every 10 ms).
+  server whose model was loaded with a 16-patch bag; throughput (requests / s), p50 / p95 latency, the
+  server's peak RSS above its level before the first full-size bag (the kernel's high-water mark), and the CPU
+  seconds per request of the server and of the clients: with both on one machine, cores ÷ that is a ceiling no
+  scheduling can pass, and throughput ÷ ceiling says how much of the machine a block used.
 - HTTP floor: the same bytes POSTed to a bare Starlette app under uvicorn that only receives them
   (bench/http_floor_app.py), median of 7: the least any upload route can cost on this machine's HTTP stack.
 - cold start: a fresh `steph serve` on the same home (the model on disk, loaded on the first request): seconds
@@ -89,6 +91,17 @@ class RssSampler:
             self.peak = max(self.peak, _status_mb(self.pid, "VmHWM"))
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) `pid` has used so far, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _spawn(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
@@ -156,12 +169,18 @@ def _clients(
 
     idle = base
     with RssSampler(pid) as rss, ThreadPoolExecutor(n) as pool:
-        t0 = time.perf_counter()
+        t0, cpu0, own0 = time.perf_counter(), _cpu_s(pid), time.process_time()
         lat = sorted(x for chunk in pool.map(run, range(n)) for x in chunk)
         wall = time.perf_counter() - t0
+        server_cpu, client_cpu = _cpu_s(pid) - cpu0, time.process_time() - own0
     p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+    # the CPU ceiling: with server and clients on this machine, no scheduling can serve more than
+    # cores / (CPU seconds per request) requests a second (the clients' CPU includes the 10 ms RSS sampler)
+    cpu_per_request = (server_cpu + client_cpu) / len(lat)
     return {"clients": n, "requests": len(lat), "throughput": len(lat) / wall, "p50_s": statistics.median(lat),
-            "p95_s": p95, "peak_rss_over_idle_mb": rss.peak - idle, "peak_exact": rss.exact}  # fmt: skip
+            "p95_s": p95, "peak_rss_over_idle_mb": rss.peak - idle, "peak_exact": rss.exact,
+            "server_cpu_s_per_request": server_cpu / len(lat), "client_cpu_s_per_request": client_cpu / len(lat),
+            "cpu_ceiling": _cores() / cpu_per_request, "cores": _cores()}  # fmt: skip
 
 
 def _http_floor(env: dict[str, str], data: bytes, reps: int = 7) -> float:

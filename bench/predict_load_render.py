@@ -81,8 +81,9 @@ def _service(s: dict[str, Any]) -> list[str]:
         f"dtype, {s['rss']['float32']:.2f}× in float32.",
         "",
         "| request | concurrent clients | requests | throughput (req/s) | p50 latency (s) | p95 latency (s) | "
-        "server peak RSS over its model-loaded base (MiB) | × 1 client |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "server peak RSS over its model-loaded base (MiB) | × 1 client | CPU s per request: server + clients | "
+        "throughput ÷ CPU ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     kinds = (
         ("clients", "POST /predict/bag (raw body, the SDK's path)"),
@@ -94,6 +95,15 @@ def _service(s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cpu(block: dict[str, Any]) -> str:
+    """'server + clients | share of the ceiling' (blank in rows from before the CPU was measured)."""
+    if "cpu_ceiling" not in block:
+        return " | "
+    server, client = block["server_cpu_s_per_request"], block["client_cpu_s_per_request"]
+    share = block["throughput"] / block["cpu_ceiling"]
+    return f"{server:.3f} + {client:.3f} | {share:.2f} (ceiling {block['cpu_ceiling']:.2f} req/s on {block['cores']} cores)"
+
+
 def _client_rows(blocks: list[dict[str, Any]], what: str) -> list[str]:
     lines = []
     one = blocks[0]
@@ -102,7 +112,7 @@ def _client_rows(blocks: list[dict[str, Any]], what: str) -> list[str]:
             f"| {what} | {c['clients']} | {c['requests']} | {c['throughput']:.2f} | {c['p50_s']:.2f} | "
             f"{c['p95_s']:.2f} | "
             f"{c['peak_rss_over_idle_mb']:,.0f} | throughput {c['throughput'] / one['throughput']:.2f}, "
-            f"memory {c['peak_rss_over_idle_mb'] / max(one['peak_rss_over_idle_mb'], 1e-9):.2f} |"
+            f"memory {c['peak_rss_over_idle_mb'] / max(one['peak_rss_over_idle_mb'], 1e-9):.2f} | {_cpu(c)} |"
         )
     return lines
 

@@ -101,7 +101,8 @@ def _cpu(block: dict[str, Any]) -> str:
         return " | "
     server, client = block["server_cpu_s_per_request"], block["client_cpu_s_per_request"]
     share = block["throughput"] / block["cpu_ceiling"]
-    return f"{server:.3f} + {client:.3f} | {share:.2f} (ceiling {block['cpu_ceiling']:.2f} req/s on {block['cores']} cores)"
+    ceiling = f"ceiling {block['cpu_ceiling']:.2f} req/s on {block['cores']} cores"
+    return f"{server:.3f} + {client:.3f} | {share:.2f} ({ceiling})"
 
 
 def _client_rows(blocks: list[dict[str, Any]], what: str) -> list[str]:

@@ -39,8 +39,8 @@ def test_cpu_seconds_of_a_child_count_its_work_not_its_sleep() -> None:
 
 def test_the_table_shows_the_share_of_the_cpu_ceiling() -> None:
     one = {"clients": 1, "requests": 6, "throughput": 5.0, "p50_s": 0.2, "p95_s": 0.3, "peak_rss_over_idle_mb": 100}
-    many = {**one, "clients": 16, "requests": 32, "throughput": 6.0, "peak_rss_over_idle_mb": 120,
-            "server_cpu_s_per_request": 0.25, "client_cpu_s_per_request": 0.05, "cpu_ceiling": 2 / 0.3, "cores": 2}  # fmt: skip
+    cpu = {"server_cpu_s_per_request": 0.25, "client_cpu_s_per_request": 0.05, "cpu_ceiling": 2 / 0.3, "cores": 2}
+    many = {**one, "clients": 16, "requests": 32, "throughput": 6.0, "peak_rss_over_idle_mb": 120, **cpu}
     old, new = _client_rows([one, many], "raw")
     assert old.endswith("|  |  |")  # a row from before the CPU was measured
     assert "0.250 + 0.050" in new and "| 0.90 (ceiling 6.67 req/s on 2 cores) |" in new

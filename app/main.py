@@ -114,7 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     include_routers(app)
     install_openapi(app)  # issue 9: auth + error responses documented on every operation
     install_error_handlers(app)
-    app.add_middleware(AuthBeforeBody)  # issue 8: innermost, so the key is checked before the size and the body
+    # issue 8: inside everything but the 500 catcher, so the key is checked before the size and the body
+    app.add_middleware(AuthBeforeBody)
     app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, requests=app.state.metrics.requests, latency=app.state.metrics.latency)
     return app

@@ -152,11 +152,42 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("internal_error", message), 500)
 
 
+class CatchUnexpected:
+    """ASGI middleware (innermost): an unexpected exception becomes the JSON 500 here instead of in Starlette's
+    ServerErrorMiddleware, which sends the same response but then re-raises, so uvicorn logs the error a second
+    time and closes the connection: a client reusing it lost its next, unrelated request. An exception after
+    the response has started is re-raised (nothing else can be sent then)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            response = await _unexpected(Request(scope), exc)
+            await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers: table classes, HTTPException, validation errors, and a catch-all 500."""
+    """Register the handlers: table classes, HTTPException, validation errors, and a catch-all 500 (rendered
+    by CatchUnexpected, added as the innermost middleware; the handler stays for what escapes it)."""
     for cls, _, _ in error_table():
         app.add_exception_handler(cls, _known_error)
     app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(CatchUnexpected)  # first added = innermost: every other middleware sees a plain 500

@@ -12,14 +12,29 @@ class IncompatibleCheckpointError(ValueError):
     """A checkpoint does not fit its base: key set, shape, dtype or finiteness. The message names the key."""
 
 
-def check_finite(state: StateDict, *, name: str = "checkpoint") -> None:
-    """Raise IncompatibleCheckpointError naming the first key holding NaN or Inf."""
+MAX_PARAMETER_ABS = 1e6  # a trained network's parameters are O(1); far larger ones overflow float32 merges
+
+
+def check_finite(state: StateDict, *, name: str = "checkpoint", max_abs: float = MAX_PARAMETER_ABS) -> None:
+    """Raise IncompatibleCheckpointError naming the first key holding NaN or Inf, or a value whose magnitude
+    exceeds `max_abs` (finite values near float32's limit make every norm, sum and scaled task vector overflow)."""
     for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        if not value.is_floating_point() or value.numel() == 0:
+            continue
+        if not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise IncompatibleCheckpointError(
                 f"{name}: tensor {key!r} holds {bad} non-finite value(s) (NaN or Inf); "
                 "re-export the checkpoint from a healthy training run"
+            )
+        lo, hi = torch.aminmax(value.detach())
+        largest = max(abs(float(lo)), abs(float(hi)))
+        if largest > max_abs:
+            raise IncompatibleCheckpointError(
+                f"{name}: tensor {key!r} holds a value of magnitude {largest:.3g}, above the limit of "
+                f"{max_abs:.0g} for a network parameter (trained weights are of order 1; values this large "
+                "overflow float32 when task vectors are scaled and summed); re-export the checkpoint from a "
+                "healthy training run"
             )
 
 
@@ -72,4 +87,4 @@ def apply_task_vector(base: StateDict, task_vector: StateDict, scale: float = 1.
 
 def layer_norms(task_vector: StateDict) -> dict[str, float]:
     """Frobenius norm of every tensor of a task vector."""
-    return {k: float(torch.linalg.vector_norm(v.float())) for k, v in task_vector.items()}
+    return {k: float(torch.linalg.vector_norm(v.double())) for k, v in task_vector.items()}

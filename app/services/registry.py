@@ -85,10 +85,15 @@ def get_registered(session: Session, name: str) -> RegisteredModel:
     return row
 
 
+MAX_VERSION = 2**63 - 1  # the largest integer a version column holds (SQLite and PostgreSQL BIGINT)
+
+
 def get_version(session: Session, rm: RegisteredModel, version: int) -> ModelVersion:
-    row = session.scalar(
-        select(ModelVersion).where(ModelVersion.registered_model_id == rm.id, ModelVersion.version == version)
-    )
+    row = None
+    if 1 <= version <= MAX_VERSION:  # a larger number cannot be stored, so no such version (not a driver error)
+        row = session.scalar(
+            select(ModelVersion).where(ModelVersion.registered_model_id == rm.id, ModelVersion.version == version)
+        )
     if row is None:
         raise NotFound(f"registered model {rm.name!r} has no version {version}; see GET /registered-models/{rm.name}")
     return row

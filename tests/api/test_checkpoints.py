@@ -94,6 +94,10 @@ def test_list_filters_by_base_and_cancer(client, admin, family):
             lambda s: s["pred_head.weight"].__setitem__((0, 0), float("inf")),
             ("pred_head.weight", "non-finite"),
         ),
+        (  # finite, but every norm and sum of it overflows float32 (was a 500 after the row was stored)
+            lambda s: s.update({k: torch.full_like(v, 1e38) for k, v in s.items()}),
+            ("magnitude 1e+38", "limit"),
+        ),
     ],
 )
 def test_incompatible_checkpoint_refused_and_nothing_stored(client, admin, family, tmp_path, ctx, mutate, contains):

@@ -170,3 +170,44 @@ def test_bootstrap_key_written_once_with_0600(tmp_path):
     other = Settings(home=tmp_path / "h2", bootstrap_admin_key=False)
     with TestClient(create_app(other)):
         assert not other.admin_key_path.exists()
+
+
+def test_a_500_keeps_the_connection_for_the_next_request(tmp_path):
+    """Two pipelined requests on one socket against a real uvicorn: the first fails unexpectedly (500 JSON),
+    the second is still answered (Starlette's own 500 path re-raised, and uvicorn then closed the connection)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    app = create_app(Settings(home=tmp_path / "h"))
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("unexpected")
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\nGET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while data.count(b"HTTP/1.1 ") < 2:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 500") and b"internal_error" in data
+        assert b"HTTP/1.1 200" in data, data  # the second request was answered on the same connection
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -157,3 +157,21 @@ def test_an_alias_points_at_a_not_promoted_model_only_when_asked(client, admin, 
         "/registered-models/brca/aliases/champion", headers=admin, json={"version": 2, "allow_not_promoted": True}
     )
     assert r.status_code == 200 and r.json()["previous_version"] == 1 and r.json()["model_id"] == bad
+
+
+def test_version_numbers_past_the_integer_column_are_404_not_500(client, admin, predict, three) -> None:
+    assert client.post("/registered-models", headers=admin, json={"name": "big"}).status_code == 201
+    assert client.post("/registered-models/big/versions", headers=admin, json={"model_id": three[0]}).status_code == 201
+    huge = 2**63  # one past what a BIGINT (and SQLite's INTEGER) holds
+    for v in (huge, 10**23):
+        r = client.get(f"/registered-models/big/versions/{v}", headers=predict)
+        assert_error(r, 404, contains=f"no version {v}")
+        assert_error(client.patch(f"/registered-models/big/versions/{v}", headers=admin, json={"tags": {}}), 404)
+        assert_error(client.delete(f"/registered-models/big/versions/{v}", headers=admin), 404)
+        r = client.put("/registered-models/big/aliases/champ", headers=admin, json={"version": v})
+        assert_error(r, 404, contains=f"no version {v}")
+        assert_error(client.get("/model-refs/resolve", headers=predict, params={"ref": f"big/{v}"}), 404)
+        r = client.post("/predict", headers=predict, data={"model_id": f"big/{v}"},
+                        files=[("files", ("p.npy", _bag_bytes(), "application/octet-stream"))])  # fmt: skip
+        assert_error(r, 404, contains=f"no version {v}")
+    assert client.get("/registered-models/big/versions/1", headers=predict).status_code == 200

@@ -46,6 +46,8 @@ def test_layer_norms(base_state):
     tv["pred_head.bias"] = torch.tensor([3.0, 4.0, 0.0, 0.0])
     norms = layer_norms(tv)
     assert math.isclose(norms["pred_head.bias"], 5.0) and norms["feat_proj.0.weight"] == 0.0
+    tv["pred_head.bias"] = torch.full((4,), 3e38)  # each value fits float32, the norm (6e38) does not
+    assert math.isclose(layer_norms(tv)["pred_head.bias"], 6e38, rel_tol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -67,6 +69,10 @@ def test_layer_norms(base_state):
         (
             lambda s: s["attention_net.attention_c.weight"].__setitem__((0, 1), float("nan")),
             "'attention_net.attention_c.weight' holds 1 non-finite",
+        ),
+        (
+            lambda s: s["feat_proj.0.bias"].__setitem__(0, -3e6),
+            "'feat_proj.0.bias' holds a value of magnitude 3e\\+06, above the limit",
         ),
     ],
 )

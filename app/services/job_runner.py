@@ -235,7 +235,8 @@ def _failure_message(exc: BaseException) -> str:
     """What the user sees on a failed job: the error type and message, without server paths."""
     from app.io.errors import InputFileError
 
-    if isinstance(exc, InputFileError | ValueError | KeyError | OSError):
+    # ArithmeticError: training diverged (FloatingPointError), a matter of the settings or data, not a bug
+    if isinstance(exc, InputFileError | ValueError | KeyError | OSError | ArithmeticError):
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         return scrub(f"{type(exc).__name__}: {msg}")
     return scrub(f"internal error ({type(exc).__name__}): {exc}. See the worker log; submit the job again once fixed")

@@ -88,6 +88,18 @@ def validate_method(method: str, params: dict[str, Any]) -> None:
         raise UnprocessableInput(str(exc)) from None
 
 
+def _check_sources(req: dict[str, Any], n_sources: int) -> None:
+    """The method's params against the number of sources the job will have (e.g. one weight per source)."""
+    from app.domain.merging.registry import get_method
+    from app.domain.pipeline import split_params
+
+    impl = get_method(req["method"])
+    try:
+        impl.check_sources(impl.parse_params(split_params(dict(req["params"]))[1]), n_sources)
+    except ValueError as exc:
+        raise UnprocessableInput(str(exc)) from None
+
+
 def _resolve_sources(s: Any, base_id: str, target_id: str, requested: list[str] | None) -> list[str]:
     if requested is None:
         stmt = select(Checkpoint.id).where(Checkpoint.base_id == base_id, Checkpoint.id != target_id)
@@ -166,6 +178,7 @@ def submit_merge_job(*, ctx: Any, request: dict[str, Any], idempotency_key: str 
     try:
         with ctx.session() as s:
             sources = _validate_refs(s, req)
+            _check_sources(req, len(sources))
             job = MergeJob(
                 id=new_id("job"),
                 **{k: req[k] for k in _FIELDS},

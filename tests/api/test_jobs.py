@@ -47,6 +47,10 @@ def test_submit_runs_on_the_embedded_runner_to_a_model(client, admin, family, co
         ({"method": "auto", "params": {"choose": "vote"}}, 422, "choose must be one of"),
         ({"method": "auto", "params": {"relevance_z": None}}, 422, "needs a relevance_z"),
         ({"params": {"compute_dtype": "int8"}}, 422, "compute_dtype"),
+        # one weight per source, known only once the sources are resolved (the job used to fail later)
+        ({"method": "task_arithmetic", "params": {"weights": [1.0]}}, 422, "weights has 1 entries but the job has"),
+        ({"method": "task_arithmetic", "params": {"scale": 1e308}}, 422, "must lie in [-100, 100]"),
+        ({"method": "ties", "params": {"scale": -1e308}}, 422, "scale must be a finite number in"),
     ],
 )
 def test_bad_submissions_are_refused_and_store_nothing(client, admin, family, cohort, change, status, needle) -> None:

@@ -254,3 +254,12 @@ def test_a_cross_fitted_steph_job_records_its_phases(ctx, fam) -> None:
         halves = model.metrics["notes"]["crossfit"]
     assert isinstance(halves, dict) and halves
     assert done["progress"]["step"] == done["progress"]["total_steps"]
+
+
+def test_failure_messages_blame_the_input_or_the_code() -> None:
+    from app.services.job_runner import _failure_message
+
+    diverged = _failure_message(FloatingPointError("training diverged at step 3: lower lr or set grad_clip"))
+    assert diverged.startswith("FloatingPointError: training diverged") and "internal" not in diverged
+    bug = _failure_message(AttributeError("'NoneType' object has no attribute 'x'"))
+    assert bug.startswith("internal error (AttributeError)") and "worker log" in bug

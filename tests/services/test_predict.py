@@ -175,3 +175,16 @@ def test_the_cache_trims_the_heap_after_a_load_not_after_a_hit(setup, monkeypatc
     first = cache.get(sha)
     assert (cache.loads, len(trims)) == (1, 1)
     assert cache.get(sha) is first and (cache.loads, len(trims)) == (1, 1)
+
+
+def test_finite_but_huge_features_are_a_bad_bag_not_null_risks(setup, tmp_path) -> None:
+    """Values near float32's limit pass the NaN/Inf check but overflow the forward: 422 naming the file and
+    the magnitude, never a 200 whose risk is null."""
+    ctx, model_id, files = setup
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", data=np.full((6, 16), 3e38, np.float32))
+    with pytest.raises(InputFileError, match=r"huge\.h5: the model's output is not finite.*3e\+38"):
+        predict(ctx=ctx, model_id=model_id, files=[bf(path)])
+    ok = predict(ctx=ctx, model_id=model_id, files=[bf(files["a"])])["results"][0]
+    assert np.isfinite(ok["risk"])

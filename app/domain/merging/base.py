@@ -154,6 +154,10 @@ class MergeMethod(ABC):
         """[{name, type, default, help}] for every parameter (for --help, the API and docs)."""
         return dataclass_schema(self.params_type)
 
+    def check_sources(self, params: Any, n_sources: int) -> None:
+        """ValueError when `params` cannot work with `n_sources` source models (checked when a job is
+        submitted, once the sources are known, so the job is refused instead of failing later)."""
+
     def needs_training(self, params: Any) -> bool:
         return self.learned or bool(getattr(params, "retrain_head", False))
 

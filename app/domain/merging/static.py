@@ -130,6 +130,9 @@ class AverageMethod(StaticMethod):
         return _static_model(self.name, inputs, merged, params, seed)
 
 
+MAX_COEFFICIENT = 100.0  # |scale| and |weights| of the static merges: beyond it θ₀ + scale·Στ only overflows
+
+
 @dataclass
 class TaskArithmeticParams:
     scale: float = field(default=0.3, metadata={"help": "λ: θ = θ₀ + scale · Σ_j weight_j · τ_j"})
@@ -142,6 +145,11 @@ class TaskArithmeticParams:
         numbers = [self.scale, self.target_weight, *(self.weights or [])]
         if not all(math.isfinite(x) for x in numbers):
             raise ValueError("scale, weights and target_weight must be finite numbers")
+        if not all(abs(x) <= MAX_COEFFICIENT for x in numbers):
+            raise ValueError(
+                f"scale, weights and target_weight must lie in [-{MAX_COEFFICIENT:g}, {MAX_COEFFICIENT:g}] "
+                "(task arithmetic uses scales of about 0.1–1)"
+            )
 
 
 class TaskArithmeticMethod(StaticMethod):
@@ -150,11 +158,17 @@ class TaskArithmeticMethod(StaticMethod):
     summary = "Task arithmetic: θ₀ + scale · Σ_j weight_j · τ_j over the target's and the sources' task vectors."
     params_type = TaskArithmeticParams
 
+    def check_sources(self, params: TaskArithmeticParams, n_sources: int) -> None:
+        if params.weights is not None and len(params.weights) != n_sources:
+            raise ValueError(
+                f"weights has {len(params.weights)} entries but the job has {n_sources} source checkpoint(s): "
+                "give one weight per source, in the order of source_checkpoint_ids, or leave weights out"
+            )
+
     def build(self, inputs: MergeInputs, params: TaskArithmeticParams, *, seed: int) -> SurvivalModel:
         validate_inputs(inputs, min_sources=0)
+        self.check_sources(params, len(inputs.sources))
         weights = params.weights if params.weights is not None else [1.0] * len(inputs.sources)
-        if len(weights) != len(inputs.sources):
-            raise ValueError(f"weights has {len(weights)} entries but there are {len(inputs.sources)} sources")
         members = _members(inputs, params.include_target)
         coefs = ([params.target_weight] if params.include_target else []) + list(weights)
         merged = {}
@@ -181,8 +195,10 @@ class TiesParams:
             raise ValueError(f"density must be in (0, 1]; got {self.density}")
         if self.trim not in ("per_tensor", "global"):
             raise ValueError(f"trim must be 'per_tensor' or 'global'; got {self.trim!r}")
-        if not math.isfinite(self.scale):
-            raise ValueError(f"scale must be a finite number; got {self.scale}")
+        if not math.isfinite(self.scale) or abs(self.scale) > MAX_COEFFICIENT:
+            raise ValueError(
+                f"scale must be a finite number in [-{MAX_COEFFICIENT:g}, {MAX_COEFFICIENT:g}]; got {self.scale}"
+            )
 
 
 class TiesMethod(StaticMethod):

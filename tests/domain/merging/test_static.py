@@ -54,7 +54,7 @@ def test_task_arithmetic_weighted_sum_and_fresh_head(inputs_factory):
 
 def test_task_arithmetic_weights_must_match_the_sources(inputs):
     method = TaskArithmeticMethod()
-    with pytest.raises(ValueError, match="weights has 2 entries but there are 3 sources"):
+    with pytest.raises(ValueError, match="weights has 2 entries but the job has 3 source checkpoint"):
         method.build(inputs, method.parse_params({"weights": [1.0, 2.0]}), seed=0)
 
 

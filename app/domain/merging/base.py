@@ -156,7 +156,9 @@ class MergeMethod(ABC):
 
     def check_sources(self, params: Any, n_sources: int) -> None:
         """ValueError when `params` cannot work with `n_sources` source models (checked when a job is
-        submitted, once the sources are known, so the job is refused instead of failing later)."""
+        submitted, once the sources are known, so the job is refused instead of failing later). Default: any
+        number works."""
+        return None
 
     def needs_training(self, params: Any) -> bool:
         return self.learned or bool(getattr(params, "retrain_head", False))

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_HOME = Path(".steph")
@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="seconds per webhook delivery attempt")
     webhook_max_attempts: int = Field(default=5, ge=1, description="webhook deliveries tried before giving up")
     webhook_backoff_s: float = Field(default=1.0, ge=0, description="first retry delay; doubles on each retry")
+    webhook_allowed_networks: str = Field(
+        default="",
+        description="comma-separated networks (CIDR, e.g. 10.20.0.0/16) a webhook may reach besides public "
+        "addresses; loopback, private, link-local (cloud metadata) and other non-public addresses are refused",
+    )
     # issue 8: untrusted files — memory limits of the bag readers (docs/security.md)
     request_memory_mb: int = Field(
         default=4096, gt=0, description="most memory the bags of one request (one patient) may take while read"
@@ -122,6 +127,14 @@ class Settings(BaseSettings):
         default=False, description="let predict keys score bag files under STEPH_DATA_ROOT by path"
     )
     log_level: str = "INFO"
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from app.services.webhooks import parse_networks
+
+        parse_networks(value)  # ValueError names the bad entry: the service does not start with it
+        return value
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

@@ -175,6 +175,7 @@ def submit_merge_job(*, ctx: Any, request: dict[str, Any], idempotency_key: str 
         if idempotency_key and (job := _replay(s, idempotency_key, req)) is not None:
             return job_to_dict(job), False
     validate_method(req["method"], req["params"])
+    webhook_url = check_webhook_url(req.get("webhook_url"), ctx.settings)  # issue 9 (a DNS lookup: outside the session)
     try:
         with ctx.session() as s:
             sources = _validate_refs(s, req)
@@ -188,7 +189,7 @@ def submit_merge_job(*, ctx: Any, request: dict[str, Any], idempotency_key: str 
                 cancel_requested=False,
                 idempotency_key=idempotency_key,
                 created_at=utcnow(),
-                webhook_url=check_webhook_url(req.get("webhook_url")),  # issue 9
+                webhook_url=webhook_url,
             )
             s.add(job)
     except IntegrityError:  # a concurrent submit with the same key won the race

@@ -8,7 +8,9 @@ Body (JSON, UTF-8): {"event": "merge_job.finished", "job_id", "status", "model_i
     X-STEPH-Signature:  sha256=<hex HMAC-SHA256(settings.webhook_secret, "<timestamp>." + body)>
     X-STEPH-Timestamp:  unix seconds the signature covers (reject old ones to stop replays)
 
-The signature header is sent only when STEPH_WEBHOOK_SECRET is set. A delivery is retried on connection errors,
+Only public addresses are reached, plus the networks listed in STEPH_WEBHOOK_ALLOWED_NETWORKS (checked when the
+job is submitted and again before each delivery). The signature header is sent only when STEPH_WEBHOOK_SECRET is
+set. A delivery is retried on connection errors,
 timeouts, 429 and 5xx, `webhook_max_attempts` times in all, waiting webhook_backoff_s · 2^(n−1) between tries;
 4xx other than 429 is final. The outcome is stored on the job (`webhook`: {url, delivered, attempts,
 last_status, last_error}). Delivery runs on a daemon thread so a slow receiver never holds the worker.
@@ -20,10 +22,12 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 from urllib.parse import urlparse
 
@@ -33,8 +37,56 @@ log = logging.getLogger(__name__)
 EVENT = "merge_job.finished"
 
 
-def check_webhook_url(url: str | None) -> str | None:
-    """An http(s) URL with a host, or None; UnprocessableInput otherwise."""
+def allowed_networks(settings: Any) -> list[IPv4Network | IPv6Network]:
+    """settings.webhook_allowed_networks parsed (parse_networks)."""
+    return parse_networks(str(getattr(settings, "webhook_allowed_networks", "") or ""))
+
+
+def parse_networks(text: str) -> list[IPv4Network | IPv6Network]:
+    """Comma-separated CIDRs → networks; ValueError names a bad entry."""
+    out = []
+    for part in text.split(","):
+        if part.strip():
+            try:
+                out.append(ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"STEPH_WEBHOOK_ALLOWED_NETWORKS: {part.strip()!r} is not a network; give CIDRs such as "
+                    "10.20.0.0/16,192.168.5.7/32"
+                ) from None
+    return out
+
+
+def refused_address(host: str, settings: Any) -> str | None:
+    """The first address `host` resolves to that a webhook may not reach (not public and not in
+    STEPH_WEBHOOK_ALLOWED_NETWORKS), or None. A host that does not resolve now is not refused here: its
+    delivery fails with a connection error instead. (SSRF: a merge job must not make the server POST to its
+    own loopback, the cloud metadata address or the internal network unless the operator allowed it.)"""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OSError):
+        return None
+    allowed = allowed_networks(settings)
+    for info in infos:
+        address = ip_address(str(info[4][0]).split("%", 1)[0])
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not address.is_global and not any(address in net for net in allowed):
+            return str(address)
+    return None
+
+
+def _refusal(url: str, host: str, address: str) -> str:
+    return (
+        f"webhook_url {url!r}: {host} is {address}, a non-public address (loopback, private, link-local or "
+        "reserved); webhooks go to public addresses unless the operator lists the network in "
+        "STEPH_WEBHOOK_ALLOWED_NETWORKS (e.g. 10.20.0.0/16)"
+    )
+
+
+def check_webhook_url(url: str | None, settings: Any = None) -> str | None:
+    """An http(s) URL with a host, or None; UnprocessableInput otherwise. With `settings`, also refused when
+    the host resolves to an address a webhook may not reach (refused_address)."""
     if url is None or not url.strip():
         return None
     parsed = urlparse(url.strip())
@@ -42,6 +94,8 @@ def check_webhook_url(url: str | None) -> str | None:
         raise UnprocessableInput(
             f"webhook_url {url!r} must be an http:// or https:// URL with a host and without credentials"
         )
+    if settings is not None and (address := refused_address(parsed.hostname, settings)) is not None:
+        raise UnprocessableInput(_refusal(url.strip(), parsed.hostname, address))
     return url.strip()
 
 
@@ -76,6 +130,10 @@ def deliver(
     attempts = int(getattr(settings, "webhook_max_attempts", 5))
     backoff = float(getattr(settings, "webhook_backoff_s", 1.0))
     record: dict[str, Any] = {"url": url, "delivered": False, "attempts": 0, "last_status": None, "last_error": None}
+    host = urlparse(url).hostname or ""
+    if (address := refused_address(host, settings)) is not None:  # checked again: DNS may have changed
+        record["last_error"] = "not sent: " + _refusal(url, host, address)
+        return record
     for n in range(1, attempts + 1):
         record["attempts"] = n
         headers = _headers(settings, delivery, data)

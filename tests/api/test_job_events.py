@@ -64,6 +64,7 @@ def wait_for(predicate, timeout: float = 20.0):
 def test_webhook_signed_and_retried_and_skipped_comparison(client, admin, ctx, world, family, receiver, tmp_path):
     ctx.settings.webhook_secret = "s3cret"
     ctx.settings.webhook_backoff_s = 0.01
+    ctx.settings.webhook_allowed_networks = "127.0.0.1/32"  # the receiver is on loopback: refused otherwise
     cohort_dir = write_cohort(tmp_path / "nosplit", n_patients=8, seed=3)
     (cohort_dir / "splits.csv").unlink()  # no test split: the comparison is skipped
     archive = zip_dir(cohort_dir, tmp_path / "nosplit.zip")
@@ -117,6 +118,7 @@ def test_deliver_gives_up_with_backoff_and_does_not_retry_4xx() -> None:
 
     class S:
         webhook_timeout_s, webhook_max_attempts, webhook_backoff_s, webhook_secret = 1.0, 3, 0.5, None
+        webhook_allowed_networks = "127.0.0.0/8"
 
     record = deliver(f"http://127.0.0.1:{free_port()}/x", {"a": 1}, settings=S(), sleep=waits.append)
     assert record["delivered"] is False and record["attempts"] == 3 and "Connect" in record["last_error"]
@@ -128,3 +130,52 @@ def test_deliver_gives_up_with_backoff_and_does_not_retry_4xx() -> None:
         r.close()
     assert record["attempts"] == 1 and record["last_status"] == 404 and "X-STEPH-Signature" not in r.requests[0][0]
     assert sign("k", "1", b"x") == "sha256=" + hmac.new(b"k", b"1.x", hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/admin/gc",  # the service itself
+        "http://localhost/x",  # a name that resolves to loopback
+        "http://169.254.169.254/latest/meta-data",  # cloud metadata (link-local)
+        "http://10.1.2.3/hook",  # the internal network
+        "http://[::1]/x",
+        "http://[::ffff:127.0.0.1]/x",  # IPv4 loopback written as IPv6
+        "http://0.0.0.0/x",
+    ],
+)
+def test_webhooks_to_non_public_addresses_are_refused_unless_allowed(client, admin, ctx, family, world, url) -> None:
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    before_jobs = len(client.get("/merge-jobs", headers=admin).json()["items"])
+    body = {**job_body(family, cohort["id"]), "webhook_url": url}
+    assert_error(client.post("/merge-jobs", headers=admin, json=body), 422, contains="STEPH_WEBHOOK_ALLOWED_NETWORKS")
+    assert len(client.get("/merge-jobs", headers=admin).json()["items"]) == before_jobs
+    ctx.settings.webhook_allowed_networks = "127.0.0.0/8,::1/128,10.0.0.0/8,169.254.0.0/16,0.0.0.0/32"
+    r = client.post("/merge-jobs", headers=admin, json=body)
+    assert r.status_code == 202, r.text
+
+
+def test_delivery_checks_the_address_again() -> None:
+    """A URL that passed at submission but resolves to a refused address when the job ends is not sent."""
+
+    class S:
+        webhook_timeout_s, webhook_max_attempts, webhook_backoff_s, webhook_secret = 1.0, 3, 0.0, None
+        webhook_allowed_networks = ""
+
+    r = Receiver()
+    try:
+        record = deliver(r.url, {"a": 1}, settings=S(), sleep=lambda _: None)
+    finally:
+        r.close()
+    assert record["delivered"] is False and record["attempts"] == 0 and not r.requests
+    assert record["last_error"].startswith("not sent:") and "127.0.0.1" in record["last_error"]
+
+
+def test_a_bad_allowed_network_stops_the_settings() -> None:
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    with pytest.raises(ValidationError, match="'10.0.0.300/8' is not a network"):
+        Settings(webhook_allowed_networks="10.0.0.0/8, 10.0.0.300/8")
+    assert Settings(webhook_allowed_networks=" 10.0.0.0/8 , fd00::/8").webhook_allowed_networks

@@ -166,6 +166,12 @@ class CohortDir:
     def validate(self, expected_dim: int | None = None) -> CohortSummary:
         """Read every bag; raise one CohortError listing ALL problems found, else return the summary."""
         problems = self.split_problems()
+        train = [self.by_id[p] for p in self.splits.get("train", []) if p in self.by_id]
+        if train and not any(p.event for p in train):
+            problems.append(
+                f"none of the {len(train)} patient(s) of the 'train' split has an event (every e is 0): a survival "
+                "model cannot learn from censored follow-up alone; check column e of labels.csv (1 = event observed)"
+            )
         problems += [f"slide {sid!r} has several bag files: {', '.join(names)}" for sid, names in self.duplicates]
         counts, dims = self._scan_bags(expected_dim, problems)
         if len(dims) > 1:

@@ -110,6 +110,9 @@ def _required(cells: list[str], col: dict[str, int], column: str, name: str, lin
     return value
 
 
+MAX_FOLLOW_UP_DAYS = 36525.0  # a century: larger times are a unit mistake (hours, seconds)
+
+
 def _time(raw: str, name: str, line: int) -> float:
     try:
         value = float(raw)
@@ -119,6 +122,12 @@ def _time(raw: str, name: str, line: int) -> float:
         raise LabelError(
             f"{name}: line {line}, column 't': {excerpt(raw)!r} is not a positive number of days; t is the follow-up "
             "time in days (> 0)",
+            file_name=name,
+        )
+    if value > MAX_FOLLOW_UP_DAYS:
+        raise LabelError(
+            f"{name}: line {line}, column 't': {excerpt(raw)!r} days is more than a century of follow-up; t is in "
+            f"days (at most {MAX_FOLLOW_UP_DAYS:g}): were the times given in hours or seconds?",
             file_name=name,
         )
     return value

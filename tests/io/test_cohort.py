@@ -93,6 +93,13 @@ def test_validate_collects_all_problems(tmp_path: Path) -> None:
         cohort.samples("train")
 
 
+def test_a_train_split_without_events_is_refused(tmp_path: Path) -> None:
+    root = make_cohort(tmp_path / "censored", splits="train,test\nP2,P1\n,P3\n")  # train = P2 only: e = 0
+    with pytest.raises(CohortError, match=r"none of the 1 patient\(s\) of the 'train' split has an event"):
+        open_cohort(root).validate(expected_dim=D)
+    assert open_cohort(make_cohort(tmp_path / "ok")).validate(expected_dim=D).split_events["train"] == 2
+
+
 def test_open_errors(tmp_path: Path) -> None:
     with pytest.raises(CohortError, match="nowhere: cohort directory not found"):
         open_cohort(tmp_path / "nowhere")

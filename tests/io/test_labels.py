@@ -34,6 +34,10 @@ def test_labels_group_slides_by_patient(tmp_path: Path) -> None:
         ("patient_id,pathology_id,t,e\nP1,S1,abc,1\n", ["line 2", "column 't'", "'abc'", "positive"]),
         ("patient_id,pathology_id,t,e\nP1,S1,5,1\nP2,S2,-3,0\n", ["line 3", "column 't'", "'-3'"]),
         ("patient_id,pathology_id,t,e\nP1,S1,0,1\n", ["line 2", "column 't'", "'0'"]),
+        (
+            "patient_id,pathology_id,t,e\nP1,S1,5,1\nP2,S2,1e300,0\n",
+            ["line 3", "'1e300'", "century", "hours or seconds"],
+        ),
         ("patient_id,pathology_id,t,e\nP1,S1,5,2\n", ["line 2", "column 'e'", "'2'", "0 or 1"]),
         ("patient_id,pathology_id,t,e\nP1,,5,1\n", ["line 2", "column 'pathology_id'", "empty"]),
         ("patient_id,pathology_id,t,e\nP1,S1,5,1\nP2,S1,5,1\n", ["line 3", "'S1'", "line 2"]),

@@ -132,6 +132,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     message = f"invalid request: {where}: {first['msg']}" + (
         f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
     )
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if first["loc"] == ["body"] and content_type not in ("application/json", "multipart/form-data"):
+        message += (  # e.g. curl -d '{…}' sends application/x-www-form-urlencoded: the JSON was never parsed
+            f"; the body was sent as {content_type or 'no content type'}: send JSON with the header "
+            "'Content-Type: application/json' (curl: -H 'Content-Type: application/json')"
+        )
     return JSONResponse(error_body("validation_error", message, problems), 422)
 
 

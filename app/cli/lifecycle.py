@@ -43,6 +43,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_alias(args: argparse.Namespace) -> int:
     """Point NAME@ALIAS at VERSION (recorded as cli:<user>), or delete the alias with --delete."""
     from app.services import registry_versions as ops
+    from app.services.errors import Conflict
     from app.services.registry import Actor
 
     actor = Actor(key_id=None, name=f"cli:{getpass.getuser()}")
@@ -54,8 +55,8 @@ def cmd_alias(args: argparse.Namespace) -> int:
         else:
             if args.version is None:
                 raise ValueError("give the VERSION to point the alias at, or --delete")
-            emit(
-                ops.set_alias(
+            try:
+                out = ops.set_alias(
                     ctx=ctx,
                     name=args.name,
                     alias=args.alias,
@@ -63,7 +64,9 @@ def cmd_alias(args: argparse.Namespace) -> int:
                     actor=actor,
                     allow_not_promoted=args.allow_not_promoted,
                 )
-            )
+            except Conflict as exc:  # the API's field name → this command's flag
+                raise Conflict(str(exc).replace(ops.ALLOW_HINT, "pass --allow-not-promoted")) from None
+            emit(out)
     finally:
         ctx.close()
     return 0

@@ -194,9 +194,9 @@ def main(argv: Sequence[str] | None = None, env=None) -> int:
         return _fail(f"{exc} (check the API key and its scope)", c.EXIT_USAGE)
     except ConnectionFailed as exc:
         return _fail(str(exc), c.EXIT_UNREACHABLE)
-    except ClientError as exc:
+    except ClientError as exc:  # a refused request (4xx: unknown model, bad parameters, conflict) is a usage error
         down = exc.status >= 500 or exc.status == 429
-        return _fail(str(exc), c.EXIT_UNREACHABLE if down else c.EXIT_FAILED)
+        return _fail(str(exc), c.EXIT_UNREACHABLE if down else c.EXIT_USAGE if exc.status >= 400 else c.EXIT_FAILED)
     except (InputError, OutputError, ConfigError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc), c.EXIT_USAGE)
     except BrokenPipeError:  # stdout closed early (e.g. `steph-client models | head`): not an error

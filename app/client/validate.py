@@ -255,7 +255,7 @@ def validate(
     model_ids: list[str] | None = None,
 ) -> ValidationResult:  # fmt: skip
     """Harrell's C of the risks on the patients in both inputs, with a bootstrap 95% interval."""
-    ids = [p for p in scores if p in outcomes]
+    ids = sorted(p for p in scores if p in outcomes)  # by id: the bootstrap (seeded) must not depend on row order
     if len(ids) < 2:
         raise ValidationInputError(
             f"only {len(ids)} patient(s) are both scored and labelled; check that the patient ids match"

@@ -85,7 +85,13 @@ def validate_method(method: str, params: dict[str, Any]) -> None:
         impl.parse_params(method_params)
         split_gate(dict(params))  # issue 12: gate, gate_folds, gate_margin
     except (UnknownMethodError, MergeParamsError, ValueError, TypeError) as exc:
-        raise UnprocessableInput(str(exc)) from None
+        message = str(exc)
+        if "unknown parameter" in message:  # the method's list: name the keys every method takes as well
+            from app.domain.pipeline import PRESET_KEY, TRAIN_KEYS
+            from app.domain.promotion import GATE_KEYS
+
+            message += f"; every method also takes: {', '.join([PRESET_KEY, *TRAIN_KEYS, *GATE_KEYS])}"
+        raise UnprocessableInput(message) from None
 
 
 def _check_sources(req: dict[str, Any], n_sources: int) -> None:
@@ -267,7 +273,7 @@ def cancel_merge_job(*, ctx: Any, job_id: str) -> dict[str, Any]:
         if res.rowcount != 1:
             s.refresh(job)
             raise Conflict(
-                f"merge job {job_id!r} is already {job.status}; only queued or running jobs can be cancelled"
+                f"merge job {job_id!r} has already ended ({job.status}); only queued or running jobs can be cancelled"
             )
     if cancelled_now:
         notify_finished(ctx, job_id)

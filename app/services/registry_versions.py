@@ -9,9 +9,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db.models import AliasEvent, Model, ModelAlias, ModelVersion, RegisteredModel, utcnow
+from app.db.models import AliasEvent, Model, ModelAlias, ModelBase, ModelVersion, RegisteredModel, utcnow
 from app.db.repositories import new_id
-from app.services.errors import Conflict
+from app.services.errors import Conflict, UnprocessableInput
 from app.services.registry import (
     Actor,
     aliases_of,
@@ -43,6 +43,33 @@ def _record(s: Session, rm: RegisteredModel, alias: str, old: int | None, new: i
     )
 
 
+ALLOW_HINT = 'send "allow_not_promoted": true'  # the command line says its own flag instead (app.cli)
+
+
+def _in_dim(s: Session, model: Model) -> int | None:
+    base = s.get(ModelBase, model.base_id)
+    dim = (base.dims or {}).get("in_dim") if base is not None else None
+    return int(dim) if dim is not None else None
+
+
+def _check_same_input(s: Session, rm: RegisteredModel, model: Model) -> None:
+    """Every version of a name reads the same feature size: clients score `name@alias` with bags from one
+    extractor, and moving an alias to a model of another D would make each of their requests fail."""
+    latest = s.scalar(
+        select(ModelVersion).where(ModelVersion.registered_model_id == rm.id).order_by(ModelVersion.version.desc())
+    )
+    other = s.get(Model, latest.model_id) if latest is not None else None
+    if other is None:
+        return
+    have, new = _in_dim(s, other), _in_dim(s, model)
+    if have is not None and new is not None and have != new:
+        raise UnprocessableInput(
+            f"model {model.id} reads {new}-dimensional features, but the versions of {rm.name!r} read {have} "
+            f"(version {latest.version}: {other.id}); clients scoring {rm.name}@<alias> send bags of one feature "
+            "extractor, so register this model under another name"
+        )
+
+
 def check_promoted(s: Session, rm: RegisteredModel, mv: ModelVersion, alias: str, allow_not_promoted: bool) -> None:
     """An alias is what clients predict with: it may point at a model that its merge job's promotion gate marked
     `not_promoted` (not better than the target's own model on inner validation) only when asked explicitly."""
@@ -53,7 +80,7 @@ def check_promoted(s: Session, rm: RegisteredModel, mv: ModelVersion, alias: str
     raise Conflict(
         f"version {mv.version} of {rm.name!r} ({mv.model_id}) was not promoted by its merge job's gate"
         + (f" ({reason})" if reason else "")
-        + f'; look at GET /models/{mv.model_id} (`promotion`), then send "allow_not_promoted": true to point '
+        + f"; look at GET /models/{mv.model_id} (`promotion`), then {ALLOW_HINT} to point "
         f"{rm.name}@{alias} at it anyway"
     )
 
@@ -109,6 +136,8 @@ def register_version(
         with ctx.session() as s:
             model = resolve_model_ref(s, model_ref)
             rm = find_registered(s, name)
+            if rm is not None:
+                _check_same_input(s, rm, model)
             if rm is None:
                 rm = RegisteredModel(id=new_id("rm"), name=name, tags={}, next_version=1)
                 s.add(rm)
@@ -170,16 +199,19 @@ def set_alias(
             rm = get_registered(s, name)
             old = _move(s, rm, alias, version, actor, allow_not_promoted)
             mv = get_version(s, rm, version)
+            row = get_alias(s, rm, alias)
+            out = {
+                "name": name,
+                "alias": alias,
+                "version": version,
+                "previous_version": old,
+                "model_id": mv.model_id,
+                "updated_by": row.updated_by,  # unchanged when the alias already pointed there
+                "updated_at": row.updated_at,
+            }
     except IntegrityError:  # the same alias created concurrently
         raise Conflict(f"alias {name}@{alias} was changed concurrently; send the request again") from None
-    return {
-        "name": name,
-        "alias": alias,
-        "version": version,
-        "previous_version": old,
-        "model_id": mv.model_id,
-        "updated_by": actor.name,
-    }
+    return out
 
 
 def get_alias_dict(*, ctx: Any, name: str, alias: str) -> dict[str, Any]:

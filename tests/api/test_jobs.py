@@ -30,7 +30,8 @@ def test_submit_runs_on_the_embedded_runner_to_a_model(client, admin, family, co
     listed = client.get("/merge-jobs", headers=admin, params={"status": "succeeded"}).json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == job["id"]
     assert client.get("/merge-jobs", headers=admin, params={"method": "ties"}).json()["total"] == 0
-    assert_error(client.post(f"/merge-jobs/{job['id']}/cancel", headers=admin), 409, contains="already succeeded")
+    r = client.post(f"/merge-jobs/{job['id']}/cancel", headers=admin)
+    assert_error(r, 409, contains="has already ended (succeeded)")
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,7 @@ def test_submit_runs_on_the_embedded_runner_to_a_model(client, admin, family, co
         ({"method": "bogus"}, 422, "bogus"),
         ({"params": {"epochs": "ten"}}, 422, "epochs"),
         ({"params": {"unknown_knob": 1}}, 422, "unknown_knob"),
+        ({"params": {"unknown_knob": 1}}, 422, "every method also takes: train_preset, epochs"),
         ({"base_id": "base_nope"}, 404, "base_nope"),
         ({"target_checkpoint_id": "ckpt_nope"}, 404, "ckpt_nope"),
         ({"cohort_id": "coh_nope"}, 404, "coh_nope"),

@@ -52,6 +52,8 @@ def test_versions_number_up_and_aliases_move_with_history(client, admin, predict
     assert r.status_code == 200 and r.json()["previous_version"] is None and r.json()["model_id"] == three[1]
     r = client.put("/registered-models/brca/aliases/champion", headers=admin, json={"version": 3})
     assert r.json()["previous_version"] == 2
+    got_alias = client.get("/registered-models/brca/aliases/champion", headers=admin).json()
+    assert r.json()["updated_at"] and r.json()["updated_at"] == got_alias["updated_at"]  # was null in the PUT
     assert_error(client.put("/registered-models/brca/aliases/champion", headers=admin, json={"version": 9}), 404)
     assert_error(client.put("/registered-models/brca/aliases/champion", headers=predict, json={"version": 1}), 403)
 
@@ -175,3 +177,35 @@ def test_version_numbers_past_the_integer_column_are_404_not_500(client, admin, 
                         files=[("files", ("p.npy", _bag_bytes(), "application/octet-stream"))])  # fmt: skip
         assert_error(r, 404, contains=f"no version {v}")
     assert client.get("/registered-models/big/versions/1", headers=predict).status_code == 200
+
+
+def test_a_name_keeps_one_feature_size(client, admin, ctx, family, three) -> None:
+    from app.db.models import ModelBase
+
+    with ctx.session() as s:
+        base = s.get(ModelBase, family["base"]["id"])
+        other = ModelBase(id=new_id("base"), name="wide", encoder="other-32", dims={**base.dims, "in_dim": 32},
+                          bin_edges=list(base.bin_edges), sha256="1" * 64, artifact_key="1" * 64)  # fmt: skip
+        s.add(other)
+    wide = fake_model(ctx, family)
+    with ctx.session() as s:
+        s.get(Model, wide).base_id = other.id
+    assert (
+        client.post("/registered-models/dims/versions", headers=admin, json={"model_id": three[0]}).status_code == 201
+    )
+    r = client.post("/registered-models/dims/versions", headers=admin, json={"model_id": wide})
+    assert_error(r, 422, contains="reads 32-dimensional features, but the versions of 'dims' read 16")
+    assert (
+        client.post("/registered-models/dims/versions", headers=admin, json={"model_id": three[1]}).status_code == 201
+    )
+    assert client.post("/registered-models/wide/versions", headers=admin, json={"model_id": wide}).status_code == 201
+    assert [v["version"] for v in client.get("/registered-models/dims", headers=admin).json()["versions"]] == [1, 2]
+
+
+def test_a_json_body_sent_without_its_content_type_says_so(client, admin, three) -> None:
+    assert client.post("/registered-models/ct/versions", headers=admin, json={"model_id": three[0]}).status_code == 201
+    r = client.put("/registered-models/ct/aliases/champion", headers={**admin, "Content-Type":
+                   "application/x-www-form-urlencoded"}, content=b'{"version": 1}')  # fmt: skip
+    assert_error(r, 422, contains="Content-Type: application/json")
+    r = client.put("/registered-models/ct/aliases/champion", headers=admin, json={"version": "one"})
+    assert "Content-Type" not in r.json()["error"]["message"]  # a real JSON body with a wrong value: no hint

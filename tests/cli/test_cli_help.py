@@ -131,7 +131,8 @@ def test_alias_command_records_the_cli_user(home, capsys) -> None:
             s.get(Model, "model_1").promotion_status = "not_promoted"
         capsys.readouterr()
         assert cli.main(["alias", "brca", "champion", "1"]) != 0
-        assert "not promoted" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "not promoted" in err and "pass --allow-not-promoted" in err and "allow_not_promoted" not in err
         assert cli.main(["alias", "brca", "champion", "1", "--allow-not-promoted"]) == 0
     finally:
         ctx.close()

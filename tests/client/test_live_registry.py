@@ -38,7 +38,7 @@ def test_model_references_work_in_the_sdk_and_the_cli(live, bag_folder, tmp_path
     assert scored.returncode == 0, scored.stderr
     assert {row["model_id"] for row in read_rows(out)} == {live.model_id}
     missing = run_client(live, "models", "live-ref@nope")
-    assert missing.returncode == 1 and "nope" in missing.stderr
+    assert missing.returncode == 2 and "nope" in missing.stderr  # an unknown model: exit 2 (docs/client.md)
 
 
 def test_register_model_and_alias_commands(live):

@@ -47,6 +47,8 @@ def test_bootstrap_interval_is_deterministic_and_brackets_the_estimate():
     a, b = validate(scores, outcomes, n_boot=150, seed=3), validate(scores, outcomes, n_boot=150, seed=3)
     assert a == b and a.n_boot == 150 and a.ci_low < a.c_index < a.ci_high
     assert validate(scores, outcomes, n_boot=150, seed=4).ci_low != a.ci_low
+    shuffled = dict(reversed(list(scores.items())))  # the same patients in another row order (--workers 2)
+    assert validate(shuffled, outcomes, n_boot=150, seed=3) == a
 
 
 def test_perfect_and_reversed_risks():

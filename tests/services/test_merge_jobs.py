@@ -130,7 +130,7 @@ def test_cancel_a_queued_job_then_running_it_does_nothing(ctx, fam) -> None:
     assert out["status"] == "cancelled" and out["finished_at"] is not None
     assert mj.run_merge_job(ctx=ctx, job_id=job["id"]) == mj.DONE
     assert mj.get_job(ctx=ctx, job_id=job["id"])["attempts"] == 0 and counts(ctx)["models"] == 0
-    with pytest.raises(Conflict, match="already cancelled"):
+    with pytest.raises(Conflict, match=r"has already ended \(cancelled\)"):
         mj.cancel_merge_job(ctx=ctx, job_id=job["id"])
     with pytest.raises(NotFound):
         mj.cancel_merge_job(ctx=ctx, job_id="job_missing")

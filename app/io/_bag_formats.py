@@ -165,6 +165,12 @@ def _truncated(name: str, declared: int, actual: int) -> BagFormatError:
 
 
 def _missing_key(name: str, keys: Sequence[str]) -> BagFormatError:
+    if "features" in keys:  # an .h5 whose `features` is a group, or a link to nothing
+        return BagFormatError(
+            f"{name}: `features` is not a dataset (a group, or a link whose target is missing); store the patch "
+            "features as an [N, D] dataset named 'features' (TRIDENT/CLAM layout)",
+            file_name=name,
+        )
     shown = ", ".join(repr(k) for k in list(keys)[:10]) or "none"
     return BagFormatError(
         f"{name}: no `features` entry (the file holds: {shown}); store the patch features under the key "

@@ -111,7 +111,8 @@ def load_model_file(path: str | os.PathLike[str], *, expected_sha256: str | None
     if meta.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(
             f"{name}: not a model artifact (metadata format {meta.get('format')!r}, expected "
-            f"{ARTIFACT_FORMAT!r}); plain ABMIL checkpoints are loaded with load_any_model",
+            f"{ARTIFACT_FORMAT!r}); upload a model file made by a merge job (GET /models/{{id}}/artifact or "
+            "`steph merge --out`), and register a cancer's own checkpoint with POST /checkpoints instead",
             file_name=name,
         )
     from safetensors.torch import load_file

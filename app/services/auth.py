@@ -58,7 +58,9 @@ def authenticate(session: Session, *, key: str | None, required_scope: str) -> A
         raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
     row = repo.get_api_key_by_hash(session, key_hash=hash_key(key))
     if row is None or row.revoked_at is not None:
-        raise Unauthorized("invalid or revoked API key; create one with `steph keys create --scope predict`")
+        raise Unauthorized(
+            f"invalid or revoked API key; an operator creates one with `steph keys create --scope {required_scope}`"
+        )
     if not scope_allows(row.scope, required_scope):
         raise Forbidden(f"this key has scope {row.scope!r}; the request needs scope {required_scope!r}")
     return row

@@ -31,7 +31,8 @@ def too_large(limit_bytes: int, setting: str = "STEPH_MAX_UPLOAD_MB", what: str 
 
 def display_name(filename: str | None, default: str = "upload") -> str:
     """The client's file name reduced to its last component, for messages only (max 200 chars)."""
-    name = PurePath((filename or "").replace("\\", "/")).name.strip()
+    name = PurePath((filename or "").replace("\\", "/")).name
+    name = "".join(ch for ch in name if ch.isprintable()).strip()  # no NUL, newlines or other control characters
     return (name or default)[:200]
 
 

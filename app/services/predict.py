@@ -17,7 +17,7 @@ import torch
 from app.domain.evaluation import model_device
 from app.domain.precision import cast_bag, resolve_inference_dtype
 from app.domain.survival import risk_score, survival_curve
-from app.io.errors import BagFormatError
+from app.io.errors import ArtifactError, BagFormatError
 from app.services.bag_reading import read_patient
 from app.services.errors import Forbidden, PayloadTooLarge, UnprocessableInput
 from app.services.model_cache import get_model_cache
@@ -150,6 +150,11 @@ def _non_finite_output(bag: torch.Tensor, files: list[BagFile]) -> BagFormatErro
     lo, hi = torch.aminmax(bag)
     largest = max(abs(float(lo)), abs(float(hi)))
     names = ", ".join(f.name for f in files)
+    if largest <= 1e4:  # ordinary features: the model is what overflows
+        raise ArtifactError(
+            f"the model's output is not finite for {names}, whose features are ordinary (|x| ≤ {largest:.3g}): "
+            "the model's weights are damaged or diverged; re-run its merge job or upload the model again"
+        )
     return BagFormatError(
         f"{names}: the model's output is not finite for this bag: its feature values reach magnitude "
         f"{largest:.3g}, and the forward overflows; patch features from a foundation model are of order 1–100 "

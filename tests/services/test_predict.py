@@ -188,3 +188,19 @@ def test_finite_but_huge_features_are_a_bad_bag_not_null_risks(setup, tmp_path) 
         predict(ctx=ctx, model_id=model_id, files=[bf(path)])
     ok = predict(ctx=ctx, model_id=model_id, files=[bf(files["a"])])["results"][0]
     assert np.isfinite(ok["risk"])
+
+
+def test_a_model_that_outputs_nan_on_ordinary_features_is_blamed_not_the_bag(setup) -> None:
+    import copy
+
+    from app.io.errors import ArtifactError
+    from app.services.predict import score_patient
+
+    ctx, model_id, files = setup
+    sha = predict(ctx=ctx, model_id=model_id, files=[bf(files["a"])])["model_sha256"]
+    broken = copy.deepcopy(get_model_cache(ctx).get(sha).model)
+    with torch.no_grad():
+        for p in broken.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(ArtifactError, match="slideA.h5, whose features are ordinary.*re-run its merge job"):
+        score_patient(broken, "P", [bf(files["a"])], ctx.settings, 0)

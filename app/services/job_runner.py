@@ -184,12 +184,16 @@ def _finish(ctx: Any, hb: Heartbeat, status: str, **values: Any) -> bool:
 
 
 def _commit_success(ctx: Any, hb: Heartbeat, job: dict[str, Any], result: dict[str, Any]) -> None:
+    """Record the model and mark the job succeeded, unless a cancel arrived meanwhile (TrainingCancelled: the
+    request was accepted, so it is honoured even after the last step) or another runner owns the attempt."""
+    from app.domain.training import TrainingCancelled
+
     m = orm()
     model_id = new_id("model")
     with ctx.session_factory() as s, s.begin():
         res = s.execute(
             update(m.MergeJob)
-            .where(*hb.owned())
+            .where(*hb.owned(), m.MergeJob.cancel_requested.is_(False))
             .values(
                 status="succeeded",
                 finished_at=utcnow(),
@@ -202,6 +206,9 @@ def _commit_success(ctx: Any, hb: Heartbeat, job: dict[str, Any], result: dict[s
             )
         )
         if res.rowcount != 1:
+            owned = s.execute(select(m.MergeJob.cancel_requested).where(*hb.owned())).first()
+            if owned is not None and owned[0]:
+                raise TrainingCancelled(f"job {job['id']} was cancelled while it finished")
             raise _LostOwnership(job["id"])
         s.add(
             m.Model(

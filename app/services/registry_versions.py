@@ -46,6 +46,28 @@ def _record(s: Session, rm: RegisteredModel, alias: str, old: int | None, new: i
 ALLOW_HINT = 'send "allow_not_promoted": true'  # the command line says its own flag instead (app.cli)
 
 
+def lock_name(s: Session, name: str) -> RegisteredModel | None:
+    """Take the name's write lock for the rest of the transaction, then read it (None: no such name).
+
+    Every change of a name (versions, aliases, deletes) starts here, so two changes of one name run one after
+    the other and each sees the other's result: an alias cannot be moved onto a version that is being deleted,
+    and each alias event's `from_version` is the previous event's `to_version`. PostgreSQL locks the row at this
+    UPDATE; SQLite, whose driver begins the transaction at the first write (and ignores FOR UPDATE), takes its
+    database write lock here, before anything is read."""
+    s.execute(
+        update(RegisteredModel)
+        .where(RegisteredModel.name == name)
+        .values(updated_at=RegisteredModel.updated_at)  # a no-op write: only the lock is wanted
+        .execution_options(synchronize_session=False)
+    )
+    return find_registered(s, name)
+
+
+def get_locked(s: Session, name: str) -> RegisteredModel:
+    row = lock_name(s, name)
+    return row if row is not None else get_registered(s, name)  # NotFound with the usual hint
+
+
 def _in_dim(s: Session, model: Model) -> int | None:
     base = s.get(ModelBase, model.base_id)
     dim = (base.dims or {}).get("in_dim") if base is not None else None
@@ -59,7 +81,7 @@ def _check_same_input(s: Session, rm: RegisteredModel, model: Model) -> None:
         select(ModelVersion).where(ModelVersion.registered_model_id == rm.id).order_by(ModelVersion.version.desc())
     )
     other = s.get(Model, latest.model_id) if latest is not None else None
-    if other is None:
+    if latest is None or other is None:
         return
     have, new = _in_dim(s, other), _in_dim(s, model)
     if have is not None and new is not None and have != new:
@@ -132,40 +154,53 @@ def register_version(
     tags_ = check_tags(tags)
     for a in aliases or []:
         check_alias(a)
-    try:
-        with ctx.session() as s:
-            model = resolve_model_ref(s, model_ref)
-            rm = find_registered(s, name)
-            if rm is not None:
-                _check_same_input(s, rm, model)
-            if rm is None:
-                rm = RegisteredModel(id=new_id("rm"), name=name, tags={}, next_version=1)
-                s.add(rm)
-                s.flush()
-            s.execute(
-                update(RegisteredModel)
-                .where(RegisteredModel.id == rm.id)
-                .values(next_version=RegisteredModel.next_version + 1, updated_at=utcnow())
-            )
-            s.refresh(rm)
-            version = rm.next_version - 1
-            mv = ModelVersion(
-                id=new_id("mv"),
-                registered_model_id=rm.id,
-                version=version,
-                model_id=model.id,
-                description=description,
-                tags=tags_,
-                created_by=actor.name,
-                created_at=utcnow(),
-            )
-            s.add(mv)
+    for attempt in range(REGISTER_ATTEMPTS):
+        try:
+            return _register(ctx, name, model_ref, actor, description, tags_, aliases, allow_not_promoted)
+        except IntegrityError:  # the name was created (or the model deleted) concurrently: look again
+            if attempt == REGISTER_ATTEMPTS - 1:
+                break
+    raise Conflict(f"registered model {name!r} changed concurrently; register the version again")
+
+
+REGISTER_ATTEMPTS = 3
+
+
+def _register(
+    ctx: Any, name: str, model_ref: str, actor: Actor, description: str | None, tags_: dict[str, Any],
+    aliases: list[str] | None, allow_not_promoted: bool,
+) -> dict[str, Any]:  # fmt: skip
+    with ctx.session() as s:
+        rm = lock_name(s, name)
+        model = resolve_model_ref(s, model_ref)
+        if rm is not None:
+            _check_same_input(s, rm, model)
+        if rm is None:
+            rm = RegisteredModel(id=new_id("rm"), name=name, tags={}, next_version=1)
+            s.add(rm)
             s.flush()
-            for a in aliases or []:
-                _move(s, rm, a, version, actor, allow_not_promoted)
-            return version_dict(rm, mv, sorted(set(aliases or [])))
-    except IntegrityError:
-        raise Conflict(f"registered model {name!r} changed concurrently; register the version again") from None
+        s.execute(
+            update(RegisteredModel)
+            .where(RegisteredModel.id == rm.id)
+            .values(next_version=RegisteredModel.next_version + 1, updated_at=utcnow())
+        )
+        s.refresh(rm)
+        version = rm.next_version - 1
+        mv = ModelVersion(
+            id=new_id("mv"),
+            registered_model_id=rm.id,
+            version=version,
+            model_id=model.id,
+            description=description,
+            tags=tags_,
+            created_by=actor.name,
+            created_at=utcnow(),
+        )
+        s.add(mv)
+        s.flush()
+        for a in aliases or []:
+            _move(s, rm, a, version, actor, allow_not_promoted)
+        return version_dict(rm, mv, sorted(set(aliases or [])))
 
 
 def get_version_dict(*, ctx: Any, name: str, version: int) -> dict[str, Any]:
@@ -179,7 +214,7 @@ def update_version(
     *, ctx: Any, name: str, version: int, description: str | None = None, tags: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     with ctx.session() as s:
-        rm = get_registered(s, name)
+        rm = get_locked(s, name)
         mv = get_version(s, rm, version)
         if description is not None:
             mv.description = description or None
@@ -196,7 +231,7 @@ def set_alias(
     check_alias(alias)
     try:
         with ctx.session() as s:
-            rm = get_registered(s, name)
+            rm = get_locked(s, name)
             old = _move(s, rm, alias, version, actor, allow_not_promoted)
             mv = get_version(s, rm, version)
             row = get_alias(s, rm, alias)
@@ -232,7 +267,7 @@ def get_alias_dict(*, ctx: Any, name: str, alias: str) -> dict[str, Any]:
 
 def delete_alias(*, ctx: Any, name: str, alias: str, actor: Actor) -> None:
     with ctx.session() as s:
-        rm = get_registered(s, name)
+        rm = get_locked(s, name)
         row = get_alias(s, rm, alias)
         _record(s, rm, alias, row.version, None, actor)
         s.delete(row)
@@ -252,7 +287,7 @@ def alias_history(*, ctx: Any, name: str, alias: str | None = None) -> list[dict
 def delete_version(*, ctx: Any, name: str, version: int) -> None:
     """Remove a version (the model itself stays); Conflict while an alias points at it."""
     with ctx.session() as s:
-        rm = get_registered(s, name)
+        rm = get_locked(s, name)
         mv = get_version(s, rm, version)
         held = [a.alias for a in aliases_of(s, rm) if a.version == version]
         if held:
@@ -267,7 +302,7 @@ def delete_version(*, ctx: Any, name: str, version: int) -> None:
 def delete_registered_model(*, ctx: Any, name: str) -> None:
     """Remove a name with its versions and alias history (the models stay); Conflict while it has aliases."""
     with ctx.session() as s:
-        rm = get_registered(s, name)
+        rm = get_locked(s, name)
         held = [f"{name}@{a.alias}" for a in aliases_of(s, rm)]
         if held:
             raise Conflict(

@@ -263,3 +263,21 @@ def test_failure_messages_blame_the_input_or_the_code() -> None:
     assert diverged.startswith("FloatingPointError: training diverged") and "internal" not in diverged
     bug = _failure_message(AttributeError("'NoneType' object has no attribute 'x'"))
     assert bug.startswith("internal error (AttributeError)") and "worker log" in bug
+
+
+def test_a_cancel_accepted_after_the_last_step_is_honoured(ctx, fam, monkeypatch) -> None:
+    """The cancel arrives while the job finishes (after training, before the commit): the job ends cancelled
+    with no model, instead of succeeding and clearing the request."""
+    execute = job_runner.inputs_mod.execute
+
+    def late_cancel(ctx_, job, *args, **kwargs):
+        result = execute(ctx_, job, *args, **kwargs)
+        assert mj.cancel_merge_job(ctx=ctx_, job_id=job["id"])["cancel_requested"] is True  # accepted: running
+        return result
+
+    monkeypatch.setattr(job_runner.inputs_mod, "execute", late_cancel)
+    job, _ = mj.submit_merge_job(ctx=ctx, request=job_request(fam))
+    assert mj.run_merge_job(ctx=ctx, job_id=job["id"]) == mj.RAN
+    final = mj.get_job(ctx=ctx, job_id=job["id"])
+    assert final["status"] == "cancelled" and final["model_id"] is None and final["error"] == "cancelled on request"
+    assert counts(ctx)["models"] == 0

@@ -78,6 +78,17 @@ def find_registered(session: Session, name: str) -> RegisteredModel | None:
     return session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
 
 
+def check_case_twin(session: Session, name: str) -> None:
+    """Conflict when a name differing only in case exists: `BRCA@champion` and `brca@champion` naming two
+    different models would send a hospital script to the wrong one."""
+    twin = session.scalar(select(RegisteredModel.name).where(func.lower(RegisteredModel.name) == name.lower()))
+    if twin is not None and twin != name:
+        raise Conflict(
+            f"registered model {twin!r} already exists and differs from {name!r} only in case; use {twin!r} "
+            "or a clearly different name"
+        )
+
+
 def get_registered(session: Session, name: str) -> RegisteredModel:
     row = find_registered(session, name)
     if row is None:
@@ -227,6 +238,7 @@ def create_registered_model(
         with ctx.session() as s:
             if find_registered(s, name) is not None:
                 raise Conflict(f"registered model {name!r} already exists; add versions to it or pick another name")
+            check_case_twin(s, name)
             rm = RegisteredModel(id=new_id("rm"), name=name, description=description, tags=tags_, next_version=1)
             s.add(rm)
             s.flush()

@@ -16,6 +16,7 @@ from app.services.registry import (
     Actor,
     aliases_of,
     check_alias,
+    check_case_twin,
     check_name,
     check_tags,
     event_dict,
@@ -176,6 +177,7 @@ def _register(
         if rm is not None:
             _check_same_input(s, rm, model)
         if rm is None:
+            check_case_twin(s, name)
             rm = RegisteredModel(id=new_id("rm"), name=name, tags={}, next_version=1)
             s.add(rm)
             s.flush()

@@ -209,3 +209,11 @@ def test_a_json_body_sent_without_its_content_type_says_so(client, admin, three)
     assert_error(r, 422, contains="Content-Type: application/json")
     r = client.put("/registered-models/ct/aliases/champion", headers=admin, json={"version": "one"})
     assert "Content-Type" not in r.json()["error"]["message"]  # a real JSON body with a wrong value: no hint
+
+
+def test_names_differing_only_in_case_are_refused(client, admin, three) -> None:
+    assert client.post("/registered-models", headers=admin, json={"name": "Lung"}).status_code == 201
+    assert_error(client.post("/registered-models", headers=admin, json={"name": "lung"}), 409, contains="'Lung'")
+    r = client.post("/registered-models/LUNG/versions", headers=admin, json={"model_id": three[0]})
+    assert_error(r, 409, contains="only in case")
+    assert client.post("/registered-models/Lung/versions", headers=admin, json={"model_id": three[0]}).status_code == 201

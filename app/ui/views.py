@@ -108,12 +108,15 @@ def model(ctx: Any, model_id: str) -> dict[str, Any]:
             "params_json": json.dumps(m.get("params"), indent=2)}  # fmt: skip
 
 
-def new_job_form(ctx: Any) -> dict[str, Any]:
-    """The choices of the merge-job form: methods, bases, checkpoints (with cancer), cohorts."""
+def new_job_form(ctx: Any, sent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The choices of the merge-job form: methods, bases, checkpoints (with cancer), cohorts; `sent` = the values
+    of a refused submission, shown again as they were (default: steph and example parameters)."""
     from app.domain.merging.registry import list_methods
 
+    chosen = {"method": "steph", "params": json.dumps({"epochs": 5, "accum": 4, "lr": 0.001}),
+              "source_checkpoint_ids": [], **(sent or {})}  # fmt: skip
     return {
         "methods": [{"name": m["name"], "summary": m.get("summary", "")} for m in list_methods()],
         "bases": bases(ctx), "checkpoints": checkpoints(ctx), "cohorts": cohorts(ctx),
-        "default_params": json.dumps({"epochs": 5, "accum": 4, "lr": 0.001}),
+        "default_params": chosen["params"], "chosen": chosen,
     }  # fmt: skip

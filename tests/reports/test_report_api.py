@@ -69,6 +69,18 @@ def test_report_errors(client, predict, model) -> None:
     assert_error(missing, 404, contains="nobody")
 
 
+def test_another_cohorts_labels_need_an_admin_key(client, admin, predict, model) -> None:
+    """cohort_id reports on another cohort, i.e. reveals its outcome labels: 403 for a predict key, and the
+    answer is the same whether or not the cohort exists."""
+    cohort_id = client.get("/cohorts", headers=admin).json()["items"][0]["id"]
+    for ref in (cohort_id, "coh_nope"):
+        for path in ("report/data", "report", "report/figures/km.png"):
+            r = client.get(f"/models/{model['id']}/{path}", headers=predict, params={"cohort_id": ref})
+            assert_error(r, 403, contains="admin key")
+    r = client.get(f"/models/{model['id']}/report/data", headers=admin, params={"cohort_id": cohort_id})
+    assert r.status_code == 200 and r.json()["data"]["test"]["time"]
+
+
 def test_matplotlib_is_not_imported_by_the_api_until_a_figure_is_drawn() -> None:
     import subprocess
     import sys

@@ -14,7 +14,7 @@ def _login(client, headers: dict) -> None:
     r = client.post("/ui/login", data={"key": key}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/ui"
     cookie = r.headers["set-cookie"].lower()
-    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
+    assert "httponly" in cookie and "samesite=lax" in cookie and "path=/ui" in cookie
 
 
 def test_login_required_and_bad_key(client) -> None:
@@ -43,7 +43,10 @@ def test_admin_flow_start_job_follow_to_model_and_report(client, admin, world, f
     refused = client.post("/ui/jobs", data={**data, "csrf": "0" * 32}, follow_redirects=False)
     assert refused.status_code == 403 and "CSRF" in refused.text
     bad = client.post("/ui/jobs", data={**data, "params": "{epochs", "csrf": csrf})
-    assert bad.status_code == 200 and "not valid JSON" in bad.text
+    assert bad.status_code == 422 and "not valid JSON" in bad.text
+    assert "{epochs</textarea>" in bad.text  # the form comes back as it was sent, not reset
+    assert f'value="{ckpts["luad"]["id"]}" id="src-{ckpts["luad"]["id"]}" checked' in bad.text
+    assert re.search(rf'<option value="{ckpts["brca"]["id"]}" selected>', bad.text)
     r = client.post("/ui/jobs", data={**data, "csrf": csrf}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/ui/jobs/job_")
     job_id = r.headers["location"].rsplit("/", 1)[1]
@@ -103,3 +106,52 @@ def test_models_show_registry_names_and_aliases(client, admin, world, family) ->
     assert "brca-survival v1 (champion)" in client.get(f"/ui/models/{model_id}").text
     report = client.get(f"/ui/models/{model_id}/report").text
     assert "Model report: brca-survival v1 (champion)" in report
+
+
+def test_a_link_from_another_site_keeps_the_session_and_cross_site_posts_are_refused(client, admin) -> None:
+    """Without its cookie (a browser sends none on some cross-site requests) a page redirects to the login
+    without dropping the session; another site's POST to login or logout is refused."""
+    key = admin["Authorization"].split(" ", 1)[1]
+    client.cookies.clear()
+    r = client.get("/ui/models", follow_redirects=False)
+    assert r.status_code == 303 and "set-cookie" not in r.headers  # nothing cleared
+    client.cookies.set("steph_ui_key", "steph_admin_revoked")
+    r = client.get("/ui/models", follow_redirects=False)
+    assert r.status_code == 303 and 'steph_ui_key=""' in r.headers["set-cookie"]  # an invalid key is cleared
+    client.cookies.clear()
+    evil = {"Origin": "http://evil.example"}
+    r = client.post("/ui/login", data={"key": key}, headers=evil, follow_redirects=False)
+    assert r.status_code == 403 and "another site" in r.text and "set-cookie" not in r.headers
+    r = client.post("/ui/logout", headers={"Referer": "http://evil.example/page"}, follow_redirects=False)
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+    same = {"Origin": "http://testserver"}
+    assert client.post("/ui/login", data={"key": key}, headers=same, follow_redirects=False).status_code == 303
+    r = client.post("/ui/logout", headers=same, follow_redirects=False)
+    assert r.status_code == 303 and 'steph_ui_key=""' in r.headers["set-cookie"]
+
+
+def test_the_model_page_without_held_out_patients_and_with_bad_choices(client, admin, world, family, tmp_path) -> None:
+    from tests.fixtures import write_cohort, zip_dir
+    from tests.workers.api_helpers import run_job
+
+    directory = write_cohort(tmp_path / "nosplit", n_patients=8, seed=3)
+    (directory / "splits.csv").unlink()  # every patient trains: nothing is held out
+    archive = zip_dir(directory, tmp_path / "nosplit.zip")
+    r = client.post("/cohorts", headers=admin, data={"name": "nosplit", "base_id": family["base"]["id"]},
+                    files={"file": ("c.zip", archive.read_bytes(), "application/zip")})  # fmt: skip
+    assert r.status_code == 201, r.text
+    job = run_job(client, admin, family, r.json()["id"], method="average", params={"epochs": 1, "accum": 4})
+    _login(client, admin)
+    page = client.get(f"/ui/models/{job['model_id']}")
+    assert page.status_code == 200 and 'id="no-held-out"' in page.text and "test split" in page.text
+    assert job["model_id"] in page.text and 'data-figure="km"' not in page.text  # the rest of the page is there
+    client.delete(f"/models/{job['model_id']}", headers=admin)
+    assert ">deleted<" in client.get(f"/ui/jobs/{job['id']}").text  # not "not yet"
+
+    cohort = register_cohort(client, admin, world, family["base"]["id"])
+    good = run_job(client, admin, family, cohort["id"], method="average", params={"epochs": 1, "accum": 4})["model_id"]
+    assert client.get(f"/ui/models/{good}?groups=3").status_code == 200
+    for query, needle in (("groups=5", "groups must be 2"), ("groups=0", "groups must be 2"),
+                          ("patient=nobody", "'nobody' is not among")):  # fmt: skip
+        r = client.get(f"/ui/models/{good}?{query}")
+        assert r.status_code == 422 and needle in html.unescape(r.text), query

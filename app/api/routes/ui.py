@@ -12,6 +12,7 @@ import hmac
 import json
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -20,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import Ctx
 from app.services import auth
-from app.services.errors import Forbidden, ServiceError, Unauthorized
+from app.services.errors import Forbidden, ServiceError, Unauthorized, UnprocessableInput
 from app.ui import views
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -46,10 +47,27 @@ def _scope(ctx: Any, key: str | None) -> str | None:
         return None
 
 
-def _login_redirect() -> RedirectResponse:
+def _login_redirect(*, clear: bool = False) -> RedirectResponse:
+    """To the login page; `clear` drops the session cookie (logout, or a key that is no longer valid). A request
+    that simply carried no cookie keeps whatever the browser has."""
     response = RedirectResponse("/ui/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/ui")
+    if clear:
+        response.delete_cookie(COOKIE, path="/ui")
     return response
+
+
+def _cross_site(request: Request) -> bool:
+    """True for a browser POST sent from another site (its Origin, or else its Referer, names another host):
+    login and logout refuse those, so no other page can log a user in with a key of its choosing or out."""
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source or source == "null":
+        return source == "null"
+    return urlsplit(source).netloc.lower() != (request.headers.get("host") or request.url.netloc).lower()
+
+
+def _cross_site_page(request: Request) -> Response:
+    message = "This form was sent from another site; open the STEPH page itself and submit it there."
+    return templates.TemplateResponse(request, "error.html", {"nav": "error", "message": message}, status_code=403)
 
 
 def _render(request: Request, ctx: Any, template: str, admin: bool, **context: Any) -> Response:
@@ -57,7 +75,7 @@ def _render(request: Request, ctx: Any, template: str, admin: bool, **context: A
     key = _key(request)
     scope = _scope(ctx, key)
     if scope is None or key is None:
-        return _login_redirect()
+        return _login_redirect(clear=key is not None)
     base = {"scope": scope, "csrf": csrf_token(key), "nav": template.split(".")[0]}
     if admin and scope != "admin":
         msg = "This page needs an admin key. Log out and enter an admin key (create one with `steph keys create`)."
@@ -79,19 +97,25 @@ def login_form(request: Request) -> Response:
 
 @router.post("/login", response_class=HTMLResponse)
 def login(request: Request, ctx: Ctx, key: Annotated[str, Form(max_length=200)]) -> Response:
+    if _cross_site(request):
+        return _cross_site_page(request)
     key = key.strip()
     if _scope(ctx, key) is None:
         ctx_ = {"nav": "login", "error": "That key is not valid (unknown or revoked). Check it and try again."}
         return templates.TemplateResponse(request, "login.html", ctx_)  # the form again, with the message
     response = RedirectResponse("/ui", status_code=303)
-    response.set_cookie(COOKIE, key, httponly=True, samesite="strict", path="/ui",
+    # Lax: sent on a top-level navigation from another site (a link in a mail opens the page), never on another
+    # site's POST or sub-request; the UI's one state-changing form also carries a CSRF token
+    response.set_cookie(COOKIE, key, httponly=True, samesite="lax", path="/ui",
                         secure=request.url.scheme == "https")  # fmt: skip
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
-    return _login_redirect()
+def logout(request: Request) -> Response:
+    if _cross_site(request):
+        return _cross_site_page(request)
+    return _login_redirect(clear=True)
 
 
 @router.get("", response_class=HTMLResponse)
@@ -151,7 +175,7 @@ async def submit_job(request: Request, ctx: Ctx) -> Response:
     key = _key(request)
     scope = _scope(ctx, key)
     if key is None or scope is None:
-        return _login_redirect()
+        return _login_redirect(clear=key is not None)
     msg = None
     if not hmac.compare_digest(str(form.get("csrf", "")), csrf_token(key)):
         msg = "This form was not sent from this service's page (CSRF check failed): reload the page and try again."
@@ -175,7 +199,14 @@ def _submit(request: Request, ctx: Any, form: Any) -> Response:
         job, _ = submit_merge_job(ctx=ctx, request={**body, "source_checkpoint_ids": sources, "params": params})
     except (ValueError, ServiceError) as exc:
         message = f"parameters are not valid JSON: {exc}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-        return _render(request, ctx, "new_job.html", True, form=lambda: views.new_job_form(ctx), error=message)
+        sent = {"method": str(form.get("method", "")), "base_id": str(form.get("base_id", "")),
+                "target_checkpoint_id": str(form.get("target_checkpoint_id", "")),
+                "cohort_id": str(form.get("cohort_id", "")), "params": str(form.get("params") or ""),
+                "source_checkpoint_ids": [str(x) for x in form.getlist("source_checkpoint_ids")]}  # fmt: skip
+        page = _render(request, ctx, "new_job.html", True, form=lambda: views.new_job_form(ctx, sent), error=message)
+        if page.status_code == 200:
+            page.status_code = 422  # the form again, as it was sent, with the message
+        return page
     return RedirectResponse(f"/ui/jobs/{job['id']}", status_code=303)
 
 
@@ -189,13 +220,20 @@ def model_page(
     request: Request, ctx: Ctx, model_id: str, groups: Annotated[int, Query()] = 2,
     patient: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:  # fmt: skip
-    from app.services.reports import report_inputs
+    from app.services.reports import check_groups, report_inputs
 
-    def patients() -> list[str]:
-        return report_inputs(ctx, model_id)[0]["test"]["patient_ids"]
+    def held_out() -> dict[str, Any]:
+        """The held-out patients for the figures, or why there are none (the page shows the rest anyway)."""
+        try:
+            ids = report_inputs(ctx, model_id)[0]["test"]["patient_ids"]
+        except UnprocessableInput as exc:
+            return {"ids": [], "missing": str(exc)}
+        if patient is not None and patient not in ids:
+            raise UnprocessableInput(f"patient {patient!r} is not among this model's held-out patients")
+        return {"ids": ids, "missing": None}
 
-    return _render(request, ctx, "model.html", False, model=lambda: views.model(ctx, model_id), groups=groups,
-                   patient=patient, patients=patients)  # fmt: skip
+    return _render(request, ctx, "model.html", False, model=lambda: views.model(ctx, model_id),
+                   groups=lambda: check_groups(groups), patient=patient, held_out=held_out)  # fmt: skip
 
 
 @router.get("/models/{model_id}/report", response_class=HTMLResponse)

@@ -11,8 +11,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.api.deps import Ctx, PredictKey
 from app.schemas.common import error_responses
-from app.services.errors import Forbidden
 from app.services import reports as svc
+from app.services.errors import Forbidden
 
 router = APIRouter(prefix="/models", tags=["reports"])
 
@@ -36,6 +36,8 @@ def _cohort_scope(key: Any, cohort_id: str | None) -> str | None:
             "leave cohort_id out to report on the model's own held-out split"
         )
     return cohort_id
+
+
 REPORT_HEADERS = {
     "Cache-Control": "private, max-age=300",
     "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",

@@ -58,12 +58,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     reference = load_model(args.target)
     if reference.dims.in_dim != model.dims.in_dim:
         raise CliError(f"the target checkpoint has D = {reference.dims.in_dim}, the model D = {model.dims.in_dim}")
+    provenance = dict(loaded.provenance or {})
+    seed = args.seed if args.seed is not None else int(provenance.get("seed", 0) or 0)  # the job's, as the API
     data = compute_report_data(
-        model=model, reference=reference, n_boot=args.bootstrap, seed=args.seed,
+        model=model, reference=reference, n_boot=args.bootstrap, seed=seed,
         train_samples=cohort_samples(args.cohort, "train", model.dims.in_dim),
         test_samples=cohort_samples(args.cohort, "test", model.dims.in_dim),
     )  # fmt: skip
-    meta = _meta(args, dict(loaded.provenance or {}), model)
+    meta = _meta(args, provenance, model)
     figures = build_figures(data, meta, n_groups=args.groups, patient=args.patient)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -94,5 +96,7 @@ def register(sub: Any) -> None:
     p.add_argument("--patient", help="held-out patient id for the per-patient curve (default: the first)")
     p.add_argument("--figures", metavar="DIR", help="also write every figure as PNG and SVG into DIR")
     p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="bootstrap seed (default: the merge job's seed from the model's provenance, else 0: the "
+                   "same resamples as the service's report)")  # fmt: skip
     p.set_defaults(func=cmd_report)

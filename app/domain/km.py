@@ -223,32 +223,44 @@ def risk_groups(risk: Sequence[float], n_groups: int) -> tuple[list[int], list[f
 
 @dataclass(frozen=True)
 class CalibrationBin:
-    """One risk bin at horizon t: mean predicted S(t) vs KM observed S(t) with its 95% interval."""
+    """One risk bin at horizon t: mean predicted S(t) vs KM observed S(t) with its 95% interval. `observed`,
+    `lower` and `upper` are None when the bin's KM is not estimable at t: every patient of the bin left
+    follow-up (censored) before t, so nothing is known at t (a KM carried flat past its last time would show a
+    certain survival with no interval)."""
 
     patients: int
     predicted: float
-    observed: float
-    lower: float
-    upper: float
+    observed: float | None
+    lower: float | None
+    upper: float | None
+
+
+MIN_PATIENTS_PER_BIN = 5  # fewer bins for a small split: a "decile" of 1–2 patients says nothing
 
 
 def calibration_bins(
     predicted: Sequence[float], time: Sequence[float], event: Sequence[int], horizon: float, n_bins: int = 10
 ) -> list[CalibrationBin]:
     """Patients sorted by predicted S(horizon) and cut into ≤ n_bins bins of near-equal size (deciles by
-    default); each bin: mean predicted survival and the Kaplan–Meier survival at `horizon` of its patients."""
+    default; at least MIN_PATIENTS_PER_BIN patients each, so a small split gets fewer bins); each bin: mean
+    predicted survival and the Kaplan–Meier survival at `horizon` of its patients (None where not estimable)."""
     t, e = _check(time, event)
     if len(predicted) != len(t):
         raise ValueError("one predicted survival per patient is needed")
     order = sorted(range(len(t)), key=lambda i: float(predicted[i]))
-    bins = min(n_bins, len(t))
+    bins = max(1, min(n_bins, len(t) // MIN_PATIENTS_PER_BIN))
     out: list[CalibrationBin] = []
     for b in range(bins):
         members = order[b * len(t) // bins : (b + 1) * len(t) // bins]
         if not members:
             continue
         km = kaplan_meier([t[i] for i in members], [e[i] for i in members])
-        lo, hi = km.interval_at(horizon)
         pred = sum(float(predicted[i]) for i in members) / len(members)
-        out.append(CalibrationBin(len(members), pred, km.at(horizon), lo, hi))
+        observed = km.at(horizon)
+        # estimable at the horizon: someone of the bin is still followed there, or the curve already reached 0
+        if max(t[i] for i in members) >= horizon or observed == 0.0:
+            lo, hi = km.interval_at(horizon)
+            out.append(CalibrationBin(len(members), pred, observed, lo, hi))
+        else:
+            out.append(CalibrationBin(len(members), pred, None, None, None))
     return out

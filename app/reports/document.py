@@ -20,7 +20,8 @@ FIGURES = ("km", "calibration", "time-metrics", "comparison", "sources", "traini
 CAPTIONS = {
     "km": "Kaplan–Meier curves of the held-out patients by predicted risk group (left: merged model; right: the "
     "target's own model), numbers at risk under the axis, log-rank test between the groups.",
-    "calibration": "Calibration: mean predicted vs Kaplan–Meier observed survival per risk decile (95% CI).",
+    "calibration": "Calibration: mean predicted vs Kaplan–Meier observed survival per risk bin (deciles, at least 5 "
+    "patients each; 95% CI); bins whose patients were all censored before the horizon are not drawn.",
     "time-metrics": "Time-dependent AUC (higher is better) and IPCW Brier score (lower is better) over time.",
     "comparison": "C-index of both models on the same patients and the paired bootstrap of their difference.",
     "sources": "What the merge borrows: per held-out bag merge weights w and mixup ratios λ, top-k frequency "

@@ -127,8 +127,9 @@ def _at_risk_table(table: Any, ax: Any, info: dict[str, Any]) -> None:
 def calibration_figure(
     time: Sequence[float], event: Sequence[int], predicted: Mapping[int, Sequence[float]], n_bins: int = 10
 ) -> Figured:
-    """Predicted vs Kaplan–Meier observed survival per risk bin (deciles) at each horizon (years → predicted
-    S(horizon) per patient). A horizon beyond the longest follow-up is skipped with the reason."""
+    """Predicted vs Kaplan–Meier observed survival per risk bin (deciles; fewer for a small split) at each
+    horizon (years → predicted S(horizon) per patient). A horizon beyond the longest follow-up is skipped with the
+    reason; a bin whose patients were all censored before the horizon is not drawn (noted on the panel)."""
     horizons = sorted(predicted)
     fig = new_figure(4.0 * max(1, len(horizons)), 4.2)
     axes = fig.subplots(1, max(1, len(horizons)), squeeze=False)[0]
@@ -146,12 +147,16 @@ def calibration_figure(
             data["horizons"].append({"years": h, "bins": [], "skipped": reason})
             continue
         bins = km.calibration_bins(predicted[h], time, event, h * DAYS_PER_YEAR, n_bins=n_bins)
-        xs, ys = [b.predicted for b in bins], [b.observed for b in bins]
+        shown = [b for b in bins if b.observed is not None and b.lower is not None and b.upper is not None]
+        xs, ys = [b.predicted for b in shown], [float(b.observed or 0.0) for b in shown]
         err = [
-            [y - b.lower for y, b in zip(ys, bins, strict=True)],
-            [b.upper - y for y, b in zip(ys, bins, strict=True)],
+            [y - float(b.lower or 0.0) for y, b in zip(ys, shown, strict=True)],
+            [float(b.upper or 0.0) - y for y, b in zip(ys, shown, strict=True)],
         ]
         ax.errorbar(xs, ys, yerr=err, fmt="o", color=COLORS[3], markersize=5, capsize=3, label="risk bins (95% CI)")
+        if len(shown) < len(bins):
+            note = f"{len(bins) - len(shown)} bin(s) not estimable: all censored before {h} year{'s' if h > 1 else ''}"
+            ax.text(0.98, 0.02, note, ha="right", va="bottom", fontsize=7, transform=ax.transAxes)
         ax.legend(loc="upper left", fontsize=8)
         data["horizons"].append({"years": h, "bins": [asdict(b) for b in bins], "skipped": None})
     return Figured(fig, data)

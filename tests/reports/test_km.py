@@ -105,3 +105,18 @@ def test_bad_inputs_say_what_to_fix() -> None:
     with pytest.raises(ValueError, match="two groups"):
         km.logrank_test([1.0, 2.0], [1, 1], [0, 0])
     assert math.isclose(km.kaplan_meier([], []).at(10.0), 1.0)
+
+
+def test_calibration_bins_are_not_estimable_past_their_follow_up_and_small_splits_get_fewer() -> None:
+    # 12 patients: at most 12 // 5 = 2 bins, not 10 "deciles" of one patient
+    time = [100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 150.0, 250.0, 350.0, 450.0, 550.0, 708.94]
+    event = [1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0]
+    predicted = [0.1 * i for i in range(12)]
+    bins = km.calibration_bins(predicted, time, event, 365.0)
+    assert [b.patients for b in bins] == [6, 6]
+    # at 5 years nobody is followed: both bins had every patient censored or dead before, and not all dead
+    late = km.calibration_bins(predicted, time, event, 5 * 365.25)
+    assert all(b.observed is None and b.lower is None and b.upper is None for b in late)
+    # a bin whose patients all died before the horizon is estimable (S = 0), not "unknown"
+    dead = km.calibration_bins([0.5] * 5, [10.0, 20.0, 30.0, 40.0, 50.0], [1] * 5, 365.0)
+    assert dead[0].observed == 0.0

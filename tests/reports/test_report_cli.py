@@ -15,10 +15,21 @@ def test_steph_report_offline(capsys, tiny_world, merged_models, tmp_path, metho
     doc = merged_models[method]
     out, figs = tmp_path / "report.html", tmp_path / "figs"
     res = run_cli(
-        capsys, "report", "--model", doc["artifact"]["path"], "--target", tiny_world.ckpt("BLCA"),
-        "--cohort", tiny_world.cohort("BLCA"), "--out", str(out), "--figures", str(figs), "--groups", "3",
-        "--seed", "42",
-    )  # fmt: skip
+        capsys,
+        "report",
+        "--model",
+        doc["artifact"]["path"],
+        "--target",
+        tiny_world.ckpt("BLCA"),
+        "--cohort",
+        tiny_world.cohort("BLCA"),
+        "--out",
+        str(out),
+        "--figures",
+        str(figs),
+        "--groups",
+        "3",
+    )  # fmt: skip  (no --seed: the model's own seed, from its provenance, as the service's report uses)
     assert res.code == 0, res.err
     summary = res.json()
     # the same held-out patients, models, seed and resamples as the merge's own comparison

@@ -90,7 +90,11 @@ def server_path(path: Path, server_root: Path | None) -> str:
 
 
 def cmd_register_base(args: argparse.Namespace, client: Client) -> int:
-    emit(client.register_base(args.file, name=args.name, encoder=args.encoder))
+    base = client.register_base(args.file, name=args.name, encoder=args.encoder)
+    if (base.name, base.encoder) != (args.name, args.encoder):  # the same bytes were registered before
+        print(f"note: {Path(args.file).name} is already registered as base {base.id} (name {base.name!r}, encoder "
+              f"{base.encoder!r}); that base is returned unchanged", file=sys.stderr)  # fmt: skip
+    emit(base)
     return EXIT_OK
 
 

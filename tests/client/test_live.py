@@ -240,6 +240,14 @@ def test_predict_key_cannot_register_and_exit_code_is_2(live):
     assert_no_key(live, result.stdout, result.stderr)
 
 
+def test_registering_the_same_base_again_says_which_one_is_returned(live):
+    result = run_client(live, "register-base", str(live.world / "base.safetensors"), "--name", "renamed",
+                        "--encoder", "synthetic-16", key=live.admin_key)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["id"] == live.base_id and json.loads(result.stdout)["name"] == "tiny"
+    assert f"already registered as base {live.base_id} (name 'tiny'" in result.stderr
+
+
 def test_keys_never_reach_the_server_log(live):
     assert_no_key(live, live.log.read_text(errors="replace"))
 

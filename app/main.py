@@ -66,10 +66,11 @@ def recover_jobs(ctx: ServiceContext) -> list[str]:
 
 def start_context(settings: Settings) -> ServiceContext:
     """Everything the lifespan does before serving: migrate, context, queue, recovery, bootstrap key."""
-    if settings.migrate_on_start:
-        from app.db.migrate import upgrade
+    from app.db.migrate import check_current, upgrade
 
+    if settings.migrate_on_start:
         upgrade(settings.database_url)
+    check_current(settings.database_url)  # a database behind the code would answer 500s: refuse to start, say why
     if settings.predict_device == "cuda":  # without a GPU: refuse to start, saying why ("auto" cannot fail and
         from app.services.model_cache import resolve_predict_device  # imports torch: only for this check)
 

@@ -2,8 +2,9 @@
 
 Healthy (exit 0) when this host's worker `<name>@<hostname>` answers a Celery ping: it is connected to the
 broker and its consumer loop runs. A solo-pool worker cannot answer while it runs a job, so a worker that
-does not answer is still healthy when a job it claimed (MergeJob.worker = "<hostname>:<pid>:<thread>") is
-running with a heartbeat younger than STEPH_JOB_LEASE_S. Otherwise exit 1, with the reason on stderr.
+does not answer is still healthy when a job it claimed (MergeJob.worker = "<name>@<hostname>:<pid>:<thread>")
+is running with a heartbeat younger than STEPH_JOB_LEASE_S; another worker's job on the same host does not
+count. Otherwise exit 1, with the reason on stderr.
 Redis being up is not enough: a worker that lost its broker connection or hangs fails this check.
 """
 
@@ -27,8 +28,9 @@ def answers_ping(settings: Any, destination: str, timeout: float) -> bool:
     return any(destination in reply for reply in replies)
 
 
-def busy_job(settings: Any, host: str) -> str | None:
-    """The id of a running job claimed on `host` whose heartbeat is fresher than the lease, else None."""
+def busy_job(settings: Any, node: str) -> str | None:
+    """The id of a running job claimed by the worker `node` (its Celery node name, e.g. celery@host) whose
+    heartbeat is fresher than the lease, else None."""
     from sqlalchemy import select
 
     from app.db.models import MergeJob
@@ -39,7 +41,7 @@ def busy_job(settings: Any, host: str) -> str | None:
         with engine.connect() as conn:
             rows = conn.execute(
                 select(MergeJob.id, MergeJob.heartbeat_at).where(
-                    MergeJob.status == "running", MergeJob.worker.like(f"{host}:%")
+                    MergeJob.status == "running", MergeJob.worker.like(f"{node}:%")
                 )
             ).all()
     finally:
@@ -60,7 +62,7 @@ def check(settings: Any, *, name: str = "celery", host: str | None = None, timeo
     if answers_ping(settings, destination, timeout):
         return True, f"{destination} answered a Celery ping"
     try:
-        job = busy_job(settings, host)
+        job = busy_job(settings, destination)
     except Exception as exc:  # noqa: BLE001 (database down)
         return False, f"{destination} did not answer a Celery ping and the database is unreachable ({exc})"
     if job is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 
 from workers.celery_app import TASK_NAME, get_celery_app
 
@@ -34,6 +34,15 @@ def run_merge_job_task(self: Any, job_id: str) -> None:
     outcome = run_merge_job(ctx=ctx, job_id=str(job_id))
     if outcome == BUSY:
         raise self.retry(countdown=job_lease_s(ctx.settings))
+
+
+@celeryd_after_setup.connect
+def name_the_runner(sender: str, **_: Any) -> None:
+    """Jobs this worker claims carry its node name (`--hostname`, e.g. gpu1@host) in MergeJob.worker, which
+    `python -m workers.health` matches: another worker on the same host never vouches for this one."""
+    from app.services.job_runner import set_node_name
+
+    set_node_name(str(sender))
 
 
 @worker_ready.connect

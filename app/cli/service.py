@@ -24,6 +24,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = get_settings()
+    if not settings.migrate_on_start:
+        _require_current_schema(settings)
     if args.workers > 1:
         return _serve_workers(args, settings)
     _import_web_stack(settings)
@@ -122,6 +124,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         from app.db.migrate import upgrade
 
         upgrade(settings.database_url)
+        _require_current_schema(settings)
     ctx = _context_for(settings)
     try:
         bootstrap_admin_key(ctx)
@@ -145,10 +148,22 @@ def _context_for(settings: Settings):  # noqa: ANN202 - ServiceContext is import
     return build_context(settings)
 
 
+def _require_current_schema(settings: Settings) -> None:
+    """CliError (exit 2, one line) when the database is not at the newest migration: empty, behind or ahead."""
+    from app.cli.common import CliError
+    from app.db.migrate import schema_problem
+
+    problem = schema_problem(settings.database_url)
+    if problem is not None:
+        raise CliError(problem)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Run a Celery worker for merge jobs (extra arguments go to `celery worker`)."""
+    """Run a Celery worker for merge jobs (extra arguments go to `celery worker`); refuses to start on a database
+    that is not migrated (its reaper and every job would fail)."""
     from workers.celery_app import run_worker
 
+    _require_current_schema(get_settings())
     return int(run_worker(list(args.celery_args or [])) or 0)
 
 

@@ -3,6 +3,7 @@ embedded start-up run). The migrations directory is found next to the `app` pack
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -51,3 +52,55 @@ def head_revision() -> str:
     if head is None:
         raise RuntimeError("the migrations directory has no revision")
     return head
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database is not at the migration this code needs (empty, behind, or ahead)."""
+
+
+@functools.cache
+def _head() -> str:
+    return head_revision()
+
+
+def schema_problem(url: str) -> str | None:
+    """Why the database at `url` cannot be used by this code (None when it is at the newest migration)."""
+    return schema_problem_at(current_revision(url))
+
+
+def revision_on(connection: object) -> str | None:
+    """The revision of the database behind an open SQLAlchemy connection (no new engine: a readiness probe)."""
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()  # type: ignore[arg-type]
+
+
+def schema_problem_at(current: str | None) -> str | None:
+    """schema_problem for a database at revision `current`."""
+    head = _head()
+    if current == head:
+        return None
+    if current is None:
+        state = "has no STEPH tables (an empty database)"
+    else:
+        from alembic.script import ScriptDirectory
+
+        known = {r.revision for r in ScriptDirectory.from_config(alembic_config("sqlite://")).walk_revisions()}
+        state = f"is at migration {current}" + ("" if current in known else ", newer than this code knows")
+    return (
+        f"the database {state}; this version of STEPH needs migration {head}: run `steph migrate` with the same "
+        "STEPH_DATABASE_URL (once, before the API and the workers start)"
+    )
+
+
+def check_current(url: str) -> None:
+    """SchemaNotCurrent (saying what to run) unless the database is at the newest migration."""
+    problem = schema_problem(url)
+    if problem is not None:
+        raise SchemaNotCurrent(problem)
+
+
+def stamp_head(url: str) -> None:
+    """Record the newest migration as applied (for a database whose tables were made from the models)."""
+    with _LOCK:
+        command.stamp(alembic_config(url), "head")

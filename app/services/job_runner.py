@@ -52,8 +52,18 @@ class _LostOwnership(RuntimeError):
     """Another runner took over this job (our heartbeat went stale); drop our result."""
 
 
+NODE_NAME: str | None = None  # a Celery worker's node name (`--hostname gpu1@%h`), set when the worker starts
+
+
+def set_node_name(name: str | None) -> None:
+    global NODE_NAME
+    NODE_NAME = name or None
+
+
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    """Who runs a job (MergeJob.worker): `<node>:<pid>:<thread>`, node = the Celery worker's name (e.g.
+    gpu1@host, so two workers on one host are told apart by name) or, outside Celery, the host name."""
+    return f"{NODE_NAME or socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 def _claim(ctx: Any, job_id: str, me: str) -> int | str:
@@ -126,11 +136,15 @@ class Heartbeat(threading.Thread):
         return self.cancel.is_set()
 
     def run(self) -> None:
+        from app.observability import RepeatedFailure
+
+        failures = RepeatedFailure(log, f"heartbeat of job {self.job_id}")
         while not self._stop_evt.wait(self.interval):
             try:
                 self.beat()
-            except Exception:  # a transient DB error must not kill the job; the next beat retries
-                log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+                failures.succeeded()
+            except Exception as exc:  # a transient DB error must not kill the job; the next beat retries
+                failures.failed(exc)
 
     def beat(self) -> None:
         m = orm()

@@ -176,11 +176,15 @@ class Reaper(threading.Thread):
         self.passes = 0
 
     def run(self) -> None:
+        from app.observability import RepeatedFailure
+
+        failures = RepeatedFailure(log, "job reaper pass")
         while not self._stop_evt.wait(self.interval):
             try:
                 reap_once(ctx=self.get_ctx())
-            except Exception:  # a database or broker hiccup: the next pass retries
-                log.warning("job reaper pass failed", exc_info=True)
+                failures.succeeded()
+            except Exception as exc:  # a database or broker hiccup: the next pass retries
+                failures.failed(exc)
             self.passes += 1
 
     def stop(self, timeout: float = 10.0) -> None:

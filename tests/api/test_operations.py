@@ -31,6 +31,62 @@ def test_ready_reports_a_dead_queue_with_503(client):
     assert r.json() == {"status": "not ready", "checks": {"database": True, "store": True, "queue": False}}
 
 
+def test_a_hung_store_reads_as_down_within_seconds_and_blocks_nothing(client, admin, monkeypatch):
+    """A stopped (not refusing) object store: each readiness probe answers 503 after the probe limit, all
+    probes share the one hung check, and /health/live and the API routes keep answering."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import app.api.routes.health as health
+
+    monkeypatch.setattr(health, "PROBE_TIMEOUT_S", 0.5)
+    release, calls = threading.Event(), []
+    ctx = client.app.state.ctx
+
+    def hung() -> bool:
+        calls.append(1)
+        release.wait(30)
+        return True
+
+    monkeypatch.setattr(ctx.store, "is_writable", hung)
+    try:
+        t0 = time.monotonic()
+        r = client.get("/health/ready")
+        assert r.status_code == 503 and r.json()["checks"] == {"database": True, "store": False, "queue": True}
+        assert time.monotonic() - t0 < 3
+        with ThreadPoolExecutor(24) as pool:  # more probes than the server's worker threads could hold before
+            answers = list(pool.map(lambda _: client.get("/health/ready").status_code, range(48)))
+            assert client.get("/health/live").status_code == 200
+            assert client.get("/bases", headers=admin).status_code == 200
+        assert set(answers) == {503} and len(calls) == 1  # one hung check, not one per probe
+    finally:
+        release.set()
+    for _ in range(50):  # once the store answers again, so does readiness
+        if client.get("/health/ready").status_code == 200:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("readiness did not recover")
+
+
+def test_a_database_behind_the_code_is_refused_at_start_and_not_ready(tmp_path):
+    import pytest
+
+    from app.db.migrate import SchemaNotCurrent, head_revision, upgrade
+
+    settings = Settings(home=tmp_path / "h", auto_migrate=False)
+    upgrade(settings.database_url, "0003")  # one migration behind (as `steph migrate --revision 0003` leaves it)
+    needs = f"is at migration 0003.*needs migration {head_revision()}.*steph migrate"
+    with pytest.raises(SchemaNotCurrent, match=needs):
+        with TestClient(create_app(settings)):
+            pass
+    empty = Settings(home=tmp_path / "e", auto_migrate=False)
+    with pytest.raises(SchemaNotCurrent, match="has no STEPH tables"):
+        with TestClient(create_app(empty)):
+            pass
+
+
 def _sample(text: str, name: str, **labels: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):

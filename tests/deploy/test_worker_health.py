@@ -23,12 +23,27 @@ def test_busy_worker_is_healthy_only_with_a_fresh_heartbeat(tmp_path) -> None:
             for k, v in values.items():
                 setattr(row, k, v)
 
-    assert busy_job(ctx.settings, "gpu-7") is None  # queued, not claimed
-    set_job(status="running", worker="gpu-7:4242:1", heartbeat_at=datetime.now(UTC) - timedelta(seconds=5))
-    assert busy_job(ctx.settings, "gpu-7") == job["id"]
-    assert busy_job(ctx.settings, "gpu-70") is None and busy_job(ctx.settings, "gpu") is None  # other hosts
+    me = "w1@gpu-7"
+    assert busy_job(ctx.settings, me) is None  # queued, not claimed
+    set_job(status="running", worker=f"{me}:4242:1", heartbeat_at=datetime.now(UTC) - timedelta(seconds=5))
+    assert busy_job(ctx.settings, me) == job["id"]
+    assert busy_job(ctx.settings, "w1@gpu-70") is None and busy_job(ctx.settings, "w1@gpu") is None  # other hosts
+    assert busy_job(ctx.settings, "w2@gpu-7") is None  # another worker on the same host does not vouch for w1
     set_job(heartbeat_at=datetime.now(UTC) - timedelta(seconds=31))  # older than the lease: stuck or dead
-    assert busy_job(ctx.settings, "gpu-7") is None
+    assert busy_job(ctx.settings, me) is None
     set_job(status="succeeded", heartbeat_at=datetime.now(UTC))
-    assert busy_job(ctx.settings, "gpu-7") is None
+    assert busy_job(ctx.settings, me) is None
     ctx.close()
+
+
+def test_the_runner_names_itself_after_the_celery_node() -> None:
+    import os
+
+    from app.services import job_runner
+
+    try:
+        job_runner.set_node_name("gpu1@vm")
+        assert job_runner.worker_name().startswith(f"gpu1@vm:{os.getpid()}:")
+    finally:
+        job_runner.set_node_name(None)
+    assert not job_runner.worker_name().startswith("gpu1@vm")

@@ -39,6 +39,9 @@ def make_ctx(tmp_path: Path, queue: Any = None, **overrides: Any) -> ServiceCont
     settings = Settings(home=tmp_path / "home", device="cpu", queue="embedded", bootstrap_admin_key=False, **overrides)
     ctx = build_context(settings, queue=queue if queue is not None else RecordingQueue())
     OrmBase.metadata.create_all(ctx.engine)
+    from app.db.migrate import stamp_head
+
+    stamp_head(settings.database_url)  # the tables are the newest schema: a server started on this home accepts it
     return ctx
 
 

@@ -142,3 +142,9 @@ def test_the_same_family_registered_twice_returns_the_existing_base(client, admi
     assert wider.status_code == other.status_code == 201
     assert len({first.json()["id"], wider.json()["id"], other.json()["id"]}) == 3
     assert client.get("/bases", headers=admin).json()["total"] == 3
+
+
+def test_a_nan_bin_width_is_called_not_finite(client, admin, world):
+    r = client.post("/bases", headers=admin, files=upload(world.base),
+                    data={"name": "x", "encoder": "e", "bin_width_days": "nan"})  # fmt: skip
+    assert_error(r, 422, contains="finite")

@@ -31,7 +31,9 @@ async def create_base(
     name: Annotated[str, Form(max_length=200, description="display name of the family")],
     encoder: Annotated[str, Form(max_length=200, description="feature encoder of the bags, e.g. uni2-h")],
     n_bins: Annotated[int | None, Form(ge=1, le=1000, description="time bins (default: the head's outputs)")] = None,
-    bin_width_days: Annotated[float | None, Form(ge=1, le=36500, allow_inf_nan=False, description="days per bin")] = None,
+    bin_width_days: Annotated[
+        float | None, Form(ge=1, le=36500, allow_inf_nan=False, description="days per bin")
+    ] = None,
 ) -> JSONResponse:
     name_, encoder_ = clean_label(name, "name", max_len=200), clean_label(encoder, "encoder", max_len=200)
     upload = await receive_upload(ctx, file, svc.CHECKPOINT_SUFFIXES, what="base file")

@@ -19,3 +19,14 @@ def home(tmp_path, monkeypatch):
     get_settings.cache_clear()
     yield tmp_path / "home"
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def migrated_home(home):
+    """`home` whose database is at the newest migration (what `steph migrate` leaves): for commands that refuse
+    to start on an unmigrated database (`steph worker`, `steph serve` in celery mode)."""
+    from app.db.migrate import upgrade
+    from app.settings import get_settings
+
+    upgrade(get_settings().database_url)
+    return home

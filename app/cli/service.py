@@ -163,8 +163,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     that is not migrated (its reaper and every job would fail)."""
     from workers.celery_app import run_worker
 
-    _require_current_schema(get_settings())
-    return int(run_worker(list(args.celery_args or [])) or 0)
+    celery_args = list(args.celery_args or [])
+    if not {"--help", "-h", "--version"} & set(celery_args):  # Celery's own help needs no database
+        _require_current_schema(get_settings())
+    return int(run_worker(celery_args) or 0)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

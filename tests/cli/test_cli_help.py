@@ -44,7 +44,7 @@ def test_every_command_and_argument_is_documented() -> None:
     assert undocumented(bare, "t") == ["t x"]
 
 
-def test_worker_help_is_ours_and_double_dash_passes_everything(monkeypatch, capsys) -> None:
+def test_worker_help_is_ours_and_double_dash_passes_everything(monkeypatch, capsys, migrated_home) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["worker", "--help"])
     assert exc.value.code == 0

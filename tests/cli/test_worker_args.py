@@ -8,7 +8,7 @@ import workers.celery_app
 from app import cli
 
 
-def test_worker_arguments_reach_celery_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_arguments_reach_celery_in_order(monkeypatch: pytest.MonkeyPatch, migrated_home) -> None:
     seen: list[list[str]] = []
     monkeypatch.setattr(workers.celery_app, "run_worker", lambda argv: seen.append(list(argv)) or 0)
     assert cli.main(["worker", "--hostname", "gpu1@%h", "--loglevel", "DEBUG"]) == 0

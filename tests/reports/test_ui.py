@@ -155,3 +155,5 @@ def test_the_model_page_without_held_out_patients_and_with_bad_choices(client, a
                           ("patient=nobody", "'nobody' is not among")):  # fmt: skip
         r = client.get(f"/ui/models/{good}?{query}")
         assert r.status_code == 422 and needle in html.unescape(r.text), query
+    report = client.get(f"/ui/models/{job['model_id']}/report")  # deleted above: the UI's page, not JSON
+    assert report.status_code == 404 and report.headers["content-type"].startswith("text/html")

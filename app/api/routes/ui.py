@@ -244,9 +244,18 @@ def model_report(
     from app.api.routes.reports import REPORT_HEADERS
     from app.services.reports import model_report_html
 
-    if _scope(ctx, _key(request)) is None:
-        return _login_redirect()
-    html = model_report_html(ctx=ctx, model_id=model_id, n_groups=groups, patient=patient)
+    key = _key(request)
+    scope = _scope(ctx, key)
+    if scope is None or key is None:
+        return _login_redirect(clear=key is not None)
+    try:
+        html = model_report_html(ctx=ctx, model_id=model_id, n_groups=groups, patient=patient)
+    except ServiceError as exc:  # the UI's error page (the API route answers JSON)
+        from app.api.errors import classify
+
+        status = (classify(exc) or (422, ""))[0]
+        base = {"scope": scope, "csrf": csrf_token(key), "nav": "error", "message": str(exc)}
+        return templates.TemplateResponse(request, "error.html", base, status_code=status)
     return HTMLResponse(html, headers=REPORT_HEADERS)
 
 

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app.domain.task_vectors import IncompatibleCheckpointError
 from app.services import errors as se
@@ -180,6 +181,8 @@ class CatchUnexpected:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing went wrong here
+            log.info("client disconnected during %s %s", scope.get("method"), scope.get("path"))
         except Exception as exc:
             if started:
                 raise

@@ -185,11 +185,13 @@ def predict_bag(model: Any, path: str) -> dict[str, Any]:
     import torch
 
     from app.domain.survival import risk_score, survival_curve
-    from app.io.bags import read_bag
+    from app.io.bags import non_finite_output, read_bag
 
     bag = read_bag(path, expected_dim=model.dims.in_dim, display_name=Path(path).name)
     with torch.no_grad():
         out = model(bag.features)
+    if not bool(torch.isfinite(out.logits).all()):  # never print NaN as a risk (nor invalid JSON)
+        raise non_finite_output(bag.features, [Path(path).name])
     doc = {
         "bag": Path(path).name, "patches": int(bag.features.shape[0]), "method": model.method,
         "risk": float(risk_score(out.logits)),

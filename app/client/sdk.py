@@ -282,11 +282,15 @@ class Client:
         return self._json("PUT", f"/registered-models/{name}/aliases/{alias}", json=body)
 
     def download_artifact(self, model_id: str, dest: PathLike) -> Path:
-        """Stream `GET /models/{id}/artifact` to `dest` (file, or dir → `<id>.safetensors`), atomically.
+        """Stream `GET /models/{id}/artifact` to `dest` (file, or dir → `<id>.safetensors`; a path ending in
+        "/" is a dir, created if missing), atomically.
         `model_id` may also be a reference (name@alias, name/version): it is resolved to the id first."""
         if not _is_model_id(model_id):
             model_id = self.resolve_model(model_id).id
+        as_dir = str(dest).endswith(("/", os.sep))  # "models/" names a folder, made if missing (docs/client.md)
         dest = Path(dest)
+        if as_dir:
+            dest.mkdir(parents=True, exist_ok=True)
         if dest.is_dir():
             dest = dest / f"{model_id}.safetensors"
         tmp = dest.with_name(dest.name + ".part")

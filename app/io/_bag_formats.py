@@ -23,7 +23,7 @@ class BagHeader:
 
     fmt: str
     shape: tuple[int, ...]
-    kind: str  # numpy dtype kind of the features: f, i, u, b (anything else is refused)
+    kind: str  # numpy dtype kind of the features: only f (float) is accepted
     dtype: str  # torch dtype name as stored: float32, float16, bfloat16, int64, ...
     coords_shape: tuple[int, ...] | None
     load_bytes: int  # bytes the reader allocates to read the file as stored
@@ -55,7 +55,13 @@ def out_dtype_name(header: BagHeader, keep_reduced: bool) -> str:
 def check_header(header: BagHeader, name: str, expected_dim: int | None, max_patches: int | None) -> None:
     """Every declared property checked before data is read: numeric dtype, [N, D] (or [1, N, D]) with N >= 1,
     D = expected_dim, N <= max_patches, coords [N, 2] (or [1, N, 2]) with the same N."""
-    if header.kind not in "fiub":
+    if header.kind in "iub":  # SPEC §4: features are real numbers; integers mean a quantised or mis-saved export
+        raise BagFormatError(
+            f"{name}: features are {'booleans' if header.kind == 'b' else 'integers'} (dtype {header.dtype}), "
+            "not the extractor's real-valued features; save them as float32 (or float16) without quantising",
+            file_name=name,
+        )
+    if header.kind != "f":
         raise BagFormatError(
             f"{name}: features are not numbers (dtype {header.dtype}); store them as a float32 array",
             file_name=name,

@@ -126,6 +126,13 @@ def load_model_file(path: str | os.PathLike[str], *, expected_sha256: str | None
             "were modified; restore it from a backup or re-run the merge",
             file_name=name,
         )
+    bad = next((k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:  # a diverged merge saved by other software, or a crafted file: never scored
+        raise ArtifactError(
+            f"{name}: tensor {bad!r} holds NaN or Inf values; the model diverged or the file was damaged; re-run "
+            "the merge",
+            file_name=name,
+        )
     try:
         config, provenance = json.loads(config_json), json.loads(provenance_json)
         model = _build(tensors, config)
@@ -154,6 +161,9 @@ def load_any_model(path: str | os.PathLike[str], *, bin_edges: list[float] | Non
     if path.is_file() and checkpoint_kind(path) == "safetensors" and _metadata(path, name).get("format"):
         return load_model_file(path, display_name=name)
     state = read_checkpoint(path, display_name=name, timeout_s=timeout_s, memory_mb=memory_mb)
+    from app.domain.task_vectors import check_finite
+
+    check_finite(state, name=name)  # NaN/Inf or absurd weights: refused here, as at registration
     try:
         dims = infer_dims(state)
     except KeyError as exc:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from app.io._bag_formats import BagHeader, RawBag, check_header, check_shape, clean_exc, detect_format, out_dtype_name
 from app.io._bag_readers import INTO_READERS, PEEKERS, READERS, VERIFIERS
-from app.io.errors import BagFormatError, display_name_of
+from app.io.errors import BagFormatError, InputFileError, display_name_of
 from app.io.limits import all_finite, check_request_bytes, count_non_finite, process_budget, request_limit_bytes
 
 SUPPORTED_BAG_SUFFIXES = (".h5", ".hdf5", ".pt", ".npy", ".safetensors")
@@ -289,3 +289,25 @@ def check_finite(features: Tensor, name: str) -> None:
             "re-extract the features or drop the broken patches",
             file_name=name,
         )
+
+
+def non_finite_output(features: Tensor, names: list[str]) -> InputFileError:
+    """The error for a forward whose output is not finite: the bag's fault (BagFormatError, 422) when its finite
+    values are so large that the forward overflows, else the model's (ArtifactError: damaged or diverged
+    weights). Used by POST /predict and `steph predict` alike."""
+    from app.io.errors import ArtifactError
+
+    lo, hi = torch.aminmax(features.detach())
+    largest = max(abs(float(lo)), abs(float(hi)))
+    shown = ", ".join(names)
+    if largest <= 1e4:  # ordinary features: the model is what overflows
+        return ArtifactError(
+            f"the model's output is not finite for {shown}, whose features are ordinary (|x| ≤ {largest:.3g}): "
+            "the model's weights are damaged or diverged; re-run its merge job or upload the model again"
+        )
+    return BagFormatError(
+        f"{shown}: the model's output is not finite for this bag: its feature values reach magnitude "
+        f"{largest:.3g}, and the forward overflows; patch features from a foundation model are of order 1–100 "
+        "(check that the file holds the extractor's features, unscaled, in the expected layout)",
+        file_name=names[0] if names else None,
+    )

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 
@@ -166,12 +167,32 @@ def write_checkpoint(path: str | os.PathLike[str], state: dict[str, Tensor],
     try:
         save_file(tensors, tmp, metadata=meta or None)
         with open(tmp, "rb+") as fh:
+            _sort_metadata(fh)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _sort_metadata(fh: Any) -> None:
+    """Rewrite a just-written safetensors header with its metadata keys sorted, in place: the writer stores
+    metadata in hash order, different on every run, so the same tensors and metadata gave different file bytes
+    (and sha256) each time. Same JSON, same length; left as written if that cannot be guaranteed."""
+    fh.seek(0)
+    size = int.from_bytes(fh.read(8), "little")
+    raw = fh.read(size)
+    header = json.loads(raw)
+    if not isinstance(header.get("__metadata__"), dict):
+        return
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    out = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(out) != len(raw.rstrip(b" ")):
+        return
+    fh.seek(8)
+    fh.write(out + b" " * (size - len(out)))
+    fh.flush()
 
 
 def import_reference_checkpoint(pth_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,

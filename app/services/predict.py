@@ -17,7 +17,7 @@ import torch
 from app.domain.evaluation import model_device
 from app.domain.precision import cast_bag, resolve_inference_dtype
 from app.domain.survival import risk_score, survival_curve
-from app.io.errors import ArtifactError, BagFormatError
+from app.io.bags import non_finite_output
 from app.services.bag_reading import read_patient
 from app.services.errors import Forbidden, PayloadTooLarge, UnprocessableInput
 from app.services.model_cache import get_model_cache
@@ -126,7 +126,7 @@ def score_patient(model: Any, pid: str, files: list[BagFile], settings: Any, top
         out = model(bag)
     logits = out.logits.detach().float().cpu().reshape(-1)
     if not bool(torch.isfinite(logits).all()):
-        raise _non_finite_output(bag, files)
+        raise non_finite_output(bag, [f.name for f in files])
     surv = survival_curve(logits)
     edges = [float(e) for e in model.bin_edges][: logits.numel() + 1]
     return {
@@ -143,24 +143,6 @@ def score_patient(model: Any, pid: str, files: list[BagFile], settings: Any, top
         "ensemble": (out.info or {}).get("ensemble"),
         "top_patches": _top_patches(out.attention, top_k, files, sizes, coords),
     }
-
-
-def _non_finite_output(bag: torch.Tensor, files: list[BagFile]) -> BagFormatError:
-    """A bag whose values are finite but so large that the forward overflows (risk would be NaN/null)."""
-    lo, hi = torch.aminmax(bag)
-    largest = max(abs(float(lo)), abs(float(hi)))
-    names = ", ".join(f.name for f in files)
-    if largest <= 1e4:  # ordinary features: the model is what overflows
-        raise ArtifactError(
-            f"the model's output is not finite for {names}, whose features are ordinary (|x| ≤ {largest:.3g}): "
-            "the model's weights are damaged or diverged; re-run its merge job or upload the model again"
-        )
-    return BagFormatError(
-        f"{names}: the model's output is not finite for this bag: its feature values reach magnitude "
-        f"{largest:.3g}, and the forward overflows; patch features from a foundation model are of order 1–100 "
-        "(check that the file holds the extractor's features, unscaled, in the expected layout)",
-        file_name=files[0].name if files else None,
-    )
 
 
 def model_record(*, ctx: Any, model_id: str) -> tuple[str, str]:

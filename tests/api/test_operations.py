@@ -267,3 +267,46 @@ def test_a_500_keeps_the_connection_for_the_next_request(tmp_path):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_a_client_that_disconnects_mid_upload_is_not_a_server_error(tmp_path, caplog, monkeypatch):
+    """A raw-body upload cut off by the client: no 'unhandled error' log line and no 500 attempt."""
+    import asyncio
+    import logging
+
+    import app.api.routes.predict as predict_routes
+
+    monkeypatch.setattr(predict_routes, "resolve_model_id", lambda ctx, ref: ref)  # any model: the upload matters
+
+    app = create_app(Settings(home=tmp_path / "h"))
+    sent: list[dict] = []
+
+    async def run() -> None:
+        async with app.router.lifespan_context(app):
+            ctx = app.state.ctx
+            from app.services.auth import create_api_key
+
+            with ctx.session() as s:
+                _, key = create_api_key(s, scope="predict", name="t")
+            messages = [{"type": "http.request", "body": b"x" * 1000, "more_body": True}, {"type": "http.disconnect"}]
+
+            async def receive() -> dict:
+                return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                     "scheme": "http", "path": "/predict/bag", "raw_path": b"/predict/bag",
+                     "query_string": b"model_id=m&filename=a.h5", "root_path": "", "server": ("t", 80),
+                     "client": ("c", 1), "app": app,
+                     "headers": [(b"host", b"t"), (b"authorization", f"Bearer {key}".encode()),
+                                 (b"content-type", b"application/octet-stream"),
+                                 (b"content-length", b"100000")]}  # fmt: skip
+            await app(scope, receive, send)
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(run())
+    assert not any("unhandled error" in r.getMessage() for r in caplog.records)
+    assert any("client disconnected during POST /predict/bag" in r.getMessage() for r in caplog.records)
+    assert not any(m.get("status") == 500 for m in sent)

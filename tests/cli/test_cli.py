@@ -121,6 +121,29 @@ def test_predict_with_a_plain_checkpoint_has_no_sources(tiny_world, capsys):
     assert "sources" not in doc and math.isfinite(doc["risk"])
 
 
+def test_predict_and_report_never_print_nan(merged_models, tiny_world, tmp_path, capsys):
+    """A bag whose finite values overflow the forward, and a checkpoint holding NaN: exit 2 with a one-line
+    reason, never `"risk": NaN` with exit 0."""
+    import numpy as np
+    from safetensors.torch import save_file
+
+    dim = infer_dims(load_file(tiny_world.ckpt("BLCA"))).in_dim
+    np.save(tmp_path / "overflow.npy", np.full((20, dim), 1e30, np.float32))
+    res = run_cli(capsys, "predict", "--model", merged_models["steph"]["artifact"]["path"],
+                  str(tmp_path / "overflow.npy"))  # fmt: skip
+    assert res.code == 2 and "overflow.npy: the model's output is not finite" in res.err and "NaN" not in res.out
+    state = load_file(tiny_world.ckpt("BLCA"))
+    state["feat_proj.0.weight"][0, 0] = float("nan")
+    save_file(state, str(tmp_path / "nan.safetensors"))
+    bag = sorted((Path(tiny_world.cohort("BLCA")) / "bags").glob("*.h5"))[0]
+    res = run_cli(capsys, "predict", "--model", str(tmp_path / "nan.safetensors"), str(bag))
+    assert res.code == 2 and "'feat_proj.0.weight' holds 1 non-finite" in res.err and not res.out
+    res = run_cli(capsys, "report", "--model", merged_models["steph"]["artifact"]["path"], "--target",
+                  str(tmp_path / "nan.safetensors"), "--cohort", tiny_world.cohort("BLCA"), "--out",
+                  str(tmp_path / "r.html"), "--bootstrap", "10")  # fmt: skip
+    assert res.code == 2 and "nan.safetensors" in res.err and "non-finite" in res.err
+
+
 def test_reference_pth_target_works(tiny_world, tmp_path, capsys):
     pth = tmp_path / "BLCA_ref.pth"
     torch.save({"model": load_file(tiny_world.ckpt("BLCA")), "epoch": 3}, pth)

@@ -261,6 +261,9 @@ def test_download_artifact_matches_the_models_sha256(live, tmp_path):
     with Client(live.url, live.predict_key) as client:
         expected = client.get_model(live.model_id).artifact_sha256
     assert path.parent == tmp_path and hashlib.sha256(path.read_bytes()).hexdigest() == expected
+    fresh = run_client(live, "download", live.model_id, str(tmp_path / "models") + "/")  # a folder not made yet
+    assert fresh.returncode == 0, fresh.stderr
+    assert Path(fresh.stdout.strip()) == tmp_path / "models" / f"{live.model_id}.safetensors"
 
 
 def test_methods_and_models_listing(live):

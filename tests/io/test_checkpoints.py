@@ -91,3 +91,27 @@ def test_pth_timeout(tmp_path: Path) -> None:
     torch.save({"model": abmil_state()}, tmp_path / "slow.pth")
     with pytest.raises(CheckpointFormatError, match=r"slow\.pth: conversion took longer than 0.2 s"):
         read_checkpoint(tmp_path / "slow.pth", timeout_s=0.2)  # the child cannot even import torch in 0.2 s
+
+
+def test_the_same_tensors_and_metadata_give_the_same_bytes(tmp_path) -> None:
+    """safetensors stores metadata in hash order (different on every run); write_checkpoint sorts it, so a
+    retrained checkpoint or a re-run merge with the same seed has the same sha256."""
+    import hashlib
+    import json as json_
+
+    from safetensors import safe_open
+
+    from app.io.checkpoints import write_checkpoint
+
+    state = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(3)}
+    meta = {f"k{i}": f"value {i} é" for i in range(12)}
+    digests = set()
+    for i in range(6):
+        shuffled = dict(sorted(meta.items(), key=lambda kv: hash((i, kv[0]))))
+        path = write_checkpoint(tmp_path / f"c{i}.safetensors", state, shuffled)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+        with safe_open(str(path), "pt") as fh:
+            assert fh.metadata() == meta and torch.equal(fh.get_tensor("w"), state["w"])
+        size = int.from_bytes(path.read_bytes()[:8], "little")
+        assert list(json_.loads(path.read_bytes()[8 : 8 + size])["__metadata__"]) == sorted(meta)
+    assert len(digests) == 1

@@ -162,7 +162,7 @@ class TaskArithmeticMethod(StaticMethod):
         if params.weights is not None and len(params.weights) != n_sources:
             raise ValueError(
                 f"weights has {len(params.weights)} entries but the job has {n_sources} source checkpoint(s): "
-                "give one weight per source, in the order of source_checkpoint_ids, or leave weights out"
+                "give one weight per source, in the order the sources are listed, or leave weights out"
             )
 
     def build(self, inputs: MergeInputs, params: TaskArithmeticParams, *, seed: int) -> SurvivalModel:

@@ -269,7 +269,8 @@ def steph_stats(model: SurvivalModel, train_samples: Samples, test_samples: Samp
     if not supports_mix_stats(model):
         return None
     train_stats = merge_statistics(model, train_samples)
-    out: dict[str, Any] = {"train": train_stats, "collapsed": train_stats["collapsed"]}
+    out: dict[str, Any] = {"train": train_stats, "collapsed": train_stats["collapsed"],
+                           "no_source_knowledge": train_stats["no_source_knowledge"]}  # fmt: skip
     if len(test_samples) > 0:
         out["test"] = merge_statistics(model, test_samples)
     return out

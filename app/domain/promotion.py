@@ -13,7 +13,8 @@ model):  C_c = Σ_k Σ_{i,j ∈ V_k} A_ij K^c_ij / Σ_k Σ_{i,j ∈ V_k} A_ij  (
 paired difference C_a − C_b gets a 95 % percentile interval and a standard error from a patient bootstrap
 that keeps the fold structure (A ∘ [fold_i = fold_j]; see evaluation.bootstrap_difference).
 
-Decision: promoted ⇔ C_merge − C_target > margin. Cost: K × (one target refit + one training per candidate).
+Decision: promoted ⇔ C_merge − C_target > margin; a promotion whose 95 % interval reaches the margin is marked
+`evidence: weak` (and says so), otherwise `clear`. Cost: K × (one target refit + one training per candidate).
 Gate modes: 'off' (no estimate, status 'unchecked'), 'fast' (3 folds, the default), 'full' (5 folds);
 gate_folds overrides the count. Pure torch + stdlib.
 """
@@ -228,7 +229,16 @@ def decide(estimate: dict[str, Any] | None, margin: float, *, reason_if_none: st
     se = estimate.get("se")
     spread = f" ± {se:.3f}" if se is not None else ""
     if d > margin:
-        return {"status": "promoted", "reason": f"inner-CV C-index gain {d:+.3f}{spread} > margin {margin:+.3f}"}
+        lo, hi = estimate.get("ci_low"), estimate.get("ci_high")
+        if lo is None or lo > margin:
+            return {"status": "promoted", "evidence": "clear",
+                    "reason": f"inner-CV C-index gain {d:+.3f}{spread} > margin {margin:+.3f}"}  # fmt: skip
+        return {  # the rule (estimate > margin) holds, but the interval says it could be chance
+            "status": "promoted", "evidence": "weak",
+            "reason": f"inner-CV C-index gain {d:+.3f}{spread} > margin {margin:+.3f}, on weak evidence: its 95 % "
+            f"interval [{lo:+.3f}, {hi:+.3f}] reaches the margin (few train patients); check the held-out "
+            "comparison before relying on it",
+        }  # fmt: skip
     return {
         "status": "not_promoted",
         "reason": f"inner-CV C-index gain over the target's own model {d:+.3f}{spread} is not above the margin "

@@ -98,7 +98,9 @@ class MergeJobOut(BaseModel):
     promotion: dict[str, Any] | None = Field(
         default=None,
         description="issue 12: the promotion gate's outcome {status: promoted | not_promoted | unchecked, reason, "
-        "collapsed (STEPH: every merge weight 0 on every train bag)}; the evidence is on the model",
+        "evidence (weak | clear: whether the 95 % interval of a promotion stays above the margin), collapsed "
+        "(STEPH: every merge weight 0 on every train bag), no_source_knowledge (STEPH: λ ≈ 1 on every train "
+        "bag)}; the estimate itself is on the model",
     )
 
 

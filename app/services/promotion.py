@@ -4,8 +4,8 @@ The estimate itself is domain logic (app.domain.promotion, run inside app.domain
 module turns job params + settings into a GateConfig and a finished run into database fields:
 
     models.promotion_status   promoted | not_promoted | unchecked
-    models.promotion          {status, reason, estimate?, gate, collapsed?}
-    merge_jobs.promotion      {status, reason, collapsed?}   (the summary shown on the job)
+    models.promotion          {status, reason, estimate?, gate, collapsed?, no_source_knowledge?}
+    merge_jobs.promotion      {status, reason, collapsed?, no_source_knowledge?}   (the summary on the job)
 
 A `not_promoted` model is still stored and downloadable; its status is on the model JSON, so clients and the
 registry can offer only promoted models as the target's model.
@@ -46,6 +46,14 @@ def promotion_fields(run: Any) -> dict[str, Any]:
                 "; WARNING: the STEPH merge collapsed (every merge weight w is 0 on every train bag, the encoder "
                 "is θ₀): use the default preset (softplus weights) instead of 'paper'"
             )
+    if (run.merge_stats or {}).get("no_source_knowledge"):
+        share = run.merge_stats["train"]["source_share"]["mean"]
+        promotion["no_source_knowledge"] = True
+        promotion["reason"] += (
+            f"; WARNING: the STEPH merge used no source knowledge (λ ≈ 1 on every train bag: {share:.1%} of the "
+            "encoder's move comes from the sources), so it is the target's own task vector rescaled per bag; "
+            "compare it with `auto` or the ensemble, or check the sources' relevance"
+        )
     notes = getattr(run, "notes", None) or {}
     warning = (notes.get("ensemble") or notes.get("auto") or {}).get("warning")
     if warning:  # an ensemble (auto's winner or not) whose sources fail the relevance check, or that ranks nobody
@@ -53,5 +61,6 @@ def promotion_fields(run: Any) -> dict[str, Any]:
     status = promotion.get("status", "unchecked")
     if status not in STATUSES:
         raise ValueError(f"unknown promotion status {status!r}")
-    summary = {k: promotion[k] for k in ("status", "reason", "collapsed") if k in promotion}
+    keys = ("status", "reason", "evidence", "collapsed", "no_source_knowledge")
+    summary = {k: promotion[k] for k in keys if k in promotion}
     return {"promotion_status": status, "promotion": promotion, "job_promotion": summary}

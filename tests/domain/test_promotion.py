@@ -79,6 +79,11 @@ def test_within_fold_c_index_ignores_pairs_across_folds():
 def test_decide_uses_the_margin():
     est = {"difference": 0.02, "se": 0.01}
     assert decide(est, 0.0)["status"] == "promoted"
+    clear = decide({**est, "ci_low": 0.004, "ci_high": 0.04}, 0.0)
+    assert clear["status"] == "promoted" and clear["evidence"] == "clear" and "weak" not in clear["reason"]
+    weak = decide({"difference": 0.047, "se": 0.041, "ci_low": -0.03, "ci_high": 0.13}, 0.0)
+    assert weak["status"] == "promoted" and weak["evidence"] == "weak"
+    assert "on weak evidence: its 95 % interval [-0.030, +0.130] reaches the margin" in weak["reason"]
     blocked = decide(est, 0.03)
     assert blocked["status"] == "not_promoted" and "+0.020" in blocked["reason"]
     assert decide(None, 0.0)["status"] == "unchecked"

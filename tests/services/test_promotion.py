@@ -31,6 +31,14 @@ def test_promotion_fields_report_the_status_and_a_collapse():
     assert fields["promotion_status"] == "not_promoted"
     assert fields["promotion"]["estimate"] == est and fields["promotion"]["collapsed"] is True
     assert "collapsed" in fields["job_promotion"]["reason"] and "estimate" not in fields["job_promotion"]
+    idle = SimpleNamespace(
+        promotion={"status": "promoted", "reason": "gain +0.030"},
+        merge_stats={"collapsed": False, "no_source_knowledge": True, "train": {"source_share": {"mean": 0.002}}},
+    )
+    idle_fields = promotion_fields(idle)
+    assert idle_fields["promotion"]["no_source_knowledge"] is True
+    assert idle_fields["job_promotion"]["no_source_knowledge"] is True
+    assert "used no source knowledge (λ ≈ 1 on every train bag: 0.2%" in idle_fields["job_promotion"]["reason"]
     plain = promotion_fields(SimpleNamespace(promotion=None, merge_stats=None))
     assert plain["promotion_status"] == "unchecked" and "collapsed" not in plain["promotion"]
     warned = SimpleNamespace(

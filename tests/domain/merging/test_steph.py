@@ -269,3 +269,24 @@ def test_head_init_target_starts_from_the_target_checkpoints_head(inputs, bags):
             assert torch.equal(p, dict(target.named_parameters())[name]), name
     bag = bags[0]
     assert not torch.equal(fresh(bag).logits, target(bag).logits)  # the head is what differs
+
+
+def test_a_merge_with_lambda_one_everywhere_used_no_source_knowledge(inputs, bags):
+    """λ = 1 on every bag: the encoder moves along τ_t only, however large the weights; merge_statistics says
+    so (source share 0), while λ = ½ gives a share of ½."""
+    from app.domain.data import Sample
+    from app.domain.merging.mix_stats import merge_statistics
+
+    samples = [Sample(f"p{i}", b, 100.0 + i, 1) for i, b in enumerate(bags)]
+    model = build(inputs, topk=2).eval()
+    last = model.mlp_r[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-10.0)  # ReLU(·) = 0 → λ = 1
+    stats = merge_statistics(model, samples)
+    assert stats["lam"]["mean"] == 1.0 and stats["source_share"]["mean"] == 0.0
+    assert stats["no_source_knowledge"] and not stats["collapsed"] and stats["sum_w"]["mean"] > 0.0
+    with torch.no_grad():
+        last.bias.fill_(1.0)  # λ = 1/(1 + 1) = ½
+    half = merge_statistics(model, samples)
+    assert half["source_share"]["mean"] == pytest.approx(0.5) and not half["no_source_knowledge"]

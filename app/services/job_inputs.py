@@ -81,6 +81,15 @@ def cohort_path(ctx: Any, cohort: dict[str, Any]) -> Path:
     return Path(ctx.store.root) / loc
 
 
+def source_names(sources: list[dict[str, Any]]) -> list[str]:
+    """One name per source for the model and its statistics: the cancer, made unique with the checkpoint id
+    where several sources share a cancer (per-source numbers are keyed by these names: two "BRCA" would
+    overwrite each other)."""
+    cancers = [str(r["cancer"]) for r in sources]
+    pairs = zip(cancers, sources, strict=True)
+    return [c if cancers.count(c) == 1 else f"{c} ({r['checkpoint_id']})" for c, r in pairs]
+
+
 def _read_state(ctx: Any, ref: dict[str, Any]) -> dict:
     """A stored state dict (sha256 verified on load)."""
     from app.services.bases import load_state
@@ -100,7 +109,7 @@ def build_inputs(ctx: Any, job: dict[str, Any]) -> tuple[Any, Any]:
         base=_read_state(ctx, job["base"]),
         target=target,
         sources=[_read_state(ctx, r) for r in job["sources"]],
-        source_names=[r["cancer"] for r in job["sources"]],
+        source_names=source_names(job["sources"]),
         target_name=job["target"]["cancer"],
         dims=dims,
         bin_edges=edges,

@@ -281,3 +281,11 @@ def test_a_cancel_accepted_after_the_last_step_is_honoured(ctx, fam, monkeypatch
     final = mj.get_job(ctx=ctx, job_id=job["id"])
     assert final["status"] == "cancelled" and final["model_id"] is None and final["error"] == "cancelled on request"
     assert counts(ctx)["models"] == 0
+
+
+def test_sources_sharing_a_cancer_get_distinct_names() -> None:
+    from app.services.job_inputs import source_names
+
+    rows = [{"cancer": "BRCA", "checkpoint_id": "ckpt_a"}, {"cancer": "CESC", "checkpoint_id": "ckpt_b"},
+            {"cancer": "BRCA", "checkpoint_id": "ckpt_c"}]  # fmt: skip
+    assert source_names(rows) == ["BRCA (ckpt_a)", "CESC", "BRCA (ckpt_c)"]

@@ -387,8 +387,10 @@ class Client:
         mid = str(extra.get("model_id") or model_id)
         sha = str(extra.get("model_sha256") or extra.get("artifact_sha256") or "")
         kind = str(extra.get("model_type") or extra.get("method") or "")
+        gate = str(extra.get("promotion_status") or "")
         try:
-            return [prediction_from_json(it, model_id=mid, model_sha256=sha, model_type=kind) for it in items]
+            return [prediction_from_json(it, model_id=mid, model_sha256=sha, model_type=kind, promotion_status=gate)
+                    for it in items]  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise ClientError(
                 0,

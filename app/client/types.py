@@ -146,12 +146,14 @@ class Prediction:
     model_sha256: str = ""
     model_type: str = ""  # what scored the bag (e.g. "steph", or "ensemble": STEPH + every source's own model)
     ensemble_score: float | None = None  # ensemble models: the combined standardised score (higher = worse)
+    promotion_status: str = ""  # the model's promotion gate: promoted | not_promoted | unchecked ("" = older server)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def prediction_from_json(
-    item: dict[str, Any], *, model_id: str = "", model_sha256: str = "", model_type: str = ""
-) -> Prediction:
+    item: dict[str, Any], *, model_id: str = "", model_sha256: str = "", model_type: str = "",
+    promotion_status: str = "",
+) -> Prediction:  # fmt: skip
     """Parse one element of `POST /predict`'s `results` (or `predictions`) list into a `Prediction`."""
     survival = item.get("survival") or {}
     sources = [
@@ -172,6 +174,7 @@ def prediction_from_json(
         model_sha256=str(item.get("model_sha256") or model_sha256),
         model_type=str(item.get("model_type") or model_type),
         ensemble_score=None if not item.get("ensemble") else float(item["ensemble"]["score"]),
+        promotion_status=str(item.get("promotion_status") or promotion_status),
         raw=item,
     )
 

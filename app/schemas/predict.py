@@ -77,6 +77,11 @@ class PredictResponse(BaseModel):
         description="what scores each bag: the artifact's model type (for method 'auto', the winner's: steph, "
         "ensemble — the main model plus every source's, M + 1 models per bag — or cancer_specific)",
     )
+    promotion_status: str | None = Field(
+        default=None,
+        description="the merge job's promotion gate for this model: promoted | not_promoted | unchecked (a model "
+        "scored by id or name/version may be one the gate did not promote; aliases need allow_not_promoted)",
+    )
     results: list[PatientResult] = Field(description="one result per patient")
 
 

@@ -145,14 +145,14 @@ def score_patient(model: Any, pid: str, files: list[BagFile], settings: Any, top
     }
 
 
-def model_record(*, ctx: Any, model_id: str) -> tuple[str, str]:
-    """(artifact sha256, method) of the model that `model_id` names (an id, name@alias or name/version:
-    app.services.registry.resolve_model_ref); NotFound when absent."""
+def model_record(*, ctx: Any, model_id: str) -> tuple[str, str, str]:
+    """(artifact sha256, method, promotion status) of the model that `model_id` names (an id, name@alias or
+    name/version: app.services.registry.resolve_model_ref); NotFound when absent."""
     from app.services.registry import resolve_model_ref
 
     with ctx.session() as s:
         row = resolve_model_ref(s, model_id)
-        return row.artifact_sha256, row.method
+        return row.artifact_sha256, row.method, row.promotion_status
 
 
 def predict(
@@ -167,13 +167,14 @@ def predict(
     check_file_count(ctx.settings, len(files))
     if top_patches < 0 or top_patches > 1000:
         raise UnprocessableInput(f"top_patches must be between 0 and 1000, got {top_patches}")
-    sha, method = model_record(ctx=ctx, model_id=model_id)
+    sha, method, promotion = model_record(ctx=ctx, model_id=model_id)
     groups = group_patients([f.name for f in files], patient_ids)
     model = get_model_cache(ctx).get(sha).model
     results = [
         score_patient(model, pid, [files[i] for i in idx], ctx.settings, top_patches) for pid, idx in groups.items()
     ]
-    return {"model_id": model_id, "model_sha256": sha, "method": method, "model_type": model.method, "results": results}
+    return {"model_id": model_id, "model_sha256": sha, "method": method, "model_type": model.method,
+            "promotion_status": promotion, "results": results}  # fmt: skip
 
 
 def resolve_bag_path(settings: Any, path: str) -> Path:

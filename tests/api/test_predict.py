@@ -32,6 +32,8 @@ def test_predict_each_file_and_one_patient(client, predict, model_id, bags, tmp_
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model_id"] == model_id and body["method"] == body["model_type"] == "steph"
+    gate = client.get(f"/models/{model_id}", headers=predict).json()["promotion_status"]
+    assert body["promotion_status"] == gate and gate in ("promoted", "not_promoted", "unchecked")
     assert [(x["patient_id"], x["n_patches"]) for x in body["results"]] == [("caseA", 10), ("caseB", 6)]
     res = body["results"][0]
     probs = res["survival"]["probabilities"]

@@ -126,8 +126,10 @@ def test_predictions_carry_the_model_type_and_an_ensembles_score(tmp_path):
     result = {"patient_id": "caseA", "risk": -2.5, "survival": {"times_days": [0, 365], "probabilities": [1.0, 0.8]},
               "ensemble": {"score": 1.25, "members": [{"name": "main", "z": 1.0, "weight": 1.0}]}}  # fmt: skip
     body = {"model_id": "model_1", "model_sha256": "ab", "method": "auto", "model_type": "ensemble",
+            "promotion_status": "not_promoted",
             "results": [result, {**result, "patient_id": "caseB", "ensemble": None}]}  # fmt: skip
     with ScriptedServer([(200, {}, body)]) as srv:
         a, b = Client(srv.url, KEY, raw_predict=False, timeout=5).predict("model_1", [bag])
     assert (a.model_type, a.ensemble_score, a.model_sha256) == ("ensemble", 1.25, "ab")
+    assert a.promotion_status == b.promotion_status == "not_promoted"
     assert (b.patient_id, b.model_type, b.ensemble_score) == ("caseB", "ensemble", None)

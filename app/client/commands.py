@@ -201,6 +201,7 @@ def watch_job(client: Client, job_id: str, *, poll_s: float, quiet: bool) -> int
             "status": job.status,
             "model_id": job.model_id,
             "comparison": job.comparison,
+            "promotion": (job.raw or {}).get("promotion"),  # the gate: promoted / not_promoted, and why
             "error": job.error,
         }
     )

@@ -71,7 +71,8 @@ def progress_of(job: dict[str, Any]) -> dict[str, Any]:
 def jobs(ctx: Any) -> list[dict[str, Any]]:
     rows, _ = jobs_svc.list_jobs(ctx=ctx, limit=LIMIT)
     return [{**progress_of(j), "method": j["method"], "created": short(j.get("created_at")),
-             "verdict": (j.get("comparison") or {}).get("verdict", "")} for j in rows]  # fmt: skip
+             "verdict": (j.get("comparison") or {}).get("verdict", ""),
+             "promotion": (j.get("promotion") or {}).get("status", "")} for j in rows]  # fmt: skip
 
 
 def job(ctx: Any, job_id: str) -> dict[str, Any]:
@@ -94,6 +95,7 @@ def models(ctx: Any) -> list[dict[str, Any]]:
             "c_index": f"{comp['merged_c_index']:.3f}" if comp.get("merged_c_index") is not None else "",
             "reference": f"{comp['reference_c_index']:.3f}" if comp.get("reference_c_index") is not None else "",
             "verdict": comp.get("verdict", ""), "created": short(m.get("created_at")),
+            "promotion": m.get("promotion_status") or "",
         })  # fmt: skip
     return out
 

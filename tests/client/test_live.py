@@ -231,6 +231,7 @@ def test_registration_is_deduplicated_and_merge_resubmit_is_idempotent(live, tmp
     assert watch.returncode == 0, watch.stderr
     shown = json.loads(watch.stdout)
     assert shown["status"] == "succeeded" and shown["model_id"] == live.model_id and shown["comparison"]
+    assert shown["promotion"]["status"] in ("promoted", "not_promoted", "unchecked")  # the gate, as on the job
     assert_no_key(live, result.stdout, result.stderr, watch.stdout, watch.stderr)
 
 

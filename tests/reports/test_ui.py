@@ -56,6 +56,8 @@ def test_admin_flow_start_job_follow_to_model_and_report(client, admin, world, f
     assert progress["status"] == "succeeded" and progress["percent"] == 100 and progress["model_id"] == job["model_id"]
     page = client.get(f"/ui/jobs/{job_id}").text
     assert f"/ui/models/{job['model_id']}" in page
+    assert f'<td id="job-promotion"><b>{job["promotion"]["status"]}</b>' in page  # the gate, on the job page
+    assert f'<td class="promotion">{job["promotion"]["status"]}</td>' in client.get("/ui/jobs").text
     model_page = client.get(f"/ui/models/{job['model_id']}")
     assert model_page.status_code == 200 and 'data-figure="km"' in model_page.text
     model = client.get(f"/models/{job['model_id']}", headers=admin).json()

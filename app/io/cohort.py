@@ -37,6 +37,8 @@ SPLITS_FILE = "splits.csv"
 LMDB_DIR = "bags.lmdb"
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".mrxs", ".scn", ".vms", ".bif")
 MAX_PROBLEMS_SHOWN = 8
+FEW_TRAIN_PATIENTS = 30  # below: the promotion gate's folds hold a handful of patients each
+FEW_TEST_EVENTS = 10  # below: the held-out C-index comparison is mostly noise
 
 
 @dataclass
@@ -236,6 +238,17 @@ class CohortDir:
             warnings.append(f"no {SPLITS_FILE}: every patient is in 'train' and 'test' is empty")
         if self.splits.get("test") and split_events.get("test", 0) == 0:
             warnings.append("the test split has no events: its C-index is undefined")
+        elif self.splits.get("test") and split_events.get("test", 0) < FEW_TEST_EVENTS:
+            warnings.append(
+                f"the test split has only {split_events['test']} event(s): the held-out comparison will be "
+                "too noisy to tell models apart"
+            )
+        n_train = len(self.splits.get("train", []))
+        if 0 < n_train < FEW_TRAIN_PATIENTS:
+            warnings.append(
+                f"only {n_train} train patients: merge jobs train on these and the promotion gate validates on "
+                f"folds of them; below {FEW_TRAIN_PATIENTS} its verdict rests on very few pairs"
+            )
         if self.lmdb_path is None:
             used = {Path(self.bag_path(s)).name for p in self.labels for s in p.slide_ids}
             unused = [n for n in (p.name for p in self.index.values()) if n not in used]

@@ -100,6 +100,12 @@ def test_a_train_split_without_events_is_refused(tmp_path: Path) -> None:
     assert open_cohort(make_cohort(tmp_path / "ok")).validate(expected_dim=D).split_events["train"] == 2
 
 
+def test_a_small_cohort_is_warned_about(tmp_path: Path) -> None:
+    summary = open_cohort(make_cohort(tmp_path / "c", splits="train,test\nP1,P3\nP2,\n")).validate(expected_dim=D)
+    assert any("only 2 train patients" in w and "promotion gate" in w for w in summary.warnings)
+    assert any("the test split has only 1 event(s)" in w for w in summary.warnings)
+
+
 def test_open_errors(tmp_path: Path) -> None:
     with pytest.raises(CohortError, match="nowhere: cohort directory not found"):
         open_cohort(tmp_path / "nowhere")

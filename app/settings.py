@@ -26,7 +26,8 @@ DEFAULT_HOME = Path(".steph")
 class Settings(BaseSettings):
     """All service settings (see the module docstring for the defaults that depend on `home`)."""
 
-    model_config = SettingsConfigDict(env_prefix="STEPH_", env_file=".env", extra="ignore")
+    # an empty value (`STEPH_JOB_RETENTION_DAYS=`, as .env.example shows it) means "not set": the default
+    model_config = SettingsConfigDict(env_prefix="STEPH_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     home: Path = DEFAULT_HOME
     database_url: str = ""

@@ -105,12 +105,21 @@ async def _known_error(request: Request, exc: Exception) -> JSONResponse:
     status, code = found
     if status >= 500:
         log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers: dict[str, str] = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
     retry_after = getattr(exc, "retry_after_s", None)  # issue 7: 503 server_busy (app.services.admission)
     if retry_after is not None:
         headers = {"Retry-After": str(max(1, int(retry_after)))}
+    if status in (401, 403, 413) and _has_body(request):
+        # refused before its body was read (routes that read their own body check the key first): close the
+        # connection, so the server does not go on receiving a body nobody will use (docs/security.md)
+        headers["Connection"] = "close"
     message = str(exc) or type(exc).__name__
-    return JSONResponse(error_body(code, message, getattr(exc, "details", None)), status, headers=headers)
+    return JSONResponse(error_body(code, message, getattr(exc, "details", None)), status, headers=headers or None)
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length", "").strip()
+    return (length.isdigit() and int(length) > 0) or "transfer-encoding" in request.headers
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -118,11 +127,25 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}; see /docs for the API"
-    return JSONResponse(
-        error_body(_http_code(exc.status_code), message),
-        exc.status_code,
-        headers=getattr(exc, "headers", None),
-    )
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:  # Starlette names only the first route of the path; list every method it has
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+    return JSONResponse(error_body(_http_code(exc.status_code), message), exc.status_code, headers=headers or None)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the API documents for this path (from the OpenAPI paths: every route is there)."""
+    import re
+
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, request.url.path):
+            methods |= {m.upper() for m in operations if m.lower() in ("get", "post", "put", "patch", "delete")}
+    return sorted(methods)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

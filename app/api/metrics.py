@@ -66,7 +66,13 @@ class AppMetrics:
         return generate_latest(self.registry) + generate_latest(observability.REGISTRY)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text exposition format",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}},
+)  # fmt: skip
 def metrics(request: Request, _key: PredictKey) -> Response:
     app_metrics: AppMetrics = request.app.state.metrics
     return Response(app_metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -69,6 +69,10 @@ def metric_labels(scope: Scope, status: int) -> dict[str, str]:
     """Bounded labels: a known HTTP method or OTHER, the matched route template or <unmatched>, the status."""
     method = scope.get("method", "")
     route = getattr(scope.get("route"), "path", None)
+    endpoint = scope.get("endpoint")
+    if route is None and endpoint is not None:  # a plain Starlette route (/openapi.json, /docs) names no "route"
+        app = scope.get("app")
+        route = next((r.path for r in getattr(app, "routes", ()) if getattr(r, "endpoint", None) is endpoint), None)
     return {
         "method": method if method in KNOWN_METHODS else OTHER_METHOD,
         "route": route if isinstance(route, str) and route else UNMATCHED_ROUTE,

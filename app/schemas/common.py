@@ -46,3 +46,12 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS.get(status, "Error.")} for status in statuses
     }
+
+
+def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """error_responses for a route whose success is not JSON (HTML, images): the errors are still JSON."""
+    ref = {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+    return {
+        status: {"description": ERROR_DESCRIPTIONS.get(status, "Error."), "content": {"application/json": ref}}
+        for status in statuses
+    }

@@ -208,10 +208,21 @@ def test_unexpected_errors_are_generic_500(tmp_path):
     assert "secret" not in err["message"] and not re.search(r"/srv|\.py", err["message"])
 
 
-def test_openapi_docs_served(client):
+def test_openapi_docs_served(client, admin):
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
     assert "/bases" in schema["paths"] and "HTTPBearer" in schema["components"]["securitySchemes"]
+    text = client.get("/metrics", headers=admin).text  # counted under their own routes, not <unmatched>
+    assert _sample(text, "steph_http_requests_total", route="/openapi.json", status="200") == 1
+    assert _sample(text, "steph_http_requests_total", route="/docs", status="200") == 1
+    # the contract says what the non-JSON routes send
+    assert (
+        "image/png"
+        in schema["paths"]["/models/{model_id}/report/figures/{name}.{fmt}"]["get"]["responses"]["200"]["content"]
+    )
+    assert "application/json" in schema["paths"]["/models/{model_id}/report"]["get"]["responses"]["404"]["content"]
+    assert "409" in schema["paths"]["/registered-models/{name}/aliases/{alias}"]["put"]["responses"]
+    assert "200" in schema["paths"]["/bases"]["post"]["responses"]
 
 
 def test_bootstrap_key_written_once_with_0600(tmp_path):
@@ -310,3 +321,11 @@ def test_a_client_that_disconnects_mid_upload_is_not_a_server_error(tmp_path, ca
     assert not any("unhandled error" in r.getMessage() for r in caplog.records)
     assert any("client disconnected during POST /predict/bag" in r.getMessage() for r in caplog.records)
     assert not any(m.get("status") == 500 for m in sent)
+
+
+def test_405_lists_every_method_of_the_path(client, admin):
+    r = client.delete("/bases", headers=admin)
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    assert_error(r, 405, contains="use GET, POST")
+    r = client.put("/bases/base_1", headers=admin)
+    assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET"

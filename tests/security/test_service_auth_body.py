@@ -60,6 +60,7 @@ def _call(app, method: str, path: str, headers: list[tuple[bytes, bytes]], body:
     asyncio.run(app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
     payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    _call.headers = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}  # type: ignore[attr-defined]
     return start["status"], payload, got["bytes"]
 
 
@@ -75,10 +76,12 @@ def test_every_body_route_refuses_before_reading_the_body(client, admin, predict
             got_status, payload, read = _call(app, method, path, headers)
             assert (got_status, read) == (status, 0), (method, path, got_status, read, payload[:200])
             assert b'"unauthorized"' in payload
+            # the server must not go on receiving the body it refused (was missing on /cohorts, /predict/bag)
+            assert _call.headers.get("connection") == "close", (method, path, _call.headers)
     for method, path in admin_only:
         got_status, payload, read = _call(app, method, path, pkey)
         assert (got_status, read) == (403, 0), (method, path, got_status, read)
-        assert b"scope" in payload
+        assert b"scope" in payload and _call.headers.get("connection") == "close", (method, path)
 
 
 def test_an_authorised_request_does_read_its_body(client, admin):  # noqa: F811

@@ -96,3 +96,15 @@ def test_settings_read_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("STEPH_QUEUE", "rabbit")
     with pytest.raises(ValueError, match="queue"):
         Settings()
+
+
+def test_an_empty_variable_means_not_set(monkeypatch):
+    """`.env.example` shows optional settings as `STEPH_X=`: uncommented as written, they keep the default."""
+    from app.settings import Settings
+
+    monkeypatch.setenv("STEPH_JOB_RETENTION_DAYS", "")
+    monkeypatch.setenv("STEPH_WEBHOOK_SECRET", "")
+    monkeypatch.setenv("STEPH_MAX_UPLOAD_MB", "")
+    s = Settings()
+    assert s.job_retention_days is None and s.webhook_secret is None
+    assert s.max_upload_mb == Settings.model_fields["max_upload_mb"].default

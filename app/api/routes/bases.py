@@ -21,7 +21,10 @@ router = APIRouter(prefix="/bases", tags=["bases"])
     "",
     status_code=201,
     response_model=BaseOut,
-    responses=error_responses(400, 404, 413, 422),
+    responses={
+        200: {"model": BaseOut, "description": "the same file, encoder and bin edges were already registered"},
+        **error_responses(400, 404, 413, 422),
+    },
     summary="Register a model family from its initial weights θ₀ (.safetensors or reference .pth)",
 )
 async def create_base(

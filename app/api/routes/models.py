@@ -91,7 +91,14 @@ def get_model(ctx: Ctx, _key: PredictKey, model_id: str) -> ModelOut:
 @router.get(
     "/{model_id}/artifact",
     response_class=FileResponse,
-    responses=error_responses(404, 503),
+    responses={
+        200: {
+            "description": "the model file (safetensors)",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        304: {"description": "If-None-Match named this sha256: you have the file"},
+        **error_responses(404, 503),
+    },  # fmt: skip
     summary="Download the self-contained model file (safetensors; sha256 verified, ETag = sha256)",
     description="The file is re-hashed before it is sent (503 when the stored copy is corrupt). Send "
     '`If-None-Match: "<sha256>"` to get 304 when you already have it.',

@@ -187,7 +187,7 @@ def delete_version(ctx: Ctx, _key: AdminKey, name: Name, version: Version) -> Re
 @router.put(
     P + "/{name}/aliases/{alias}",
     response_model=AliasOut,
-    responses=error_responses(400, 404, 422),
+    responses=error_responses(400, 404, 409, 422),
     summary="Point an alias at a version (created or moved atomically; the change is recorded)",
     description="Clients that predict with `name@alias` use the new version from the next request on. "
     "The response says which version the alias pointed at before. A version whose model was marked "

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
 from app.api.deps import Ctx, PredictKey
-from app.schemas.common import error_responses
+from app.schemas.common import error_responses, json_error_responses
 from app.services import reports as svc
 from app.services.errors import Forbidden
 
@@ -47,7 +47,7 @@ REPORT_HEADERS = {
 @router.get(
     "/{model_id}/report",
     response_class=HTMLResponse,
-    responses=error_responses(404, 422),
+    responses=json_error_responses(403, 404, 422),
     summary="The model report: KM by risk group, calibration, AUC/Brier over time, C-index comparison, sources",
 )
 def report(
@@ -60,7 +60,17 @@ def report(
 
 @router.get(
     "/{model_id}/report/figures/{name}.{fmt}",
-    responses=error_responses(404, 422),
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the figure",
+            "content": {
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "image/svg+xml": {"schema": {"type": "string"}},
+            },
+        },
+        **json_error_responses(403, 404, 422),
+    },  # fmt: skip
     summary="One report figure as PNG or SVG (km, calibration, time-metrics, comparison, sources, training, patient)",
 )
 def figure(

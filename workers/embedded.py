@@ -68,10 +68,21 @@ class EmbeddedQueue:
             return self._idle.wait_for(lambda: self._busy == 0, timeout=timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Stop accepting jobs; threads finish their current job and exit (queued ids stay in the ledger)."""
+        """Stop accepting jobs; a running job stops at its next training step and goes back to `queued`
+        without spending an attempt (app.services.job_runner.request_shutdown); queued ids stay in the ledger,
+        and the next start runs them."""
         if self._closed:
             return
         self._closed = True
+        with self._idle:
+            running = bool(self._running)
+        if running:  # tell the running job the service is stopping (it is handed back, not waited for)
+            from app.services.job_runner import request_shutdown
+
+            try:
+                request_shutdown(self._get_ctx())
+            except Exception:  # noqa: BLE001 - the context is going away; the job then finishes as before
+                log.warning("could not signal the running job to stop", exc_info=True)
         for _ in self._threads:
             self._queue.put(_STOP)
         for t in self._threads:

@@ -170,7 +170,11 @@ class AuthBeforeBody:
                     key = _cookie_key(scope) if ui else _bearer_key(scope)
                     error = await anyio.to_thread.run_sync(_check_key, ctx, key, needed)
                     if error is not None:
-                        raise _as_http_error(error)
+                        http_error = _as_http_error(error)
+                        if ui and http_error.status_code == 401:  # a browser form: back to the login page
+                            raise HTTPException(303, "log in again", headers={"Location": "/ui/login",
+                                                                              "Connection": "close"})  # fmt: skip
+                        raise http_error
             return await receive()
 
         await self.app(scope, guarded_receive, send)

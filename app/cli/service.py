@@ -222,15 +222,21 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from app.db.repositories import list_api_keys
     from app.services.auth import revoke_api_key
 
     ctx = _context()
     try:
         with ctx.session() as s:
             row = revoke_api_key(s, id_or_prefix=args.key_id)
+            admins_left = sum(1 for k in list_api_keys(s, include_revoked=False) if k.scope == "admin")
     finally:
         ctx.close()
     print(f"revoked {row.scope} key {row.id} ({row.prefix}…)", file=sys.stderr)
+    if row.scope == "admin" and admins_left == 0:
+        print("warning: no active admin key is left; every admin route now answers 401. Create one with "
+              "`steph keys create --scope admin` (run where STEPH_DATABASE_URL reaches the database); a restart "
+              "does not make a new one", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -51,8 +51,9 @@ def get_api_key_by_hash(session: Session, *, key_hash: str) -> ApiKey | None:
 
 
 def find_api_keys(session: Session, *, id_or_prefix: str) -> list[ApiKey]:
-    """Keys whose id equals, or whose visible prefix starts with, `id_or_prefix`."""
-    stmt = select(ApiKey).where((ApiKey.id == id_or_prefix) | ApiKey.prefix.startswith(id_or_prefix))
+    """Keys whose id equals, or whose visible prefix starts with, `id_or_prefix` (literally: `_` and `%` are
+    not wildcards)."""
+    stmt = select(ApiKey).where((ApiKey.id == id_or_prefix) | ApiKey.prefix.startswith(id_or_prefix, autoescape=True))
     return list(session.scalars(stmt))
 
 

@@ -42,9 +42,12 @@ def create_api_key(session: Session, *, scope: str, name: str | None = None) -> 
     """Store a new key (hashed); returns (row, plaintext key). The plaintext is never stored."""
     if scope not in SCOPES:
         raise InvalidInput(f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
+    label = (name or "").strip()
+    if len(label) > 100 or any(not ch.isprintable() for ch in label):
+        raise InvalidInput("the key's name must be at most 100 printable characters (no tabs or line breaks)")
     key = generate_key(scope)
     row = repo.add_api_key(
-        session, name=name or f"{scope} key", prefix=key[:PREFIX_CHARS], key_hash=hash_key(key), scope=scope
+        session, name=label or f"{scope} key", prefix=key[:PREFIX_CHARS], key_hash=hash_key(key), scope=scope
     )
     return row, key
 
@@ -67,10 +70,13 @@ def authenticate(session: Session, *, key: str | None, required_scope: str) -> A
 
 
 def revoke_api_key(session: Session, *, id_or_prefix: str) -> ApiKey:
-    """Revoke the one key whose id or visible prefix matches."""
-    matches = repo.find_api_keys(session, id_or_prefix=id_or_prefix)
+    """Revoke the one key whose id or visible prefix matches, or the key itself when the whole secret is given
+    (found by its hash; never echoed back: an operator revoking a leaked key pastes it)."""
+    whole = repo.get_api_key_by_hash(session, key_hash=hash_key(id_or_prefix.strip()))
+    matches = [whole] if whole is not None else repo.find_api_keys(session, id_or_prefix=id_or_prefix)
     if not matches:
-        raise NotFound(f"no API key matches {id_or_prefix!r}; see `steph keys list`")
+        shown = id_or_prefix if len(id_or_prefix) <= 24 else id_or_prefix[:16] + "…"
+        raise NotFound(f"no API key matches {shown!r}; see `steph keys list`")
     if len(matches) > 1:
         raise InvalidInput(f"{len(matches)} keys match {id_or_prefix!r}; give the full key id")
     return repo.revoke_api_key(session, key=matches[0])

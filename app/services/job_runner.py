@@ -55,6 +55,34 @@ class _LostOwnership(RuntimeError):
 NODE_NAME: str | None = None  # a Celery worker's node name (`--hostname gpu1@%h`), set when the worker starts
 
 
+def stopping(ctx: Any) -> threading.Event:
+    """The context's "stopping" flag (in ctx.extras): set by a graceful shutdown (request_shutdown)."""
+    extras = getattr(ctx, "extras", None)
+    if extras is None:
+        return threading.Event()  # a context without extras never stops its jobs early
+    return extras.setdefault("stopping", threading.Event())
+
+
+def request_shutdown(ctx: Any) -> None:
+    """The service that owns `ctx` is stopping (SIGTERM, a redeploy): every job it runs stops at its next
+    training step and goes back to `queued` without spending an attempt (release_for_shutdown), instead of the
+    stop waiting for the job and the job counting the restart as a worker death."""
+    stopping(ctx).set()
+
+
+def release_for_shutdown(ctx: Any, hb: Heartbeat) -> bool:
+    """Hand a job this process owns back to the queue: queued again, the attempt this claim took given back."""
+    m = orm()
+    with ctx.session_factory() as s, s.begin():
+        res = s.execute(
+            update(m.MergeJob)
+            .where(*hb.owned(), m.MergeJob.cancel_requested.is_(False))
+            .values(status="queued", attempts=m.MergeJob.attempts - 1, worker=None, heartbeat_at=None,
+                    started_at=None, progress={"stage": "queued again: the service stopped while it ran"})
+        )  # fmt: skip
+        return res.rowcount == 1
+
+
 def set_node_name(name: str | None) -> None:
     global NODE_NAME
     NODE_NAME = name or None
@@ -133,7 +161,7 @@ class Heartbeat(threading.Thread):
             return dict(self._progress or {})
 
     def should_cancel(self) -> bool:
-        return self.cancel.is_set()
+        return self.cancel.is_set() or stopping(self.ctx).is_set()
 
     def run(self) -> None:
         from app.observability import RepeatedFailure
@@ -288,7 +316,12 @@ def run_merge_job(*, ctx: Any, job_id: str) -> str:
         status = "succeeded"
     except TrainingCancelled:
         status = "cancelled" if not hb.lost else "lost"
-        if not hb.lost:
+        if hb.lost:
+            pass
+        elif stopping(ctx).is_set() and not hb.cancel.is_set() and release_for_shutdown(ctx, hb):
+            status = "released"  # back to queued: the next start (or another worker) runs it again
+            log.info("job %s handed back to the queue: this process is stopping", job_id)
+        else:
             _finish(ctx, hb, "cancelled", error="cancelled on request")
     except _LostOwnership:
         status = "lost"

@@ -108,3 +108,29 @@ def test_an_empty_variable_means_not_set(monkeypatch):
     s = Settings()
     assert s.job_retention_days is None and s.webhook_secret is None
     assert s.max_upload_mb == Settings.model_fields["max_upload_mb"].default
+
+
+def test_revoke_matches_literally_and_takes_the_whole_key(ctx):
+    """`_` and `%` in a prefix are characters, not wildcards; pasting the leaked key itself revokes it, and the
+    error for an unknown key does not echo a secret back."""
+    with ctx.session() as s:
+        first, _ = create_api_key(s, scope="predict", name="a")
+        second, secret = create_api_key(s, scope="predict", name="b")
+    with ctx.session() as s:
+        with pytest.raises(NotFound):
+            revoke_api_key(s, id_or_prefix="%_" + first.prefix[2:])  # was a LIKE pattern matching the key
+        with pytest.raises(NotFound):
+            revoke_api_key(s, id_or_prefix="st_ph_predict_")
+        assert revoke_api_key(s, id_or_prefix=secret).id == second.id
+    with ctx.session() as s:
+        unknown = "steph_predict_" + "x" * 40
+        with pytest.raises(NotFound) as info:
+            revoke_api_key(s, id_or_prefix=unknown)
+        assert unknown not in str(info.value)
+        assert [k.revoked_at is None for k in sorted(repo_keys(s), key=lambda k: k.name)] == [True, False]
+
+
+def repo_keys(s):
+    from app.db import repositories as repo
+
+    return [k for k in repo.list_api_keys(s) if k.name in ("a", "b")]

@@ -32,7 +32,9 @@ def test_keys_list_and_revoke(home, capsys):
     listing = capsys.readouterr().out
     assert key[:16] in listing and key not in listing and "admin" in listing
     assert main(["keys", "revoke", key[:16]]) == 0
-    capsys.readouterr()
+    assert "no active admin key is left" in capsys.readouterr().err  # it was the only one: say how to recover
+    assert main(["keys", "create", "--scope", "predict", "--name", "tab\there"]) == 2
+    assert "printable" in capsys.readouterr().err
     main(["keys", "list"])
     row = [line for line in capsys.readouterr().out.splitlines() if key[:16] in line][0]
     assert row.split()[4] != "-"  # the REVOKED column holds a date now

@@ -289,3 +289,31 @@ def test_sources_sharing_a_cancer_get_distinct_names() -> None:
     rows = [{"cancer": "BRCA", "checkpoint_id": "ckpt_a"}, {"cancer": "CESC", "checkpoint_id": "ckpt_b"},
             {"cancer": "BRCA", "checkpoint_id": "ckpt_c"}]  # fmt: skip
     assert source_names(rows) == ["BRCA (ckpt_a)", "CESC", "BRCA (ckpt_c)"]
+
+
+def test_a_graceful_stop_hands_a_running_job_back_without_spending_an_attempt(ctx, fam) -> None:
+    """SIGTERM / a redeploy of the embedded service: the job stops at its next step and is queued again with
+    its attempt given back (three restarts used to fail a long job as 'worker died 3 times')."""
+    from workers.embedded import EmbeddedQueue
+
+    queue = EmbeddedQueue(lambda: ctx)
+    try:
+        req = job_request(fam, params={"epochs": 400, "accum": 1, "topk": 2, "hyper_hidden": 8})
+        job, _ = mj.submit_merge_job(ctx=ctx, request=req)
+        queue.enqueue(job["id"])
+        wait_for(lambda: (mj.get_job(ctx=ctx, job_id=job["id"])["progress"] or {}).get("step"))
+        t0 = time.monotonic()
+        queue.close(timeout=30)
+        assert time.monotonic() - t0 < 20  # stopped at the next step, not after the 400 epochs
+    finally:
+        queue.close()
+    again = mj.get_job(ctx=ctx, job_id=job["id"])
+    assert again["status"] == "queued" and again["attempts"] == 0 and again["model_id"] is None, again
+    assert "stopped while it ran" in again["progress"]["stage"] and counts(ctx)["models"] == 0
+    ctx.extras.pop("stopping", None)  # the next start of this service: the job runs again, to the end
+    small = {**req, "params": {"epochs": 1, "accum": 4, "topk": 2, "hyper_hidden": 8}}
+    with ctx.session() as s:
+        s.execute(update(MergeJob).where(MergeJob.id == job["id"]).values(params=small["params"]))
+    assert mj.run_merge_job(ctx=ctx, job_id=job["id"]) == mj.RAN
+    done = mj.get_job(ctx=ctx, job_id=job["id"])
+    assert done["status"] == "succeeded" and done["attempts"] == 1

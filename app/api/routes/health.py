@@ -36,6 +36,8 @@ def _probe(ctx: Any, name: str, check: Callable[[], bool]) -> Future:
     with _INFLIGHT_LOCK:
         running = _INFLIGHT.get((id(ctx), name))
         if running is None or running.done():
+            for key in [k for k, f in _INFLIGHT.items() if f.done()]:  # finished checks keep no context alive
+                del _INFLIGHT[key]
             running = _INFLIGHT[(id(ctx), name)] = _PROBES.submit(check)
         return running
 

@@ -41,7 +41,7 @@ def busy_job(settings: Any, node: str) -> str | None:
         with engine.connect() as conn:
             rows = conn.execute(
                 select(MergeJob.id, MergeJob.heartbeat_at).where(
-                    MergeJob.status == "running", MergeJob.worker.like(f"{node}:%")
+                    MergeJob.status == "running", MergeJob.worker.startswith(f"{node}:", autoescape=True)
                 )
             ).all()
     finally:

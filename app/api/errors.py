@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from app.api.middleware import may_have_body
 from app.domain.task_vectors import IncompatibleCheckpointError
 from app.services import errors as se
 from app.storage.errors import StoreError, StoreFull, StoreReadOnly, StoreUnavailable, storage_error
@@ -109,17 +111,12 @@ async def _known_error(request: Request, exc: Exception) -> JSONResponse:
     retry_after = getattr(exc, "retry_after_s", None)  # issue 7: 503 server_busy (app.services.admission)
     if retry_after is not None:
         headers = {"Retry-After": str(max(1, int(retry_after)))}
-    if status in (401, 403, 413) and _has_body(request):
+    if status in (401, 403, 413) and may_have_body(request.scope):
         # refused before its body was read (routes that read their own body check the key first): close the
         # connection, so the server does not go on receiving a body nobody will use (docs/security.md)
         headers["Connection"] = "close"
     message = str(exc) or type(exc).__name__
     return JSONResponse(error_body(code, message, getattr(exc, "details", None)), status, headers=headers or None)
-
-
-def _has_body(request: Request) -> bool:
-    length = request.headers.get("content-length", "").strip()
-    return (length.isdigit() and int(length) > 0) or "transfer-encoding" in request.headers
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -138,8 +135,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _allowed_methods(request: Request) -> list[str]:
     """The methods the API documents for this path (from the OpenAPI paths: every route is there)."""
-    import re
-
     methods: set[str] = set()
     for template, operations in request.app.openapi().get("paths", {}).items():
         pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"

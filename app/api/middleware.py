@@ -80,7 +80,7 @@ def metric_labels(scope: Scope, status: int) -> dict[str, str]:
     }
 
 
-def _may_have_body(scope: Scope) -> bool:
+def may_have_body(scope: Scope) -> bool:
     headers = dict(scope.get("headers") or [])
     length = headers.get(b"content-length", b"").strip()
     return b"transfer-encoding" in headers or (length not in (b"", b"0"))
@@ -155,7 +155,7 @@ class AuthBeforeBody:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = getattr(getattr(scope.get("app"), "state", None), "ctx", None)
-        if scope["type"] != "http" or ctx is None or not _may_have_body(scope):
+        if scope["type"] != "http" or ctx is None or not may_have_body(scope):
             await self.app(scope, receive, send)
             return
         checked = False

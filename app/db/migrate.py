@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import threading
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -32,40 +33,14 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def current_revision(url: str) -> str | None:
     """The revision the database is at (None for an empty database)."""
-    from alembic.runtime.migration import MigrationContext
-
     from app.db.session import make_engine
 
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return revision_on(conn)
     finally:
         engine.dispose()
-
-
-def head_revision() -> str:
-    """The newest revision in `migrations/` (what `upgrade(url)` brings a database to)."""
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-    if head is None:
-        raise RuntimeError("the migrations directory has no revision")
-    return head
-
-
-class SchemaNotCurrent(RuntimeError):
-    """The database is not at the migration this code needs (empty, behind, or ahead)."""
-
-
-@functools.cache
-def _head() -> str:
-    return head_revision()
-
-
-def schema_problem(url: str) -> str | None:
-    """Why the database at `url` cannot be used by this code (None when it is at the newest migration)."""
-    return schema_problem_at(current_revision(url))
 
 
 def revision_on(connection: object) -> str | None:
@@ -75,17 +50,40 @@ def revision_on(connection: object) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()  # type: ignore[arg-type]
 
 
+@functools.cache
+def _script() -> Any:
+    """The migrations directory as Alembic sees it (read once: it does not change while the process runs)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
+def head_revision() -> str:
+    """The newest revision in `migrations/` (what `upgrade(url)` brings a database to)."""
+    head = _script().get_current_head()
+    if head is None:
+        raise RuntimeError("the migrations directory has no revision")
+    return head
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database is not at the migration this code needs (empty, behind, or ahead)."""
+
+
+def schema_problem(url: str) -> str | None:
+    """Why the database at `url` cannot be used by this code (None when it is at the newest migration)."""
+    return schema_problem_at(current_revision(url))
+
+
 def schema_problem_at(current: str | None) -> str | None:
     """schema_problem for a database at revision `current`."""
-    head = _head()
+    head = head_revision()
     if current == head:
         return None
     if current is None:
         state = "has no STEPH tables (an empty database)"
     else:
-        from alembic.script import ScriptDirectory
-
-        known = {r.revision for r in ScriptDirectory.from_config(alembic_config("sqlite://")).walk_revisions()}
+        known = {r.revision for r in _script().walk_revisions()}
         state = f"is at migration {current}" + ("" if current in known else ", newer than this code knows")
     return (
         f"the database {state}; this version of STEPH needs migration {head}: run `steph migrate` with the same "

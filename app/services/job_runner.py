@@ -55,6 +55,11 @@ class _LostOwnership(RuntimeError):
 NODE_NAME: str | None = None  # a Celery worker's node name (`--hostname gpu1@%h`), set when the worker starts
 
 
+def set_node_name(name: str | None) -> None:
+    global NODE_NAME
+    NODE_NAME = name or None
+
+
 def stopping(ctx: Any) -> threading.Event:
     """The context's "stopping" flag (in ctx.extras): set by a graceful shutdown (request_shutdown)."""
     extras = getattr(ctx, "extras", None)
@@ -81,11 +86,6 @@ def release_for_shutdown(ctx: Any, hb: Heartbeat) -> bool:
                     started_at=None, progress={"stage": "queued again: the service stopped while it ran"})
         )  # fmt: skip
         return res.rowcount == 1
-
-
-def set_node_name(name: str | None) -> None:
-    global NODE_NAME
-    NODE_NAME = name or None
 
 
 def worker_name() -> str:
@@ -315,13 +315,13 @@ def run_merge_job(*, ctx: Any, job_id: str) -> str:
         _commit_success(ctx, hb, job, result)
         status = "succeeded"
     except TrainingCancelled:
-        status = "cancelled" if not hb.lost else "lost"
         if hb.lost:
-            pass
+            status = "lost"
         elif stopping(ctx).is_set() and not hb.cancel.is_set() and release_for_shutdown(ctx, hb):
             status = "released"  # back to queued: the next start (or another worker) runs it again
             log.info("job %s handed back to the queue: this process is stopping", job_id)
         else:
+            status = "cancelled"
             _finish(ctx, hb, "cancelled", error="cancelled on request")
     except _LostOwnership:
         status = "lost"

@@ -8,6 +8,7 @@ retried submit with the same Idempotency-Key returns the same job. The runner it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -72,8 +73,10 @@ def job_to_dict(job: MergeJob) -> dict[str, Any]:
     return out
 
 
-def validate_method(method: str, params: dict[str, Any]) -> None:
-    """Unknown method or bad params → UnprocessableInput naming the problem."""
+def validate_method(method: str, params: dict[str, Any]) -> Callable[[int], None]:
+    """Unknown method or bad params → UnprocessableInput naming the problem. Returns the check of the parsed
+    params against the number of sources, known once the job's sources are resolved (e.g. one weight per
+    source): call it with that number."""
     from app.domain.merging.base import MergeParamsError
     from app.domain.merging.registry import UnknownMethodError, get_method
     from app.domain.pipeline import split_params
@@ -82,7 +85,7 @@ def validate_method(method: str, params: dict[str, Any]) -> None:
     try:
         impl = get_method(method)
         _, method_params = split_params(dict(params))
-        impl.parse_params(method_params)
+        parsed = impl.parse_params(method_params)
         split_gate(dict(params))  # issue 12: gate, gate_folds, gate_margin
     except (UnknownMethodError, MergeParamsError, ValueError, TypeError) as exc:
         message = str(exc)
@@ -93,17 +96,13 @@ def validate_method(method: str, params: dict[str, Any]) -> None:
             message += f"; every method also takes: {', '.join([PRESET_KEY, *TRAIN_KEYS, *GATE_KEYS])}"
         raise UnprocessableInput(message) from None
 
+    def check_sources(n_sources: int) -> None:
+        try:
+            impl.check_sources(parsed, n_sources)
+        except ValueError as exc:
+            raise UnprocessableInput(str(exc)) from None
 
-def _check_sources(req: dict[str, Any], n_sources: int) -> None:
-    """The method's params against the number of sources the job will have (e.g. one weight per source)."""
-    from app.domain.merging.registry import get_method
-    from app.domain.pipeline import split_params
-
-    impl = get_method(req["method"])
-    try:
-        impl.check_sources(impl.parse_params(split_params(dict(req["params"]))[1]), n_sources)
-    except ValueError as exc:
-        raise UnprocessableInput(str(exc)) from None
+    return check_sources
 
 
 def _resolve_sources(s: Any, base_id: str, target_id: str, requested: list[str] | None) -> list[str]:
@@ -180,12 +179,12 @@ def submit_merge_job(*, ctx: Any, request: dict[str, Any], idempotency_key: str 
     with ctx.session() as s:
         if idempotency_key and (job := _replay(s, idempotency_key, req)) is not None:
             return job_to_dict(job), False
-    validate_method(req["method"], req["params"])
+    check_sources = validate_method(req["method"], req["params"])
     webhook_url = check_webhook_url(req.get("webhook_url"), ctx.settings)  # issue 9 (a DNS lookup: outside the session)
     try:
         with ctx.session() as s:
             sources = _validate_refs(s, req)
-            _check_sources(req, len(sources))
+            check_sources(len(sources))
             job = MergeJob(
                 id=new_id("job"),
                 **{k: req[k] for k in _FIELDS},

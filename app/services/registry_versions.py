@@ -45,6 +45,7 @@ def _record(s: Session, rm: RegisteredModel, alias: str, old: int | None, new: i
 
 
 ALLOW_HINT = 'send "allow_not_promoted": true'  # the command line says its own flag instead (app.cli)
+REGISTER_ATTEMPTS = 3  # a first registration racing the creation of its name tries again (then 409)
 
 
 def lock_name(s: Session, name: str) -> RegisteredModel | None:
@@ -164,9 +165,6 @@ def register_version(
     raise Conflict(f"registered model {name!r} changed concurrently; register the version again")
 
 
-REGISTER_ATTEMPTS = 3
-
-
 def _register(
     ctx: Any, name: str, model_ref: str, actor: Actor, description: str | None, tags_: dict[str, Any],
     aliases: list[str] | None, allow_not_promoted: bool,
@@ -176,7 +174,7 @@ def _register(
         model = resolve_model_ref(s, model_ref)
         if rm is not None:
             _check_same_input(s, rm, model)
-        if rm is None:
+        else:
             check_case_twin(s, name)
             rm = RegisteredModel(id=new_id("rm"), name=name, tags={}, next_version=1)
             s.add(rm)

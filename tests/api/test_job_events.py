@@ -14,8 +14,8 @@ import pytest
 
 from app.services.webhooks import deliver, sign
 from tests.api.conftest import assert_error
-from tests.fixtures import free_port, write_cohort, zip_dir
-from tests.workers.api_helpers import job_body, register_cohort, wait_job
+from tests.fixtures import free_port
+from tests.workers.api_helpers import job_body, register_cohort, register_cohort_without_test_split, wait_job
 
 
 class Receiver:
@@ -65,15 +65,8 @@ def test_webhook_signed_and_retried_and_skipped_comparison(client, admin, ctx, w
     ctx.settings.webhook_secret = "s3cret"
     ctx.settings.webhook_backoff_s = 0.01
     ctx.settings.webhook_allowed_networks = "127.0.0.1/32"  # the receiver is on loopback: refused otherwise
-    cohort_dir = write_cohort(tmp_path / "nosplit", n_patients=8, seed=3)
-    (cohort_dir / "splits.csv").unlink()  # no test split: the comparison is skipped
-    archive = zip_dir(cohort_dir, tmp_path / "nosplit.zip")
-    r = client.post("/cohorts", headers=admin, data={"name": "nosplit", "base_id": family["base"]["id"]},
-                    files={"file": ("c.zip", archive.read_bytes(), "application/zip")})  # fmt: skip
-    assert r.status_code == 201, r.text
-    r = client.post(
-        "/merge-jobs", headers=admin, json={**job_body(family, r.json()["id"]), "webhook_url": receiver.url}
-    )
+    cohort = register_cohort_without_test_split(client, admin, family["base"]["id"], tmp_path)  # no comparison
+    r = client.post("/merge-jobs", headers=admin, json={**job_body(family, cohort["id"]), "webhook_url": receiver.url})
     assert r.status_code == 202, r.text
     job = wait_job(client, admin, r.json()["id"])
     assert job["status"] == "succeeded" and job["comparison"] is None

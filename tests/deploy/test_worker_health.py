@@ -29,6 +29,7 @@ def test_busy_worker_is_healthy_only_with_a_fresh_heartbeat(tmp_path) -> None:
     assert busy_job(ctx.settings, me) == job["id"]
     assert busy_job(ctx.settings, "w1@gpu-70") is None and busy_job(ctx.settings, "w1@gpu") is None  # other hosts
     assert busy_job(ctx.settings, "w2@gpu-7") is None  # another worker on the same host does not vouch for w1
+    assert busy_job(ctx.settings, "w_@gpu-7") is None  # a node name is matched literally (_ is no wildcard)
     set_job(heartbeat_at=datetime.now(UTC) - timedelta(seconds=31))  # older than the lease: stuck or dead
     assert busy_job(ctx.settings, me) is None
     set_job(status="succeeded", heartbeat_at=datetime.now(UTC))

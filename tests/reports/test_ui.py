@@ -133,16 +133,10 @@ def test_a_link_from_another_site_keeps_the_session_and_cross_site_posts_are_ref
 
 
 def test_the_model_page_without_held_out_patients_and_with_bad_choices(client, admin, world, family, tmp_path) -> None:
-    from tests.fixtures import write_cohort, zip_dir
-    from tests.workers.api_helpers import run_job
+    from tests.workers.api_helpers import register_cohort_without_test_split, run_job
 
-    directory = write_cohort(tmp_path / "nosplit", n_patients=8, seed=3)
-    (directory / "splits.csv").unlink()  # every patient trains: nothing is held out
-    archive = zip_dir(directory, tmp_path / "nosplit.zip")
-    r = client.post("/cohorts", headers=admin, data={"name": "nosplit", "base_id": family["base"]["id"]},
-                    files={"file": ("c.zip", archive.read_bytes(), "application/zip")})  # fmt: skip
-    assert r.status_code == 201, r.text
-    job = run_job(client, admin, family, r.json()["id"], method="average", params={"epochs": 1, "accum": 4})
+    cohort = register_cohort_without_test_split(client, admin, family["base"]["id"], tmp_path)  # nothing held out
+    job = run_job(client, admin, family, cohort["id"], method="average", params={"epochs": 1, "accum": 4})
     _login(client, admin)
     page = client.get(f"/ui/models/{job['model_id']}")
     assert page.status_code == 200 and 'id="no-held-out"' in page.text and "test split" in page.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -44,6 +45,19 @@ def job_body(
     if sources is not None:
         body["source_checkpoint_ids"] = sources
     return body
+
+
+def register_cohort_without_test_split(client: TestClient, admin: dict, base_id: str, root: Path) -> dict:
+    """An 8-patient cohort with no splits.csv (every patient trains, nothing is held out), registered: the row."""
+    from tests.fixtures import write_cohort, zip_dir
+
+    directory = write_cohort(root / "nosplit", n_patients=8, seed=3)
+    (directory / "splits.csv").unlink()
+    archive = zip_dir(directory, root / "nosplit.zip")
+    r = client.post("/cohorts", headers=admin, data={"name": "nosplit", "base_id": base_id},
+                    files={"file": ("c.zip", archive.read_bytes(), "application/zip")})  # fmt: skip
+    assert r.status_code == 201, r.text
+    return r.json()
 
 
 def wait_job(

@@ -83,11 +83,16 @@ def _render(request: Request, ctx: Any, template: str, admin: bool, **context: A
     try:
         values = {k: (v() if callable(v) else v) for k, v in context.items()}
     except ServiceError as exc:
-        from app.api.errors import classify
-
-        status = (classify(exc) or (422, ""))[0]
-        return templates.TemplateResponse(request, "error.html", {**base, "message": str(exc)}, status_code=status)
+        return _error_page(request, base, exc)
     return templates.TemplateResponse(request, template, {**base, **values})
+
+
+def _error_page(request: Request, base: dict[str, Any], exc: ServiceError) -> Response:
+    """The UI's error page for a service error, with the status the API would answer."""
+    from app.api.errors import classify
+
+    status = (classify(exc) or (422, ""))[0]
+    return templates.TemplateResponse(request, "error.html", {**base, "message": str(exc)}, status_code=status)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -251,11 +256,7 @@ def model_report(
     try:
         html = model_report_html(ctx=ctx, model_id=model_id, n_groups=groups, patient=patient)
     except ServiceError as exc:  # the UI's error page (the API route answers JSON)
-        from app.api.errors import classify
-
-        status = (classify(exc) or (422, ""))[0]
-        base = {"scope": scope, "csrf": csrf_token(key), "nav": "error", "message": str(exc)}
-        return templates.TemplateResponse(request, "error.html", base, status_code=status)
+        return _error_page(request, {"scope": scope, "csrf": csrf_token(key), "nav": "error"}, exc)
     return HTMLResponse(html, headers=REPORT_HEADERS)
 
 

@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         default=0, ge=0, description="most memory all bags being read at once may take; 0 = half the machine's RAM"
     )
     lmdb_timeout_s: float = Field(default=120.0, gt=0, description="time limit for reading one LMDB value")
+    min_base_retention: float = Field(
+        default=0.2,
+        le=1.0,
+        description="POST /checkpoints refuses a checkpoint keeping less than this share of its base's weights "
+        "(<θ, θ₀>/|θ₀|²: ≈ 1 when fine-tuned from the base, ≈ 0 when trained from another initialisation); "
+        "a negative value turns the check off",
+    )
     # issue 12: the promotion gate run inside every merge job unless its params say otherwise ("gate": off | fast
     # | full; fast = 3-fold inner CV on the train split, full = 5-fold; each fold refits the target model and
     # retrains the merge, so fast costs ≈ 3 × (target + merge) training on 2/3 of the patients)

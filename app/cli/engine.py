@@ -82,6 +82,11 @@ def merge_params(args: argparse.Namespace) -> dict[str, Any]:
     return raw
 
 
+# = app.domain.task_vectors.DEFAULT_MIN_BASE_RETENTION (and the setting's default; a test checks), written out
+# here so that `steph merge --help` does not import torch
+DEFAULT_MIN_BASE_RETENTION = 0.2
+
+
 def merge_provenance(args: argparse.Namespace, train_config: Any, run: Any) -> dict[str, Any]:
     """Input file names and sha256s, seed, training settings, code version and the held-out comparison."""
     files = {"base": args.base, "target": args.target}
@@ -99,16 +104,18 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from app.domain.merging.base import MergeInputs, StaticModel
     from app.domain.pipeline import run_merge, split_params
     from app.domain.promotion import split_gate
-    from app.domain.task_vectors import check_compatible
+    from app.domain.task_vectors import check_compatible, check_descends_from
     from app.io.artifacts import save_model
 
     base, dims, edges = load_family(args.base)
     target = read_state(args.target)
     check_compatible(base, target, name=Path(args.target).name)
+    check_descends_from(base, target, name=Path(args.target).name, min_retention=args.min_base_retention)
     sources = []
     for path in args.source:
         sources.append(read_state(path))
         check_compatible(base, sources[-1], name=Path(path).name)
+        check_descends_from(base, sources[-1], name=Path(path).name, min_retention=args.min_base_retention)
     raw_params = merge_params(args)
     train_config, params = split_params(raw_params)
     train_config = train_config.resolved()  # compute_dtype "auto" → what it means here (recorded in provenance)
@@ -279,6 +286,11 @@ def _add_merge(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output model artifact (.safetensors)")
     p.add_argument("--topk", type=topk_arg, default=UNSET, help="sources kept per bag (an integer, or 'all')")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter, value as JSON")
+    p.add_argument(
+        "--min-base-retention", type=float, default=DEFAULT_MIN_BASE_RETENTION, metavar="R",
+        help="refuse a checkpoint keeping less than R of the base's weights (<θ, θ₀>/|θ₀|²: ≈ 1 when trained "
+        f"from the base, ≈ 0 from another initialisation; default {DEFAULT_MIN_BASE_RETENTION}; negative = off)",
+    )  # fmt: skip
     training_flags(p)
     p.set_defaults(func=cmd_merge)
 

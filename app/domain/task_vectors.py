@@ -71,6 +71,45 @@ def check_compatible(reference: StateDict, candidate: StateDict, *, name: str = 
     check_finite(candidate, name=name)
 
 
+DEFAULT_MIN_BASE_RETENTION = 0.2  # fine-tuned checkpoints keep ≈ 0.7–1.1 of θ₀; an independent init ≈ 0 ± 0.05
+
+
+def base_retention(base: StateDict, state: StateDict) -> float | None:
+    """How much of the base θ₀ a checkpoint θ still carries: r = ⟨θ, θ₀⟩ / ‖θ₀‖² over every floating tensor.
+
+    A checkpoint fine-tuned from θ₀ keeps most of it (θ = θ₀ + τ with a small, mostly orthogonal τ: r ≈ 1; the
+    benchmark's checkpoints 0.9–1.0, weight decay lowers it slowly); one trained from another initialisation of
+    the same architecture is unrelated to θ₀ (r ≈ 0, spread ≈ ‖θ‖ / (‖θ₀‖ √n) for n parameters). Unlike the
+    cosine it does not fall when training grows the weights. None when the base holds no non-zero weight.
+    """
+    dot = norm2 = 0.0
+    for key, ref in base.items():
+        if not ref.is_floating_point() or key not in state:
+            continue
+        a, b = ref.detach().double().flatten(), state[key].detach().double().flatten()
+        dot += float(a @ b)
+        norm2 += float(a @ a)
+    return dot / norm2 if norm2 > 0 else None
+
+
+def check_descends_from(
+    base: StateDict, state: StateDict, *, name: str = "checkpoint", min_retention: float = DEFAULT_MIN_BASE_RETENTION
+) -> float | None:
+    """Refuse a checkpoint that was not trained from `base` (base_retention below `min_retention`; a negative
+    `min_retention` turns the check off): its task vector τ = θ − θ₀ would be the difference of two unrelated
+    random initialisations, and every merge would mix that noise in without any error. Returns the retention."""
+    retention = base_retention(base, state)
+    if min_retention < 0 or retention is None or retention >= min_retention:
+        return retention
+    raise IncompatibleCheckpointError(
+        f"{name} does not look trained from this base: it keeps {retention:.2f} of the base's weights "
+        f"(⟨θ, θ₀⟩ / ‖θ₀‖², below the limit {min_retention:g}; a checkpoint fine-tuned from the base keeps about "
+        "0.7–1, one trained from another initialisation about 0), so its task vector would be noise. Register it "
+        "against the base it was trained from (GET /bases lists them; POST /bases adds one), or lower "
+        "STEPH_MIN_BASE_RETENTION (a negative value turns this check off) if it really was trained from this base"
+    )
+
+
 def compute_task_vector(finetuned: StateDict, base: StateDict) -> StateDict:
     """τ[k] = finetuned[k] − base[k] for every key (keys must match; see check_compatible)."""
     check_compatible(base, finetuned)

@@ -13,7 +13,13 @@ from sqlalchemy.exc import IntegrityError
 
 from app.db import repositories as repo
 from app.db.models import Checkpoint
-from app.domain.task_vectors import StateDict, check_compatible, compute_task_vector, layer_norms
+from app.domain.task_vectors import (
+    StateDict,
+    check_compatible,
+    check_descends_from,
+    compute_task_vector,
+    layer_norms,
+)
 from app.services.bases import (
     discard_unreferenced,
     get_base,
@@ -54,7 +60,9 @@ def register_checkpoint(
     name: str | None = None,
     description: str | None = None,
 ) -> tuple[Checkpoint, bool]:
-    """Check θ_c against the base (keys, shapes, dtypes, finite), store θ_c and τ; returns (row, created)."""
+    """Check θ_c against the base (keys, shapes, dtypes, finite, trained from it); store θ_c and τ.
+
+    Returns (row, created)."""
     base = get_base(ctx, base_id=base_id)
     with ctx.session() as s:
         existing = repo.find_checkpoint(s, base_id=base.id, sha256=upload.sha256)
@@ -63,6 +71,7 @@ def register_checkpoint(
     state = read_uploaded_state(ctx, upload)
     base_state = load_state(ctx, base.artifact_key)
     check_compatible(base_state, state, name=upload.filename)
+    check_descends_from(base_state, state, name=upload.filename, min_retention=ctx.settings.min_base_retention)
     task_vector = compute_task_vector(state, base_state)
     norms = layer_norms(task_vector)
     keys = _store_pair(ctx, upload, state, task_vector)

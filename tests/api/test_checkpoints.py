@@ -263,3 +263,42 @@ def test_database_failure_leaves_no_store_objects(client, admin, family, tmp_pat
     )
     assert_error(r, 500, "internal_error")
     assert snapshot(ctx) == before
+
+
+def test_checkpoint_trained_from_another_base_refused_and_nothing_stored(client, admin, family, tmp_path, ctx):
+    """Same keys, shapes and dtypes, but trained from another initialisation: τ = θ − θ₀ would be noise that
+    every merge mixes in silently. Refused with 422 naming the retention and how to fix it; nothing stored."""
+    foreign = checkpoint_state(base_state(seed=5), seed=3)  # fine-tuned, but from another init of the family
+    path = write_safetensors(tmp_path / "foreign.safetensors", foreign)
+    before = snapshot(ctx)
+    r = client.post(
+        "/checkpoints", headers=admin, files=upload(path), data={"cancer": "coad", "base_id": family["base"]["id"]}
+    )
+    err = assert_error(r, 422, "incompatible_checkpoint", contains=("foreign.safetensors", "trained from this base"))
+    assert "GET /bases" in err["message"] and "STEPH_MIN_BASE_RETENTION" in err["message"]
+    assert snapshot(ctx) == before
+    # the same file is accepted against the base it was trained from
+    own_base = write_safetensors(tmp_path / "base5.safetensors", base_state(seed=5))
+    rb = client.post(
+        "/bases", headers=admin, files=upload(own_base), data={"name": "family from seed 5", "encoder": "test-16"}
+    )
+    assert rb.status_code in (200, 201), rb.text
+    r = client.post(
+        "/checkpoints", headers=admin, files=upload(path), data={"cancer": "coad", "base_id": rb.json()["id"]}
+    )
+    assert r.status_code == 201, r.text
+
+
+def test_base_retention_check_can_be_turned_off(tmp_path, world):
+    from app.main import create_app
+    from app.settings import Settings
+
+    (tmp_path / "data").mkdir()
+    settings = Settings(home=tmp_path / "home", data_root=tmp_path / "data", device="cpu", min_base_retention=-1)
+    with TestClient(create_app(settings)) as c:
+        admin = {"Authorization": f"Bearer {settings.admin_key_path.read_text().strip()}"}
+        rb = c.post("/bases", headers=admin, files=upload(world.base), data={"name": "tiny", "encoder": "test-16"})
+        assert rb.status_code in (200, 201), rb.text
+        path = write_safetensors(tmp_path / "foreign.safetensors", checkpoint_state(base_state(seed=5), seed=3))
+        r = c.post("/checkpoints", headers=admin, files=upload(path), data={"cancer": "x", "base_id": rb.json()["id"]})
+        assert r.status_code == 201, r.text

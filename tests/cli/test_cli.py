@@ -232,3 +232,20 @@ def test_evaluate_split_all_and_missing_splits(tiny_world, tmp_path, capsys):
     (nosplit / "labels.csv").write_text((Path(tiny_world.cohort("BRCA")) / "labels.csv").read_text())
     res = run_cli(capsys, "evaluate", "--model", tiny_world.ckpt("BRCA"), "--cohort", str(nosplit))
     assert res.code == 2 and "no splits.csv" in res.err
+
+
+def test_merge_refuses_a_checkpoint_trained_from_another_base(tiny_world, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    base = load_file(tiny_world.base)
+    gen = torch.Generator().manual_seed(0)  # another initialisation of the same family (same shapes and dtypes)
+    foreign = {k: (v.std() if v.numel() > 1 else 0.1) * torch.randn(v.shape, generator=gen) for k, v in base.items()}
+    save_file({k: v.contiguous() for k, v in foreign.items()}, tmp_path / "KIRC_other.safetensors")
+    argv = ["merge", "--method", "average", "--base", tiny_world.base, "--target", tiny_world.ckpt("BLCA"),
+            "--source", str(tmp_path / "KIRC_other.safetensors"), "--cohort", tiny_world.cohort("BLCA"),
+            "--out", str(tmp_path / "m.safetensors"), "--epochs", "1", "--accum", "4"]  # fmt: skip
+    res = run_cli(capsys, *argv)
+    assert res.code == 2 and "KIRC_other.safetensors does not look trained from this base" in res.err
+    assert "Traceback" not in res.err and not (tmp_path / "m.safetensors").exists()
+    res = run_cli(capsys, *argv, "--min-base-retention", "-1")  # the user's explicit override
+    assert res.code == 0, res.err

@@ -85,3 +85,31 @@ def test_check_compatible_names_the_key(base_state, mutate, pattern):
     assert "brca.safetensors" in str(info.value)
     with pytest.raises(IncompatibleCheckpointError):
         compute_task_vector(cand, base_state)
+
+
+def test_base_retention_tells_a_fine_tuned_checkpoint_from_another_initialisation():
+    from app.cli.engine import DEFAULT_MIN_BASE_RETENTION as CLI_DEFAULT
+    from app.domain.mil import FamilyDims
+    from app.domain.task_vectors import DEFAULT_MIN_BASE_RETENTION, base_retention, check_descends_from
+    from app.settings import Settings
+    from tests.fixtures import base_state, checkpoint_state
+
+    base = base_state()
+    tuned = checkpoint_state(base, seed=1)
+    assert base_retention(base, base) == pytest.approx(1.0)
+    assert 0.8 < base_retention(base, tuned) < 1.2
+    grown = {k: 3.0 * v for k, v in tuned.items()}  # training that grows the weights keeps θ₀'s share (cosine drops)
+    assert base_retention(base, grown) > 2.0
+    other = checkpoint_state(base_state(seed=9), seed=2)
+    assert abs(base_retention(base, other)) < DEFAULT_MIN_BASE_RETENTION  # ≈ 0 ± 0.1 on this 200-weight model
+    big = FamilyDims(in_dim=256, hidden_dim=64, attn_dim=32, n_bins=4)  # ≈ 20 000 weights: the spread shrinks
+    big_base, big_other = base_state(big, seed=0), checkpoint_state(base_state(big, seed=1), seed=2)
+    assert abs(base_retention(big_base, big_other)) < 0.03
+    assert 0.95 < base_retention(big_base, checkpoint_state(big_base, seed=3)) < 1.05
+    assert check_descends_from(base, tuned, name="ok") == pytest.approx(base_retention(base, tuned))
+    with pytest.raises(IncompatibleCheckpointError, match=r"other\.safetensors does not look trained from this base"):
+        check_descends_from(base, other, name="other.safetensors")
+    assert check_descends_from(base, other, min_retention=-1) == pytest.approx(base_retention(base, other))
+    zero = {k: torch.zeros_like(v) for k, v in base.items()}
+    assert base_retention(zero, other) is None and check_descends_from(zero, other) is None
+    assert DEFAULT_MIN_BASE_RETENTION == CLI_DEFAULT == Settings().min_base_retention

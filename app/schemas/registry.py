@@ -144,6 +144,9 @@ class AliasEventOut(BaseModel):
 
 
 class AliasHistory(BaseModel):
-    """Every recorded alias change of a registered model, oldest first."""
+    """Recorded alias changes of a registered model, oldest first (or newest first with ?order=desc), one page."""
 
-    items: list[AliasEventOut] = Field(description="the changes, oldest first")
+    items: list[AliasEventOut] = Field(description="the changes, in the requested order")
+    total: int = Field(description="every matching change (all pages)")
+    limit: int | None = Field(default=None, description="the page size asked for (null: every change)")
+    offset: int = Field(default=0, description="changes skipped before this page")

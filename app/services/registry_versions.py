@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -274,14 +274,28 @@ def delete_alias(*, ctx: Any, name: str, alias: str, actor: Actor) -> None:
         rm.updated_at = utcnow()
 
 
-def alias_history(*, ctx: Any, name: str, alias: str | None = None) -> list[dict[str, Any]]:
-    """Every recorded change of the name's aliases (or of one alias), oldest first."""
+def alias_history(
+    *,
+    ctx: Any,
+    name: str,
+    alias: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    newest_first: bool = False,
+) -> tuple[list[dict[str, Any]], int]:
+    """Recorded changes of the name's aliases (or of one alias), oldest first (or newest first), one page of them
+    (`limit` None: every one from `offset` on); returns (events, total number of matching events)."""
     with ctx.session() as s:
         rm = get_registered(s, name)
-        stmt = select(AliasEvent).where(AliasEvent.registered_model_id == rm.id)
+        where = [AliasEvent.registered_model_id == rm.id]
         if alias is not None:
-            stmt = stmt.where(AliasEvent.alias == alias)
-        return [event_dict(rm, e) for e in s.scalars(stmt.order_by(AliasEvent.at, AliasEvent.id))]
+            where.append(AliasEvent.alias == alias)
+        total = int(s.scalar(select(func.count()).select_from(AliasEvent).where(*where)) or 0)
+        order = (AliasEvent.at.desc(), AliasEvent.id.desc()) if newest_first else (AliasEvent.at, AliasEvent.id)
+        stmt = select(AliasEvent).where(*where).order_by(*order).offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [event_dict(rm, e) for e in s.scalars(stmt)], total
 
 
 def delete_version(*, ctx: Any, name: str, version: int) -> None:

@@ -218,3 +218,38 @@ def test_names_differing_only_in_case_are_refused(client, admin, three) -> None:
     assert_error(r, 409, contains="only in case")
     r = client.post("/registered-models/Lung/versions", headers=admin, json={"model_id": three[0]})
     assert r.status_code == 201
+
+
+def test_versions_and_alias_history_are_paged_newest_first_on_request(client, admin, predict, three) -> None:
+    for model_id in three:  # versions 1..3
+        r = client.post("/registered-models/brca/versions", headers=admin, json={"model_id": model_id})
+        assert r.status_code == 201, r.text
+    for version in (1, 2, 3, 1):  # champion: created at 1, then 1→2, 2→3, 3→1
+        r = client.put("/registered-models/brca/aliases/champion", headers=admin, json={"version": version})
+        assert r.status_code == 200, r.text
+    r = client.put("/registered-models/brca/aliases/candidate", headers=admin, json={"version": 2})
+    assert r.status_code == 200, r.text
+
+    url = "/registered-models/brca/versions"
+    r = client.get(url, headers=predict)
+    assert [v["version"] for v in r.json()] == [1, 2, 3] and r.headers["X-Total-Count"] == "3"  # unchanged default
+    r = client.get(url, headers=predict, params={"order": "desc", "limit": 2})
+    assert [v["version"] for v in r.json()] == [3, 2] and r.headers["X-Total-Count"] == "3"
+    r = client.get(url, headers=predict, params={"order": "desc", "limit": 2, "offset": 2})
+    assert [v["version"] for v in r.json()] == [1]
+    assert client.get(url, headers=predict, params={"offset": 5}).json() == []
+
+    url = "/registered-models/brca/alias-history"
+    everything = client.get(url, headers=predict).json()
+    assert everything["total"] == 5 and everything["limit"] is None and len(everything["items"]) == 5
+    moves = [(e["alias"], e["from_version"], e["to_version"]) for e in everything["items"]]
+    assert moves == [("champion", None, 1), ("champion", 1, 2), ("champion", 2, 3), ("champion", 3, 1),
+                     ("candidate", None, 2)]  # fmt: skip
+    newest = client.get(url, headers=predict, params={"order": "desc", "limit": 2}).json()
+    assert newest["total"] == 5 and newest["limit"] == 2
+    assert [(e["alias"], e["to_version"]) for e in newest["items"]] == [("candidate", 2), ("champion", 1)]
+    page = client.get(url, headers=predict, params={"alias": "champion", "limit": 2, "offset": 1}).json()
+    assert page["total"] == 4 and [(e["from_version"], e["to_version"]) for e in page["items"]] == [(1, 2), (2, 3)]
+    for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"order": "newest"}):
+        assert_error(client.get(url, headers=predict, params=bad), 422)
+        assert_error(client.get("/registered-models/brca/versions", headers=predict, params=bad), 422)

@@ -122,11 +122,11 @@ def test_alias_command_records_the_cli_user(home, capsys) -> None:
         assert "has no version 2" in capsys.readouterr().err
         assert cli.main(["alias", "brca", "champion", "1"]) == 0
         assert json.loads(capsys.readouterr().out)["model_id"] == "model_1"
-        [event] = ops.alias_history(ctx=ctx, name="brca")
+        [event], _ = ops.alias_history(ctx=ctx, name="brca")
         assert (event["actor"], event["actor_key_id"]) == (f"cli:{getpass.getuser()}", None)
         assert (event["from_version"], event["to_version"]) == (None, 1)
         assert cli.main(["alias", "brca", "champion", "--delete"]) == 0
-        assert [e["to_version"] for e in ops.alias_history(ctx=ctx, name="brca")] == [1, None]
+        assert [e["to_version"] for e in ops.alias_history(ctx=ctx, name="brca")[0]] == [1, None]
         with ctx.session() as s:  # the promotion gate refused the model: the alias needs the explicit flag
             s.get(Model, "model_1").promotion_status = "not_promoted"
         capsys.readouterr()

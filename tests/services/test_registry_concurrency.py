@@ -82,7 +82,7 @@ def test_concurrent_alias_moves_keep_a_continuous_history(ctx) -> None:
                 answers.append((out["previous_version"], v))
 
     together(*[lambda k=k: mover(k) for k in range(4)])
-    history = ops.alias_history(ctx=ctx, name="brca", alias="champion")
+    history, _ = ops.alias_history(ctx=ctx, name="brca", alias="champion")
     chain = [(e["from_version"], e["to_version"]) for e in history]
     assert chain[0][0] is None
     for (_, to), (frm, _) in zip(chain, chain[1:], strict=False):

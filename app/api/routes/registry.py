@@ -5,11 +5,11 @@ Reads take a predict or admin key; changes take an admin key (the key's id and n
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 
-from app.api.deps import AdminKey, Ctx, Page, PredictKey
+from app.api.deps import MAX_OFFSET, AdminKey, Ctx, Page, PredictKey
 from app.schemas.common import error_responses
 from app.schemas.models import ModelOut
 from app.schemas.registry import (
@@ -143,10 +143,24 @@ def add_version(ctx: Ctx, key: AdminKey, name: Name, body: VersionCreate) -> Ver
     response_model=list[VersionOut],
     responses=error_responses(404),
     summary="The versions of a registered model, oldest first",
-    description="Each with its model id, tags and the aliases that point at it now.",
+    description="Each with its model id, tags and the aliases that point at it now. `?order=desc` lists the "
+    "newest first; ?limit (1–1000; default: every version) and ?offset page them; the `X-Total-Count` header "
+    "counts every version.",
 )
-def list_versions(ctx: Ctx, _key: PredictKey, name: Name) -> list[VersionOut]:
-    return [VersionOut.model_validate(v) for v in reg.get_registered_model(ctx=ctx, name=name)["versions"]]
+def list_versions(
+    ctx: Ctx,
+    _key: PredictKey,
+    name: Name,
+    response: Response,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="page size (default: every version)")] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="versions to skip")] = 0,
+    order: Annotated[Literal["asc", "desc"], Query(description="asc = oldest first, desc = newest first")] = "asc",
+) -> list[VersionOut]:
+    versions = reg.get_registered_model(ctx=ctx, name=name)["versions"]
+    response.headers["X-Total-Count"] = str(len(versions))
+    ordered = versions[::-1] if order == "desc" else versions
+    page = ordered[offset : None if limit is None else offset + limit]
+    return [VersionOut.model_validate(v) for v in page]
 
 
 @router.get(
@@ -233,12 +247,19 @@ def delete_alias(ctx: Ctx, key: AdminKey, name: Name, alias: Alias) -> Response:
     response_model=AliasHistory,
     responses=error_responses(404),
     summary="Every recorded alias change: who (API key id and name), when, from which version to which",
-    description="Oldest first; filter one alias with ?alias=.",
+    description="Oldest first (`?order=desc`: newest first); filter one alias with ?alias=. Paged with ?limit "
+    "(1–1000; default: every change) and ?offset; `total` counts every matching change.",
 )
 def history(
     ctx: Ctx,
     _key: PredictKey,
     name: Name,
     alias: Annotated[str | None, Query(max_length=64, description="only this alias")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="page size (default: every change)")] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="changes to skip")] = 0,
+    order: Annotated[Literal["asc", "desc"], Query(description="asc = oldest first, desc = newest first")] = "asc",
 ) -> AliasHistory:
-    return AliasHistory.model_validate({"items": ops.alias_history(ctx=ctx, name=name, alias=alias)})
+    items, total = ops.alias_history(
+        ctx=ctx, name=name, alias=alias, limit=limit, offset=offset, newest_first=order == "desc"
+    )
+    return AliasHistory.model_validate({"items": items, "total": total, "limit": limit, "offset": offset})

@@ -1,6 +1,7 @@
 """How high can any model reach on a regime's target? Oracle learners for the "≥ +0.03 at every seed" clause.
 
     python -m bench.ceiling run --regime paper --world shared --seeds 0 1 … [--out bench/results/ceiling]
+    python -m bench.ceiling sources --regime paper --world shared --seeds 0 1 … [--eval-patients 1000]
     python -m bench.ceiling table [--out bench/results/ceiling]
 
 Issue 12 asks for ≥ +0.03 C-index over the target's own checkpoint at *every* seed of regime (b)'s shared world.
@@ -23,7 +24,9 @@ could: per (regime, world, seed, target) it scores, on the same 4 000 new target
 
 `own` is the target's checkpoint scored on the same patients (identical to bench.large_eval's `own`). `table`
 prints, per (regime, world), each learner's mean C, its mean Δ over own and the seeds at which it reaches +0.03,
-listing the seeds where even the ideal learner stays below. Rows: one JSON line per seed in <out>/rows.jsonl.
+listing the seeds where even the ideal learner stays below; next to them, where bench.large_eval scored the same
+seeds (`--methods`), the default STEPH and STEPH + the sources' ensemble. Rows: one JSON line per seed in
+<out>/rows.jsonl.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 OWN, BAG, SOURCES = "own", "bag ceiling", "sources' rule"
 IDEAL, IDEAL_FIXED, NO_SOURCES = "ideal (best λ)", "ideal (λ = 1)", "ideal, no sources (best λ)"
 COLUMNS = (OWN, NO_SOURCES, SOURCES, IDEAL_FIXED, IDEAL, BAG)
+# what the real methods reached on the same patients (bench.large_eval rows; the same own model, bit for bit)
+LARGE_EVAL = [Path("bench/results/large-eval") / p / "rows.jsonl" for p in (".", "holdout", "holdout-ensemble")]
+METHODS = {"steph": "default STEPH (large_eval)", "steph + sources' ensemble": "STEPH + sources' ensemble (large_eval)"}
 
 
 def proportions(bags: list[Any], prototypes: Any, shift: Any) -> Any:
@@ -134,11 +140,74 @@ def run(regime: str, world: str, seeds: list[int], out: Path, n_eval: int) -> No
         log(f"[{regime} {world} seed {seed}] {target}: " + ", ".join(f"{k} {row[k]:.3f}" for k in COLUMNS))
 
 
-def table(out: Path) -> str:
+def sources(regime: str, world: str, seeds: list[int], out: Path, n_eval: int) -> None:
+    """How good are the source checkpoints themselves? Per source: its checkpoint's C on `n_eval` new patients of
+    its OWN cancer, the bag ceiling there (its true rule on the oracle proportions), and its C on the target's new
+    patients -> <out>/sources.jsonl."""
+    import torch
+
+    from app.domain.evaluation import score_split
+    from app.domain.merging.base import StaticModel
+    from app.domain.metrics import harrell_c_index
+    from app.domain.synthetic import draw_patients
+    from bench.regimes import each_target
+    from bench.reproduction import log
+
+    def c(patients: list[Any], risk: Any) -> float:
+        times, events = torch.tensor([p.time for p in patients]), torch.tensor([p.event for p in patients])
+        return float(harrell_c_index(times, events, risk).c_index)
+
+    out.mkdir(parents=True, exist_ok=True)
+    for seed, target, prep in each_target(regime, world, seeds):
+        w = prep["world"]
+        on_target = draw_patients(w, target, n_eval, seed=0)
+        for name in (n for n in w.cancers if n != target):
+            model = StaticModel(prep["states"][name], prep["dims"], prep["edges"])
+            own = draw_patients(w, name, n_eval, seed=0)
+            co = w.cancers[name]
+            props = torch.stack([proportions(p.bags, w.prototypes, co.shift) for p in own])
+            risk_own = score_split([model], [p.sample() for p in own]).risks[0]
+            risk_target = score_split([model], [p.sample() for p in on_target]).risks[0]
+            row = {"regime": regime, "world": world, "seed": seed, "target": target, "source": name,
+                   "n_train": len(co.splits["train"]), "own_cancer": c(own, risk_own),
+                   "own_cancer_bag_ceiling": c(own, props @ co.beta.double()),
+                   "on_target": c(on_target, risk_target)}  # fmt: skip
+            with open(out / "sources.jsonl", "a") as sink:
+                sink.write(json.dumps(row) + "\n")
+            log(
+                f"[{regime} {world} seed {seed}] source {name}: {row['own_cancer']:.3f} on its cancer (bag ceiling "
+                f"{row['own_cancer_bag_ceiling']:.3f}), {row['on_target']:.3f} on {target}"
+            )
+
+
+def sources_table(out: Path) -> str:
+    path = out / "sources.jsonl"
+    if not path.exists():
+        return ""
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        cells[(r["regime"], r["world"])].append(r)
+    lines = ["| regime | world | seeds | source checkpoints | C on their own cancer | bag ceiling there | "
+             "C on the target |", "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for (regime, world), rs in sorted(cells.items()):
+        mean = {k: statistics.mean(r[k] for r in rs) for k in ("own_cancer", "own_cancer_bag_ceiling", "on_target")}
+        lines.append(f"| {regime} | {world} | {len({r['seed'] for r in rs})} | {len(rs)} | {mean['own_cancer']:.3f} "
+                     f"| {mean['own_cancer_bag_ceiling']:.3f} | {mean['on_target']:.3f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def table(out: Path, method_rows: list[Path] | None = None) -> str:
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()]
     cells: dict[tuple[str, str], dict[tuple[int, str], dict[str, Any]]] = defaultdict(dict)
     for r in rows:  # the last row of a (seed, target) wins (a rerun replaces it)
         cells[(r["regime"], r["world"])][(r["seed"], r["target"])] = r
+    for path in method_rows or []:
+        for line in path.read_text().splitlines() if path.exists() else []:
+            m = json.loads(line)
+            r = cells.get((m["regime"], m["world"]), {}).get((m["seed"], m["target"]))
+            if r is not None and abs(m["eval"]["own"] - r[OWN]) < 1e-9:  # the same patients and own model
+                r.update({label: m["eval"][k] for k, label in METHODS.items() if k in m["eval"]})
     lines = [
         f"| regime | world | seeds | learner | mean C | Δ vs own | seeds ≥ +{GAIN:.2f} over own | worst Δ |",
         "|---|---|---:|---|---:|---:|---:|---:|",
@@ -146,7 +215,7 @@ def table(out: Path) -> str:
     below: list[str] = []
     for (regime, world), by_seed in sorted(cells.items()):
         rs = list(by_seed.values())
-        for col in COLUMNS:
+        for col in (*COLUMNS[:2], *[m for m in METHODS.values() if all(m in r for r in rs)], *COLUMNS[2:]):
             gains = [r[col] - r[OWN] for r in rs]
             mean_c = statistics.mean(r[col] for r in rs)
             se = statistics.stdev(gains) / len(gains) ** 0.5 if len(gains) > 1 else 0.0
@@ -178,14 +247,21 @@ def main(argv: list[str] | None = None) -> int:
     world_args(r)
     r.add_argument("--out", type=Path, default=OUT)
     r.add_argument("--eval-patients", type=int, default=4000)
+    so = sub.add_parser("sources", help="the source checkpoints on their own cancer and on the target")
+    world_args(so)
+    so.add_argument("--out", type=Path, default=OUT)
+    so.add_argument("--eval-patients", type=int, default=1000)
     t = sub.add_parser("table")
     t.add_argument("--out", type=Path, default=OUT)
+    t.add_argument("--methods", type=Path, nargs="*", default=LARGE_EVAL, help="bench.large_eval rows to join")
     args = p.parse_args(argv)
     if args.cmd == "table":
-        print(table(args.out))
+        print(table(args.out, args.methods))
+        extra = sources_table(args.out)
+        print(f"\n{extra}" if extra else "")
         return 0
     torch.set_num_threads(1)
-    run(args.regime, args.world, args.seeds, args.out, args.eval_patients)
+    (run if args.cmd == "run" else sources)(args.regime, args.world, args.seeds, args.out, args.eval_patients)
     return 0
 
 

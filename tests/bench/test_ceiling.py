@@ -54,3 +54,34 @@ def test_table_counts_seeds_and_names_those_even_the_ideal_learner_misses(tmp_pa
     assert cells[5].startswith("+0.040 ±") and cells[6] == "2/3" and cells[7] == "+0.010"
     assert [c.strip() for c in lines[NO_SOURCES].strip("|").split("|")][6] == "0/3"
     assert "seed 1 BLCA: own 0.650, ideal 0.660 (+0.010)" in text and "seed 0" not in text.split("Seeds where")[1]
+
+
+def test_table_joins_the_methods_scored_on_the_same_patients(tmp_path: Path) -> None:
+    rows = [{"regime": "paper", "world": "shared", "seed": s, "target": "BLCA", OWN: 0.60, NO_SOURCES: 0.62,
+             SOURCES: 0.64, IDEAL_FIXED: 0.65, IDEAL: 0.66, BAG: 0.68} for s in (0, 1)]  # fmt: skip
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    methods = tmp_path / "large.jsonl"
+    scored = [{"regime": "paper", "world": "shared", "seed": s, "target": "BLCA",
+               "eval": {"own": 0.60, "steph": steph, "steph + sources' ensemble": 0.64}}
+              for s, steph in ((0, 0.62), (1, 0.65))]  # fmt: skip
+    other_own = {**scored[0], "regime": "mixed"}  # another cell: ignored
+    methods.write_text("".join(json.dumps(r) + "\n" for r in [*scored, other_own]))
+    text = table(tmp_path, [methods, tmp_path / "missing.jsonl"])
+    steph = next(line for line in text.splitlines() if "default STEPH" in line)
+    cells = [c.strip() for c in steph.strip("|").split("|")]
+    assert cells[4] == "0.635" and cells[5].startswith("+0.035 ±") and cells[6] == "1/2"
+    scored[1]["eval"]["own"] = 0.61  # a row of other patients (own differs) is not joined: the column goes
+    methods.write_text("".join(json.dumps(r) + "\n" for r in scored))
+    assert "default STEPH" not in table(tmp_path, [methods])
+
+
+def test_sources_table_averages_the_source_checkpoints(tmp_path: Path) -> None:
+    from bench.ceiling import sources_table
+
+    assert sources_table(tmp_path) == ""  # not run: nothing printed
+    rows = [{"regime": "paper", "world": "shared", "seed": seed, "target": "BLCA", "source": src, "n_train": 300,
+             "own_cancer": own, "own_cancer_bag_ceiling": 0.70, "on_target": 0.55}
+            for seed, src, own in ((0, "BRCA", 0.60), (0, "CESC", 0.64), (1, "BRCA", 0.62))]  # fmt: skip
+    (tmp_path / "sources.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    line = sources_table(tmp_path).splitlines()[2]
+    assert [c.strip() for c in line.strip("|").split("|")] == ["paper", "shared", "2", "3", "0.620", "0.700", "0.550"]

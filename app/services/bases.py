@@ -21,6 +21,7 @@ from app.domain.survival import DEFAULT_BIN_WIDTH_DAYS, default_bin_edges
 from app.domain.task_vectors import StateDict, check_finite
 from app.services.context import ServiceContext
 from app.services.errors import InvalidInput, ServiceUnavailable, not_found
+from app.services.store_refs import delete_unreferenced, ensure_stored
 from app.services.uploads import SavedUpload
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
@@ -164,6 +165,7 @@ def register_base(
               "artifact_key": key, "family_key": family_key(upload.sha256, encoder, edges)}  # fmt: skip
     try:
         with ctx.session() as s:
+            ensure_stored(ctx, s, key, lambda: store_upload_or_state(ctx, upload, state))  # see store_refs
             row = repo.add_base(s, **fields)
         return row, True
     except IntegrityError:  # the same family registered concurrently: the unique family_key picked one winner
@@ -186,11 +188,9 @@ def _find_base(ctx: ServiceContext, *, sha256: str, encoder: str, edges: list[fl
 
 
 def discard_unreferenced(ctx: ServiceContext, *keys: str) -> None:
-    """Undo store writes after a failed insert: delete the objects no row references."""
-    with ctx.session() as s:
-        for key in keys:
-            if not repo.object_referenced(s, key=key):
-                ctx.store.delete(key)
+    """Undo store writes after a failed insert, or remove a deleted row's objects: delete the objects no row
+    references (under their locks, see app.services.store_refs)."""
+    delete_unreferenced(ctx, *keys)
 
 
 def get_base(ctx: ServiceContext, *, base_id: str) -> ModelBase:

@@ -30,6 +30,7 @@ from app.services.bases import (
 )
 from app.services.context import ServiceContext
 from app.services.errors import Conflict, InvalidInput, not_found
+from app.services.store_refs import ensure_stored
 from app.services.uploads import SavedUpload
 
 
@@ -76,7 +77,9 @@ def register_checkpoint(
     norms = layer_norms(task_vector)
     keys = _store_pair(ctx, upload, state, task_vector)
     try:
-        with ctx.session() as s:
+        with ctx.session() as s:  # the objects' locks: a concurrent delete of rows sharing them keeps them
+            ensure_stored(ctx, s, keys[0], lambda: store_upload_or_state(ctx, upload, state))
+            ensure_stored(ctx, s, keys[1], lambda: store_state(ctx, task_vector))
             row = repo.add_checkpoint(
                 s,
                 base_id=base.id,

@@ -101,12 +101,19 @@ def collect_garbage(*, ctx: Any, dry_run: bool = True) -> dict[str, Any]:
     }
 
 
+GC_BATCH = 100  # objects locked and deleted per transaction (PostgreSQL holds one advisory lock per object)
+
+
 def _delete_unreferenced(ctx: Any, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Delete each object after re-checking, in a fresh read, that no row started to reference it meanwhile."""
+    """Delete each object after re-checking, under the objects' locks (app.services.store_refs), that no row
+    started to reference it meanwhile: a registration of the same bytes committing now keeps its object."""
+    from app.services.store_refs import lock_objects
+
     deleted = []
-    with ctx.session() as s:
-        refs = referenced_keys(s)
-    for obj in objects:
-        if obj["key"] not in refs and ctx.store.delete(obj["key"]):
-            deleted.append(obj)
+    for start in range(0, len(objects), GC_BATCH):
+        batch = objects[start : start + GC_BATCH]
+        with ctx.session() as s:
+            lock_objects(s, [o["key"] for o in batch])
+            refs = referenced_keys(s)
+            deleted += [o for o in batch if o["key"] not in refs and ctx.store.delete(o["key"])]
     return deleted

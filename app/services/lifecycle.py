@@ -22,6 +22,7 @@ from app.db import repositories as repo
 from app.db.models import ACTIVE_JOB_STATUSES, Checkpoint, Cohort, MergeJob, Model, ModelBase
 from app.services.errors import Conflict, not_found
 from app.services.registry_versions import model_registrations
+from app.services.store_refs import delete_unreferenced
 
 
 def refuse_if_used(kind: str, ident: str, users: list[str], fix: str) -> None:
@@ -33,13 +34,9 @@ def refuse_if_used(kind: str, ident: str, users: list[str], fix: str) -> None:
 
 
 def _discard(ctx: Any, *keys: str) -> list[str]:
-    """Delete the store objects among `keys` that no row references any more; returns the deleted keys."""
-    gone = []
-    with ctx.session() as s:
-        for key in dict.fromkeys(keys):
-            if not repo.object_referenced(s, key=key) and ctx.store.delete(key):
-                gone.append(key)
-    return gone
+    """Delete the store objects among `keys` that no row references any more (under their locks: a concurrent
+    registration of the same bytes keeps its object; app.services.store_refs); returns the deleted keys."""
+    return delete_unreferenced(ctx, *keys)
 
 
 def delete_model(*, ctx: Any, model_id: str) -> dict[str, Any]:

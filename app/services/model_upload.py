@@ -38,6 +38,7 @@ def register_model_upload(
     from app.io.artifacts import load_model_file
     from app.io.errors import ArtifactError
     from app.services.models import model_to_dict
+    from app.services.store_refs import ensure_stored
 
     base = get_base(ctx, base_id=base_id)
     with ctx.session() as s:
@@ -68,6 +69,7 @@ def register_model_upload(
     params = {k: v for k, v in loaded.config.items() if k not in ("dims", "bin_edges")}
     try:
         with ctx.session() as s:
+            ensure_stored(ctx, s, key, lambda: ctx.store.put_file(upload.path))  # a concurrent delete of a twin
             row = Model(id=repo.new_id("model"), job_id=None, method=str(loaded.config.get("method", "unknown")),
                         base_id=base.id, target_checkpoint_id=target.id, params=params, sources=list(sources),
                         metrics=None, provenance=provenance, artifact_sha256=key, artifact_key=key,

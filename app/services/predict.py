@@ -19,9 +19,10 @@ from app.domain.precision import cast_bag, resolve_inference_dtype
 from app.domain.survival import risk_score, survival_curve
 from app.io.bags import non_finite_output
 from app.services.bag_reading import read_patient
-from app.services.errors import Forbidden, PayloadTooLarge, UnprocessableInput
+from app.services.errors import Forbidden, NotFound, PayloadTooLarge, UnprocessableInput
 from app.services.model_cache import get_model_cache
 from app.services.uploads import CHUNK, display_name, too_large
+from app.storage.errors import StoreError
 
 
 @dataclass
@@ -155,6 +156,28 @@ def model_record(*, ctx: Any, model_id: str) -> tuple[str, str, str]:
         return row.artifact_sha256, row.method, row.promotion_status
 
 
+def _load_model(ctx: Any, model_id: str, sha: str, method: str, promotion: str) -> tuple[str, str, str, Any]:
+    """The loaded model of `model_id` (resolved to artifact `sha`). A DELETE of the model (or of the version an
+    alias named, then its model) can remove the artifact between the lookup and the load: the reference is
+    resolved again, and the request answers 404 when the model is gone, or uses what the reference names now."""
+    cache = get_model_cache(ctx)
+    for _ in range(2):
+        try:
+            return sha, method, promotion, cache.get(sha).model
+        except (StoreError, FileNotFoundError):
+            try:
+                now = model_record(ctx=ctx, model_id=model_id)
+            except NotFound:
+                raise NotFound(
+                    f"model {model_id!r} was deleted while this request was being served; list the models with "
+                    "GET /models (or the registry with GET /registered-models)"
+                ) from None
+            if now[0] == sha:
+                raise  # the row still names this artifact: it really is missing (StoreError: restore it)
+            sha, method, promotion = now
+    return sha, method, promotion, cache.get(sha).model
+
+
 def predict(
     *,
     ctx: Any,
@@ -169,7 +192,7 @@ def predict(
         raise UnprocessableInput(f"top_patches must be between 0 and 1000, got {top_patches}")
     sha, method, promotion = model_record(ctx=ctx, model_id=model_id)
     groups = group_patients([f.name for f in files], patient_ids)
-    model = get_model_cache(ctx).get(sha).model
+    sha, method, promotion, model = _load_model(ctx, model_id, sha, method, promotion)
     results = [
         score_patient(model, pid, [files[i] for i in idx], ctx.settings, top_patches) for pid, idx in groups.items()
     ]

@@ -135,3 +135,38 @@ def test_limits_unknown_model_and_auth(client, admin, predict, model_id, bags) -
         == 200
     )
     assert tmp_entries(client) == []
+
+
+def test_a_model_deleted_while_its_prediction_starts_answers_404_not_500(client, admin, predict, ctx, model_id,
+                                                                         bags, monkeypatch) -> None:  # fmt: skip
+    """DELETE /models/{id} between the lookup of the model and the load of its artifact (a race under load): the
+    request answers 404 saying the model was deleted, not a 500 about a store missing an artifact."""
+    from app.services import predict as svc
+    from app.services.lifecycle import delete_model
+
+    real = svc.model_record
+    calls = []
+
+    def record_then_delete(*, ctx, model_id):
+        calls.append(model_id)
+        out = real(ctx=ctx, model_id=model_id)
+        if len(calls) == 1:  # the first lookup: the model is deleted (artifact included) before the load
+            delete_model(ctx=ctx, model_id=model_id)
+        return out
+
+    monkeypatch.setattr(svc, "model_record", record_then_delete)
+    one = files(("caseA.h5", bags["a"].read_bytes()))
+    r = client.post("/predict", headers=predict, data={"model_id": model_id}, files=one)
+    assert_error(r, 404, "not_found", contains=("was deleted while this request was being served", "GET /models"))
+    assert len(calls) == 2  # looked up again after the load failed
+
+
+def test_an_artifact_missing_under_a_live_model_stays_a_store_error(client, admin, predict, ctx, model_id, bags):
+    with ctx.session() as s:
+        from app.db.models import Model
+
+        key = s.get(Model, model_id).artifact_key
+    ctx.store.delete(key)
+    one = files(("caseA.h5", bags["a"].read_bytes()))
+    r = client.post("/predict", headers=predict, data={"model_id": model_id}, files=one)
+    assert_error(r, 500, "store_error", contains="missing from the store")

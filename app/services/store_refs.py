@@ -42,10 +42,7 @@ def lock_objects(s: Session, keys: Iterable[str]) -> None:
     # SQLite (ignores FOR UPDATE): its driver begins the transaction at the first write, which takes the
     # database write lock; an UPDATE that matches no row is enough (the same way as registry_versions.lock_name)
     s.execute(
-        update(ModelBase)
-        .where(ModelBase.id == "")
-        .values(id=ModelBase.id)
-        .execution_options(synchronize_session=False)
+        update(ModelBase).where(ModelBase.id == "").values(id=ModelBase.id).execution_options(synchronize_session=False)
     )
 
 

@@ -189,6 +189,9 @@ def _as_http_error(exc: Exception) -> HTTPException:
     return HTTPException(status, str(exc), headers=headers)
 
 
+CLIENT_CLOSED = 499  # the status /metrics records for a request whose client disconnected before the answer
+
+
 class RequestMetrics:
     """Counts requests and observes latency by (method, route template, status)."""
 
@@ -202,16 +205,25 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "answered": False, "gone": False}
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = int(message["status"])
+                status["answered"] = True
             await send(message)
 
+        async def watch(message_source: Receive = receive) -> Message:
+            message = await message_source()
+            if message["type"] == "http.disconnect" and not status["answered"]:
+                status["gone"] = True  # the client left before any answer (mid-upload, or a timeout)
+            return message
+
         try:
-            await self.app(scope, receive, capture)
+            await self.app(scope, watch, capture)
         finally:
-            labels = metric_labels(scope, status["code"])
+            # CLIENT_CLOSED (499, as nginx logs it): a client that went away is not a server error; whatever was
+            # (or was not) answered afterwards reached nobody
+            labels = metric_labels(scope, CLIENT_CLOSED if status["gone"] else int(status["code"]))
             self.requests.labels(**labels).inc()
             self.latency.labels(**labels).observe(time.perf_counter() - started)

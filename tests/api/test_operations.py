@@ -321,6 +321,42 @@ def test_a_client_that_disconnects_mid_upload_is_not_a_server_error(tmp_path, ca
     assert not any("unhandled error" in r.getMessage() for r in caplog.records)
     assert any("client disconnected during POST /predict/bag" in r.getMessage() for r in caplog.records)
     assert not any(m.get("status") == 500 for m in sent)
+    # /metrics: a client that went away is counted as 499 (client closed), not as a server error (was 500)
+    counted = {s.labels["status"]: s.value for m in app.state.metrics.requests.collect() for s in m.samples
+               if s.name.endswith("_total") and s.labels["route"] == "/predict/bag"}  # fmt: skip
+    assert counted == {"499": 1.0}
+
+
+def test_a_multipart_upload_cut_off_by_its_client_is_counted_as_client_closed(client, predict, ctx):
+    """Starlette answers a multipart body cut off mid-way with a 400 nobody receives: /metrics says 499."""
+    import asyncio
+
+    app = client.app
+    sent: list[dict] = []
+    body = b'--xx\r\nContent-Disposition: form-data; name="files"; filename="a.h5"\r\n\r\n' + b"x" * 500
+    messages = [{"type": "http.request", "body": body, "more_body": True}]
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+             "server": ("t", 80), "client": ("c", 1), "app": app,
+             "headers": [(b"host", b"t"), (b"authorization", predict["Authorization"].encode()),
+                         (b"content-type", b"multipart/form-data; boundary=xx"),
+                         (b"content-length", b"100000")]}  # fmt: skip
+
+    def count() -> dict:
+        return {s.labels["status"]: s.value for m in app.state.metrics.requests.collect() for s in m.samples
+                if s.name.endswith("_total") and s.labels["route"] == "/predict"}  # fmt: skip
+
+    before = count()
+    asyncio.run(app(scope, receive, send))
+    after = count()
+    assert {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)} == {"499": 1.0}
 
 
 def test_405_lists_every_method_of_the_path(client, admin):

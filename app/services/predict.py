@@ -1,6 +1,7 @@
 """Prediction: score uploaded feature bags with a merged model (loaded once through the LRU model cache).
 
-Grouping: each file is its own patient named by its file stem, unless `patient_ids` is given — one id for all
+Grouping: each file is its own patient named by its file stem (its name up to the first dot; two files with one
+stem are refused rather than pooled), unless `patient_ids` is given — one id for all
 files (a patient's several slides) or one id per file; files sharing an id are concatenated row-wise into that
 patient's bag [N, D] (SPEC §1). Each patient gets risk, survival curve, hazards, STEPH sources (w, λ) and
 optionally the top-attention patches.
@@ -61,6 +62,15 @@ def group_patients(names: list[str], patient_ids: list[str] | None) -> dict[str,
     """patient id → indices of its files, in upload order (see the module docstring for the rules)."""
     if not patient_ids:
         ids = [PurePath(n).name.split(".")[0] or f"bag{i}" for i, n in enumerate(names)]
+        seen: dict[str, int] = {}
+        for i, pid in enumerate(ids):  # one result per file: two files naming one patient would be pooled silently
+            if pid in seen:
+                raise UnprocessableInput(
+                    f"files {names[seen[pid]]!r} and {names[i]!r} both name patient {pid!r} (a file's patient is "
+                    "its name up to the first dot); rename them, or send patient_id fields (one per file, or one "
+                    "for all) to say which files are one patient's slides"
+                )
+            seen[pid] = i
     elif len(patient_ids) == 1:
         ids = list(patient_ids) * len(names)
     elif len(patient_ids) == len(names):

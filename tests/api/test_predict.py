@@ -170,3 +170,18 @@ def test_an_artifact_missing_under_a_live_model_stays_a_store_error(client, admi
     one = files(("caseA.h5", bags["a"].read_bytes()))
     r = client.post("/predict", headers=predict, data={"model_id": model_id}, files=one)
     assert_error(r, 500, "store_error", contains="missing from the store")
+
+
+def test_two_files_naming_one_patient_are_refused_not_pooled(client, predict, model_id, bags) -> None:
+    """Without patient_id each file is its own patient (its name up to the first dot): two patients' bags both
+    called slide.h5 (from patientA/ and patientB/), or P1.h5 and P1.v2.h5, were silently scored as ONE patient."""
+    a, b = bags["a"].read_bytes(), bags["b"].read_bytes()
+    for first, second in (("slide.h5", "slide.h5"), ("P1.h5", "P1.v2.h5")):
+        r = client.post("/predict", headers=predict, data={"model_id": model_id}, files=files((first, a), (second, b)))
+        assert_error(r, 422, contains=(f"{first!r} and {second!r} both name patient", "patient_id"))
+    r = client.post("/predict", headers=predict, data={"model_id": model_id, "patient_id": ["P1", "P1"]},
+                    files=files(("P1.h5", a), ("P1.v2.h5", b)))  # fmt: skip
+    assert r.status_code == 200 and [x["patient_id"] for x in r.json()["results"]] == ["P1"]  # pooled on request
+    assert r.json()["results"][0]["n_patches"] == 16
+    r = client.post("/predict", headers=predict, data={"model_id": model_id}, files=files(("A.h5", a), ("B.h5", b)))
+    assert [x["patient_id"] for x in r.json()["results"]] == ["A", "B"]

@@ -72,6 +72,22 @@ def check_compatible(reference: StateDict, candidate: StateDict, *, name: str = 
 
 
 DEFAULT_MIN_BASE_RETENTION = 0.2  # fine-tuned checkpoints keep ≈ 0.7–1.1 of θ₀; an independent init ≈ 0 ± 0.05
+MAX_SIZE_RATIO = 100.0  # ‖θ‖ / ‖θ₀‖ above this: weights rescaled by orders of magnitude, not fine-tuned
+MIN_RELATIVE_CHANGE = 1e-6  # ‖τ‖ / ‖θ₀‖ below this: the checkpoint is its base (it learned nothing)
+
+
+def _norms(base: StateDict, state: StateDict) -> tuple[float, float, float, float]:
+    """(⟨θ, θ₀⟩, ‖θ₀‖², ‖θ‖², ‖θ − θ₀‖²) over every floating tensor of the base (float64 sums)."""
+    dot = base2 = state2 = diff2 = 0.0
+    for key, ref in base.items():
+        if not ref.is_floating_point() or key not in state:
+            continue
+        a, b = ref.detach().double().flatten(), state[key].detach().double().flatten()
+        dot += float(a @ b)
+        base2 += float(a @ a)
+        state2 += float(b @ b)
+        diff2 += float((b - a) @ (b - a))
+    return dot, base2, state2, diff2
 
 
 def base_retention(base: StateDict, state: StateDict) -> float | None:
@@ -82,32 +98,47 @@ def base_retention(base: StateDict, state: StateDict) -> float | None:
     the same architecture is unrelated to θ₀ (r ≈ 0, spread ≈ ‖θ‖ / (‖θ₀‖ √n) for n parameters). Unlike the
     cosine it does not fall when training grows the weights. None when the base holds no non-zero weight.
     """
-    dot = norm2 = 0.0
-    for key, ref in base.items():
-        if not ref.is_floating_point() or key not in state:
-            continue
-        a, b = ref.detach().double().flatten(), state[key].detach().double().flatten()
-        dot += float(a @ b)
-        norm2 += float(a @ a)
-    return dot / norm2 if norm2 > 0 else None
+    dot, base2, _, _ = _norms(base, state)
+    return dot / base2 if base2 > 0 else None
 
 
 def check_descends_from(
     base: StateDict, state: StateDict, *, name: str = "checkpoint", min_retention: float = DEFAULT_MIN_BASE_RETENTION
 ) -> float | None:
-    """Refuse a checkpoint that was not trained from `base` (base_retention below `min_retention`; a negative
-    `min_retention` turns the check off): its task vector τ = θ − θ₀ would be the difference of two unrelated
-    random initialisations, and every merge would mix that noise in without any error. Returns the retention."""
-    retention = base_retention(base, state)
-    if min_retention < 0 or retention is None or retention >= min_retention:
-        return retention
-    raise IncompatibleCheckpointError(
-        f"{name} does not look trained from this base: it keeps {retention:.2f} of the base's weights "
-        f"(⟨θ, θ₀⟩ / ‖θ₀‖², below the limit {min_retention:g}; a checkpoint fine-tuned from the base keeps about "
-        "0.7–1, one trained from another initialisation about 0), so its task vector would be noise. Register it "
-        "against the base it was trained from (GET /bases lists them; POST /bases adds one), or lower "
-        "STEPH_MIN_BASE_RETENTION (a negative value turns this check off) if it really was trained from this base"
+    """Refuse a checkpoint that cannot be a fine-tuning of `base`, whose task vector τ = θ − θ₀ every merge would
+    mix in without any error: trained from another initialisation (base_retention below `min_retention`: τ is
+    the difference of two unrelated random inits), rescaled by orders of magnitude (‖θ‖ / ‖θ₀‖ above
+    MAX_SIZE_RATIO: every prediction of a merge with it is the same), or the base itself (‖τ‖ / ‖θ₀‖ below
+    MIN_RELATIVE_CHANGE: it learned nothing). A negative `min_retention` turns the checks off. Returns the
+    retention."""
+    dot, base2, state2, diff2 = _norms(base, state)
+    if min_retention < 0 or base2 <= 0:
+        return dot / base2 if base2 > 0 else None
+    retention, size, change = dot / base2, (state2 / base2) ** 0.5, (diff2 / base2) ** 0.5
+    fix = (
+        "register the checkpoint the training produced, against the base it was trained from (GET /bases lists "
+        "them; POST /bases adds one), or set STEPH_MIN_BASE_RETENTION to a negative value to turn these checks off"
     )
+    if retention < min_retention:
+        raise IncompatibleCheckpointError(
+            f"{name} does not look trained from this base: it keeps {retention:.2f} of the base's weights "
+            f"(⟨θ, θ₀⟩ / ‖θ₀‖², below the limit {min_retention:g}; a checkpoint fine-tuned from the base keeps about "
+            "0.7–1, one trained from another initialisation about 0), so its task vector would be noise. Register it "
+            "against the base it was trained from (GET /bases lists them; POST /bases adds one), or lower "
+            "STEPH_MIN_BASE_RETENTION (a negative value turns this check off) if it really was trained from this base"
+        )
+    if size > MAX_SIZE_RATIO:
+        raise IncompatibleCheckpointError(
+            f"{name}: its weights are {size:.3g} times the size of the base's (‖θ‖ / ‖θ₀‖, limit {MAX_SIZE_RATIO:g}; "
+            "fine-tuning moves weights, it does not rescale them by orders of magnitude): a merge with it would "
+            f"give every patient the same prediction; {fix}"
+        )
+    if change < MIN_RELATIVE_CHANGE:
+        raise IncompatibleCheckpointError(
+            f"{name} is identical to its base (‖θ − θ₀‖ / ‖θ₀‖ = {change:.1g}): its task vector is zero, it learned "
+            f"nothing to merge; {fix}"
+        )
+    return retention
 
 
 def compute_task_vector(finetuned: StateDict, base: StateDict) -> StateDict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, overload
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import repositories as repo
@@ -68,7 +69,7 @@ def register_checkpoint(
     with ctx.session() as s:
         existing = repo.find_checkpoint(s, base_id=base.id, sha256=upload.sha256)
     if existing is not None:
-        return existing, False
+        return _same_cancer(existing, cancer, "bytes"), False
     state = read_uploaded_state(ctx, upload)
     base_state = load_state(ctx, base.artifact_key)
     check_compatible(base_state, state, name=upload.filename)
@@ -78,6 +79,20 @@ def register_checkpoint(
     keys = _store_pair(ctx, upload, state, task_vector)
     try:
         with ctx.session() as s:  # the objects' locks: a concurrent delete of rows sharing them keeps them
+            ensure_stored(ctx, s, keys[1], lambda: store_state(ctx, task_vector))
+            # the same weights in other bytes (a .pth of a registered .safetensors, another key prefix): τ is stored
+            # canonically, so equal weights give the same task-vector key
+            twin = s.scalar(
+                select(Checkpoint)
+                .where(Checkpoint.base_id == base.id, Checkpoint.task_vector_key == keys[1])
+                .order_by(Checkpoint.created_at, Checkpoint.id)
+            )
+            if twin is not None:
+                twin = _same_cancer(twin, cancer, "weights")
+        if twin is not None:
+            discard_unreferenced(ctx, *keys)  # keeps what the twin row references
+            return twin, False
+        with ctx.session() as s:
             ensure_stored(ctx, s, keys[0], lambda: store_upload_or_state(ctx, upload, state))
             ensure_stored(ctx, s, keys[1], lambda: store_state(ctx, task_vector))
             row = repo.add_checkpoint(
@@ -102,6 +117,20 @@ def register_checkpoint(
     except BaseException:
         discard_unreferenced(ctx, *keys)
         raise
+
+
+def _same_cancer(existing: Checkpoint, cancer: str, what: str) -> Checkpoint:
+    """A registration of weights the base already has: the existing checkpoint when it is for the same cancer
+    (an idempotent retry), else a Conflict (one checkpoint per weights: the same model under two cancers would be
+    merged with itself, and a job could list it as the target and as a source)."""
+    if existing.cancer != cancer:
+        raise Conflict(
+            f"these {what} are already registered as checkpoint {existing.id!r} for cancer {existing.cancer!r} of "
+            f"this base; a checkpoint belongs to one cancer — use that checkpoint, or delete it first "
+            f"(DELETE /checkpoints/{existing.id}) to register the weights under {cancer!r}",
+            details={"existing": existing.id},
+        )
+    return existing
 
 
 def _store_pair(ctx: ServiceContext, upload: SavedUpload, state: StateDict, tv: StateDict) -> tuple[str, str]:

@@ -149,8 +149,30 @@ def _validate_refs(s: Any, req: dict[str, Any]) -> list[str]:
     return _resolve_sources(s, base_id, target_id, req.get("source_checkpoint_ids"))
 
 
+def _check_gate_can_run(s: Any, req: dict[str, Any], settings: Any) -> None:
+    """The promotion gate's k folds need MIN_PER_FOLD train patients each: refuse at submission a job whose gate
+    could not run (it would end `unchecked` after the whole training, and an unchecked model can be aliased)."""
+    from app.domain.promotion import MIN_PER_FOLD
+    from app.services.promotion import gate_config
+
+    gate = gate_config(req["params"], settings)
+    cohort = get_cohort(s, cohort_id=req["cohort_id"])
+    splits = (cohort.summary or {}).get("splits") if cohort is not None else None
+    if gate.mode == "off" or not isinstance(splits, dict):  # no split sizes recorded: the gate will say so
+        return
+    n_train, need = int(splits.get("train", 0)), gate.n_folds * MIN_PER_FOLD
+    if n_train < need:
+        raise UnprocessableInput(
+            f"the promotion gate's {gate.n_folds}-fold validation needs at least {need} train patients, but cohort "
+            f'{req["cohort_id"]!r} has {n_train} in its train split: add patients, lower "gate_folds", or set '
+            '"gate": "off" in params (the model is then marked unchecked)'
+        )
+
+
 def _same_request(job: MergeJob, req: dict[str, Any]) -> bool:
     if any(getattr(job, k) != req.get(k) for k in _FIELDS):
+        return False
+    if (job.webhook_url or None) != ((req.get("webhook_url") or "").strip() or None):  # nor drop a new webhook
         return False
     wanted = req.get("source_checkpoint_ids")
     return wanted is None or list(wanted) == list(job.source_checkpoint_ids)
@@ -185,6 +207,7 @@ def submit_merge_job(*, ctx: Any, request: dict[str, Any], idempotency_key: str 
         with ctx.session() as s:
             sources = _validate_refs(s, req)
             check_sources(len(sources))
+            _check_gate_can_run(s, req, ctx.settings)
             job = MergeJob(
                 id=new_id("job"),
                 **{k: req[k] for k in _FIELDS},

@@ -302,3 +302,39 @@ def test_base_retention_check_can_be_turned_off(tmp_path, world):
         path = write_safetensors(tmp_path / "foreign.safetensors", checkpoint_state(base_state(seed=5), seed=3))
         r = c.post("/checkpoints", headers=admin, files=upload(path), data={"cancer": "x", "base_id": rb.json()["id"]})
         assert r.status_code == 201, r.text
+
+
+def test_the_same_weights_are_one_checkpoint_per_base(client, admin, family, world, tmp_path, ctx):
+    """The same weights in other bytes (a .pth of a registered .safetensors) are the existing checkpoint (200),
+    and registering them under another cancer is a 409 naming it — they used to become a second checkpoint, so
+    a job could merge BRCA with itself as a 'source'. Nothing is stored by either."""
+    brca = family["checkpoints"]["brca"]
+    pth = write_pth(tmp_path / "brca_again.pth", world.checkpoint_states["brca"])
+    before = snapshot(ctx)
+    data = {"cancer": "brca", "base_id": brca["base_id"]}
+    r = client.post("/checkpoints", headers=admin, files=upload(pth), data=data)
+    assert r.status_code == 200 and r.json()["id"] == brca["id"], r.text
+    assert snapshot(ctx) == before
+    for path in (pth, world.checkpoints["brca"]):  # other bytes, and the very same bytes, under another cancer
+        r = client.post("/checkpoints", headers=admin, files=upload(path),
+                        data={"cancer": "cesc", "base_id": brca["base_id"]})  # fmt: skip
+        err = assert_error(r, 409, "conflict", contains=(brca["id"], "for cancer 'brca'", "DELETE /checkpoints/"))
+        assert "already registered" in err["message"]
+    assert snapshot(ctx) == before
+
+
+@pytest.mark.parametrize(
+    ("make", "contains"),
+    [
+        (lambda base, tuned: {k: 1e5 * v for k, v in tuned.items()}, "times the size of the base's"),
+        (lambda base, tuned: {k: v.clone() for k, v in base.items()}, "identical to its base"),
+    ],
+)
+def test_rescaled_or_untrained_checkpoints_are_refused(client, admin, family, world, tmp_path, ctx, make, contains):
+    state = make(world.base_state, checkpoint_state(world.base_state, seed=21))
+    path = write_safetensors(tmp_path / "odd.safetensors", state)
+    before = snapshot(ctx)
+    r = client.post("/checkpoints", headers=admin, files=upload(path),
+                    data={"cancer": "odd", "base_id": family["base"]["id"]})  # fmt: skip
+    assert_error(r, 422, "incompatible_checkpoint", contains=("odd.safetensors", contains))
+    assert snapshot(ctx) == before

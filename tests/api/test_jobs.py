@@ -53,6 +53,12 @@ def test_submit_runs_on_the_embedded_runner_to_a_model(client, admin, family, co
         ({"method": "task_arithmetic", "params": {"weights": [1.0]}}, 422, "weights has 1 entries but the job has"),
         ({"method": "task_arithmetic", "params": {"scale": 1e308}}, 422, "must lie in [-100, 100]"),
         ({"method": "ties", "params": {"scale": -1e308}}, 422, "scale must be a finite number in"),
+        # a gate that cannot run on this train split: refused now, not `unchecked` after the whole training
+        (
+            {"params": {"epochs": 1, "gate": "fast", "gate_folds": 1000}},
+            422,
+            ("1000-fold validation needs at least 2000 train patients", "has 7 in its train split", '"gate": "off"'),
+        ),
     ],
 )
 def test_bad_submissions_are_refused_and_store_nothing(client, admin, family, cohort, change, status, needle) -> None:
@@ -81,6 +87,9 @@ def test_idempotency_key_replays_and_conflicts(client, admin, family, cohort) ->
     assert client.get("/merge-jobs", headers=admin).json()["total"] == 1
     other = {**body, "params": {"retrain_head": True}}
     assert_error(client.post("/merge-jobs", headers=h, json=other), 409, contains="submit-42")
+    # the same body with a webhook added is another request: replaying the old job would drop the webhook silently
+    hooked = {**body, "webhook_url": "https://hooks.example.org/steph"}
+    assert_error(client.post("/merge-jobs", headers=h, json=hooked), 409, contains="submit-42")
     wait_job(client, admin, first.json()["id"])
 
 

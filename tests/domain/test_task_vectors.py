@@ -113,3 +113,22 @@ def test_base_retention_tells_a_fine_tuned_checkpoint_from_another_initialisatio
     zero = {k: torch.zeros_like(v) for k, v in base.items()}
     assert base_retention(zero, other) is None and check_descends_from(zero, other) is None
     assert DEFAULT_MIN_BASE_RETENTION == CLI_DEFAULT == Settings().min_base_retention
+
+
+def test_rescaled_and_untrained_checkpoints_are_refused():
+    from app.domain.task_vectors import check_descends_from
+    from tests.fixtures import base_state, checkpoint_state
+
+    base = base_state()
+    tuned = checkpoint_state(base, seed=1)
+    scaled = {k: 1e5 * v for k, v in tuned.items()}  # retention ≈ 1e5 passes the lower limit: the size does not
+    with pytest.raises(IncompatibleCheckpointError, match=r"scaled\.pt: its weights are 1\.1e\+05 times the size"):
+        check_descends_from(base, scaled, name="scaled.pt")
+    assert check_descends_from(base, {k: 3.0 * v for k, v in tuned.items()}) > 2.0  # grown weights: still fine
+    with pytest.raises(IncompatibleCheckpointError, match=r"base\.pt is identical to its base .* learned nothing"):
+        check_descends_from(base, {k: v.clone() for k, v in base.items()}, name="base.pt")
+    nearly = {k: v + 1e-9 for k, v in base.items()}
+    with pytest.raises(IncompatibleCheckpointError, match="identical to its base"):
+        check_descends_from(base, nearly)
+    assert check_descends_from(base, scaled, min_retention=-1) > 1e4  # the switch turns every check off
+    assert check_descends_from(base, base, min_retention=-1) == pytest.approx(1.0)

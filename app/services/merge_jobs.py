@@ -258,16 +258,33 @@ def get_job(*, ctx: Any, job_id: str) -> dict[str, Any]:
 
 
 def list_jobs(
-    *, ctx: Any, status: str | None = None, method: str | None = None, limit: int = 50, offset: int = 0
+    *,
+    ctx: Any,
+    status: str | None = None,
+    method: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    base_id: str | None = None,
+    target_checkpoint_id: str | None = None,
+    cohort_id: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Newest first; filters by status and method."""
+    """Newest first; filters by status, method, base, target checkpoint and cohort (all that are given)."""
+    from app.domain.merging.registry import METHODS
+
     if status is not None and status not in STATUSES:
         raise UnprocessableInput(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+    if method is not None and method not in METHODS:  # a typo would list nothing, silently
+        raise UnprocessableInput(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     stmt = select(MergeJob)
-    if status is not None:
-        stmt = stmt.where(MergeJob.status == status)
-    if method is not None:
-        stmt = stmt.where(MergeJob.method == method)
+    for column, value in (
+        (MergeJob.status, status),
+        (MergeJob.method, method),
+        (MergeJob.base_id, base_id),
+        (MergeJob.target_checkpoint_id, target_checkpoint_id),
+        (MergeJob.cohort_id, cohort_id),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
     with ctx.session() as s:
         total = int(s.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
         rows = s.scalars(stmt.order_by(MergeJob.created_at.desc(), MergeJob.id).limit(limit).offset(offset))

@@ -30,6 +30,11 @@ def test_submit_runs_on_the_embedded_runner_to_a_model(client, admin, family, co
     listed = client.get("/merge-jobs", headers=admin, params={"status": "succeeded"}).json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == job["id"]
     assert client.get("/merge-jobs", headers=admin, params={"method": "ties"}).json()["total"] == 0
+    assert_error(client.get("/merge-jobs", headers=admin, params={"method": "tie"}), 422, contains="unknown method")
+    for key, value in (("base_id", family["base"]["id"]), ("cohort_id", cohort["id"]),
+                       ("target_checkpoint_id", ck["brca"]["id"])):  # fmt: skip
+        assert client.get("/merge-jobs", headers=admin, params={key: value}).json()["total"] == 1
+        assert client.get("/merge-jobs", headers=admin, params={key: "other"}).json()["total"] == 0
     r = client.post(f"/merge-jobs/{job['id']}/cancel", headers=admin)
     assert_error(r, 409, contains="has already ended (succeeded)")
 
@@ -53,6 +58,7 @@ def test_submit_runs_on_the_embedded_runner_to_a_model(client, admin, family, co
         ({"method": "task_arithmetic", "params": {"weights": [1.0]}}, 422, "weights has 1 entries but the job has"),
         ({"method": "task_arithmetic", "params": {"scale": 1e308}}, 422, "must lie in [-100, 100]"),
         ({"method": "ties", "params": {"scale": -1e308}}, 422, "scale must be a finite number in"),
+        ({"params": {"gamma": 1e30}}, 422, "gamma and beta must be in [0, 100]"),  # "trained" to a 2.5e30 loss
         # a gate that cannot run on this train split: refused now, not `unchecked` after the whole training
         (
             {"params": {"epochs": 1, "gate": "fast", "gate_folds": 1000}},

@@ -56,8 +56,14 @@ def list_jobs(
     page: Page,
     status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
     method: Annotated[str | None, Query(max_length=64, description="only this merge method")] = None,
+    base_id: Annotated[str | None, Query(max_length=64, description="only jobs on this base")] = None,
+    target_checkpoint_id: Annotated[str | None, Query(max_length=64, description="only this target")] = None,
+    cohort_id: Annotated[str | None, Query(max_length=64, description="only jobs on this cohort")] = None,
 ) -> MergeJobList:
-    items, total = svc.list_jobs(ctx=ctx, status=status, method=method, limit=page.limit, offset=page.offset)
+    items, total = svc.list_jobs(
+        ctx=ctx, status=status, method=method, limit=page.limit, offset=page.offset, base_id=base_id,
+        target_checkpoint_id=target_checkpoint_id, cohort_id=cohort_id,
+    )  # fmt: skip
     return MergeJobList(
         items=[MergeJobOut.model_validate(j) for j in items],
         total=total,

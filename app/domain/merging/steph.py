@@ -56,6 +56,9 @@ from app.domain.task_vectors import StateDict
 DEFAULT_HEAD_INIT: Literal["fresh", "target"] = "target"  # head_init of the default preset (issue 12, BENCHMARKS.md)
 
 
+MAX_PENALTY = 100.0  # gamma/beta beyond it: the penalty drowns the survival loss (1e30 "trained" to a 2.5e30 loss)
+
+
 @dataclass
 class StephParams:
     topk: int | None = field(default=5, metadata={"help": "sources kept per bag (top-k of w); null = all"})
@@ -129,8 +132,11 @@ class StephParams:
     def __post_init__(self) -> None:
         if self.topk is not None and not 1 <= self.topk <= 4096:  # issue 8: ranges checked at submission
             raise ValueError(f"topk must be in [1, 4096] (or null for all sources); got {self.topk}")
-        if not (0 <= self.gamma < float("inf") and 0 <= self.beta < float("inf")):  # NaN fails too
-            raise ValueError(f"gamma and beta must be finite and ≥ 0; got gamma={self.gamma}, beta={self.beta}")
+        if not (0 <= self.gamma <= MAX_PENALTY and 0 <= self.beta <= MAX_PENALTY):  # NaN fails too
+            raise ValueError(
+                f"gamma and beta must be in [0, {MAX_PENALTY:g}] (penalty weights; the defaults are 0.001 and 0.05, "
+                f"larger ones drown the survival loss); got gamma={self.gamma}, beta={self.beta}"
+            )
         if self.hyper_hidden is not None and not 1 <= self.hyper_hidden <= 2048:
             raise ValueError(f"hyper_hidden must be in [1, 2048] (or null); got {self.hyper_hidden}")
         if not 0.0 <= self.hyper_dropout < 1.0:

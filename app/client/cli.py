@@ -58,7 +58,11 @@ def _add_score(sub, common) -> None:
     p.add_argument("--output", required=True, help="output file; rows already there are skipped (resume)")
     p.add_argument("--format", choices=FORMATS, help="csv, jsonl, or fhir (NDJSON of FHIR R4 Observations)")
     p.add_argument("--workers", type=int, default=None, help="parallel requests (default 4 or the config's)")
-    p.add_argument("--errors", help="errors CSV (default <output stem>.errors.csv)")
+    p.add_argument(
+        "--errors",
+        help="errors CSV, rewritten at the end of each run with that run's failures (default: "
+        "<stem>.errors.csv for a .csv output, else <output name>.errors.csv)",
+    )
     p.add_argument(
         "--server-paths",
         action="store_true",

@@ -16,8 +16,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from app.client.inputs import PatientInput, load_inputs
-from app.client.outputs import format_for
+from app.client.inputs import PatientInput, relative_names, scan_inputs
+from app.client.lock import exclusive
+from app.client.outputs import OutputError, format_for
 from app.client.scoring import default_errors_path, run_scoring
 from app.client.sdk import Client
 from app.client.transport import ClientError
@@ -42,14 +43,23 @@ def cmd_health(args: argparse.Namespace, client: Client) -> int:
 def cmd_score(args: argparse.Namespace, client: Client) -> int:
     output = Path(args.output)
     fmt = format_for(output, args.format)
-    patients = load_inputs(Path(args.input))
+    errors_path = Path(args.errors) if args.errors else default_errors_path(output)
+    if errors_path.resolve() == output.resolve():
+        raise OutputError(f"--errors and --output name the same file ({output}); choose another --errors")
+    # One run per output (and errors file) at a time, from before anything is read until every exit path.
+    with exclusive(output), exclusive(errors_path, "the errors file"):
+        return _score_locked(args, client, output, fmt, errors_path)
+
+
+def _score_locked(args: argparse.Namespace, client: Client, output: Path, fmt: str, errors_path: Path) -> int:
+    source = Path(args.input)
+    patients, not_bags = scan_inputs(source)
     try:
         model = client.get_model(args.model)
     except ClientError as exc:
         if not exc.is_input_error:
             raise
         raise ValueError(f"model {args.model!r}: {exc.message} (see `steph-client models`)") from None
-    errors_path = Path(args.errors) if args.errors else default_errors_path(output)
 
     server_root = Path(args.server_root).resolve() if getattr(args, "server_root", None) else None
     server_paths = bool(getattr(args, "server_paths", False)) or server_root is not None
@@ -71,8 +81,9 @@ def cmd_score(args: argparse.Namespace, client: Client) -> int:
         errors_path=errors_path,
         workers=args.workers,
         progress=not args.quiet,
+        not_bags=relative_names(not_bags, source),
     )
-    print(summary.text() + (f"; errors in {errors_path}" if summary.failed else ""), file=sys.stderr)
+    print(summary.text() + (f"; errors in {errors_path}" if summary.errors_listed else ""), file=sys.stderr)
     if summary.aborted:
         return EXIT_USAGE if summary.abort_status in (401, 403) else EXIT_UNREACHABLE
     return EXIT_FAILED if summary.failed else EXIT_OK

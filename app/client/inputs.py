@@ -2,16 +2,25 @@
 
 Manifest CSV columns `patient_id, path` (header required); several rows for one patient = several slides,
 pooled by the server into one prediction. Relative paths are taken relative to the manifest's folder.
+
+A folder scan also reports the files it skipped because they are not bags (another suffix, or hidden), and
+`input_problem` says, before anything is sent, why a patient cannot be scored: a patient id with a control
+character (it could not be written to, and read back from, a one-line-per-row output), a missing file, a broken
+symbolic link, a file that is empty, not a regular file or not readable.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import stat
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 # Same list as the engine's app.io.bags.SUPPORTED_BAG_SUFFIXES, duplicated so the client needs no server code.
 SUPPORTED_BAG_SUFFIXES = (".h5", ".hdf5", ".pt", ".npy", ".safetensors")
+_CONTROL_NAMES = {"\n": "newline", "\r": "carriage return", "\t": "tab", "\x00": "NUL", "\x1b": "escape"}
 
 
 class InputError(ValueError):
@@ -29,16 +38,87 @@ class PatientInput:
         return ";".join(str(f) for f in self.files)
 
 
+def is_control(ch: str) -> bool:
+    """C0/C1 control characters and DEL (Unicode category Cc), plus the line / paragraph separators."""
+    return unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters written as escapes (\\n, \\t, \\x1b, \\u2028): one visible line."""
+    out = []
+    for ch in text:
+        if not is_control(ch):
+            out.append(ch)
+        elif ch in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
+        else:
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
+def patient_id_problem(patient_id: str) -> str | None:
+    """Why this patient id cannot be written to an output (None when it can)."""
+    found = list(dict.fromkeys(ch for ch in patient_id if is_control(ch)))
+    if not found:
+        return None
+    names = ", ".join(_CONTROL_NAMES.get(ch, f"U+{ord(ch):04X}") for ch in found)
+    return (
+        f"patient id '{printable(patient_id)}' contains a control character ({names}); "
+        "rename the file or fix the manifest"
+    )
+
+
+def file_problem(path: Path) -> str | None:
+    """Why this bag file cannot be sent (None when it can): missing, broken link, not a file, empty, unreadable."""
+    name = printable(path.name)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"{name} is a broken symbolic link (its target {printable(os.readlink(path))} does not exist)"
+        return f"file not found: {name}"
+    except OSError as exc:  # a symlink loop, a folder we may not enter, …
+        return f"cannot read {name}: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{name} is not a regular file"
+    if st.st_size == 0:
+        return f"{name}: the file is empty (0 bytes)"
+    if not os.access(path, os.R_OK):
+        return f"cannot read {name}: permission denied"
+    return None
+
+
+def input_problem(patient: PatientInput) -> str | None:
+    """Why this patient is not scored (None when it can be sent): its id first, then each of its files."""
+    id_problem = patient_id_problem(patient.patient_id)
+    if id_problem:
+        return id_problem
+    problems = [p for p in map(file_problem, patient.files) if p]
+    return "; ".join(problems) or None
+
+
 def is_bag_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in SUPPORTED_BAG_SUFFIXES and not path.name.startswith(".")
+    return path.is_file() and looks_like_bag(path)
 
 
-def discover_folder(folder: Path) -> list[PatientInput]:
-    """Every bag file under `folder` (recursive), sorted by patient id; duplicate stems are an error."""
+def looks_like_bag(path: Path) -> bool:
+    """A bag by name: a supported suffix, not hidden (whether it is a readable file is checked later)."""
+    return path.suffix.lower() in SUPPORTED_BAG_SUFFIXES and not path.name.startswith(".")
+
+
+def scan_folder(folder: Path) -> tuple[list[PatientInput], list[Path]]:
+    """Every bag file under `folder` (recursive), sorted by patient id, and the files skipped as not bags.
+
+    A bag-looking name that is a broken link or an unreadable file is kept (scoring records it as a failure);
+    folders are searched, not reported; duplicate stems are an error."""
     found: dict[str, Path] = {}
     duplicates: list[str] = []
+    not_bags: list[Path] = []
     for path in sorted(folder.rglob("*")):
-        if not is_bag_file(path):
+        if path.is_dir():
+            continue
+        if not looks_like_bag(path):
+            not_bags.append(path)
             continue
         if path.stem in found:
             duplicates.append(f"{found[path.stem]} and {path}")
@@ -49,7 +129,22 @@ def discover_folder(folder: Path) -> list[PatientInput]:
             + "; ".join(duplicates[:5])
             + ". Use a manifest CSV (patient_id,path) to say which slides belong to which patient."
         )
-    return [PatientInput(pid, (path,)) for pid, path in sorted(found.items())]
+    return [PatientInput(pid, (path,)) for pid, path in sorted(found.items())], not_bags
+
+
+def discover_folder(folder: Path) -> list[PatientInput]:
+    """Every bag file under `folder` (recursive), sorted by patient id; duplicate stems are an error."""
+    return scan_folder(folder)[0]
+
+
+def relative_names(paths: list[Path], root: Path) -> list[str]:
+    """The paths relative to `root` (posix, control characters escaped), for messages."""
+    return [printable(p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)) for p in paths]
+
+
+def names_text(names: list[str], limit: int = 5) -> str:
+    """ "a.txt, sub/b.csv, …": at most `limit` names."""
+    return ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
 
 
 def read_manifest(manifest: Path) -> list[PatientInput]:
@@ -74,15 +169,21 @@ def read_manifest(manifest: Path) -> list[PatientInput]:
     return [PatientInput(pid, tuple(files)) for pid, files in grouped.items()]
 
 
-def load_inputs(source: Path) -> list[PatientInput]:
-    """A directory → `discover_folder`; a `.csv` file → `read_manifest`."""
+def scan_inputs(source: Path) -> tuple[list[PatientInput], list[Path]]:
+    """A directory → `scan_folder` (patients and the non-bag files skipped); a `.csv` file → `read_manifest`."""
     if source.is_dir():
-        patients = discover_folder(source)
+        patients, not_bags = scan_folder(source)
         if not patients:
-            raise InputError(f"no bag files ({', '.join(SUPPORTED_BAG_SUFFIXES)}) found under {source}")
-        return patients
+            others = f" (only other files: {names_text(relative_names(not_bags, source))})" if not_bags else ""
+            raise InputError(f"no bag files ({', '.join(SUPPORTED_BAG_SUFFIXES)}) found under {source}{others}")
+        return patients, not_bags
     if source.is_file() and source.suffix.lower() == ".csv":
-        return read_manifest(source)
+        return read_manifest(source), []
     if not source.exists():
         raise InputError(f"input {source} does not exist: give a folder of bag files or a manifest CSV")
     raise InputError(f"input {source} is neither a folder nor a .csv manifest (patient_id,path)")
+
+
+def load_inputs(source: Path) -> list[PatientInput]:
+    """The patients of `scan_inputs` (a folder of bags or a manifest CSV)."""
+    return scan_inputs(source)[0]

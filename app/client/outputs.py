@@ -2,6 +2,8 @@
 
 Every row is one line, written with a single write + flush + fsync, so a killed run leaves at most one partial
 last line; `repair_partial_line` truncates it on the next start. Rows already present are skipped on resume.
+CSV text cells that start like a spreadsheet formula are written with a leading quote (`csvcells`) and read back
+without it. The errors file is not appended to: it is replaced as a whole (temp file + rename) by `write_errors`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from app.client import fhir
+from app.client.csvcells import neutralise, restore
+from app.client.inputs import patient_id_problem, printable
 from app.client.types import Prediction, SourceUse
 
 COLUMNS = (
@@ -57,6 +61,9 @@ def top_sources_text(sources: Sequence[SourceUse]) -> str:
 
 def build_row(pred: Prediction, *, patient_id: str, model_id: str, model_sha256: str, scored_at: str) -> dict:
     """One output row: risk, S at 1/3/5 years (365-day years = the bin width), model, …"""
+    id_problem = patient_id_problem(patient_id)
+    if id_problem:  # it could not be read back on resume: never written
+        raise ValueError(id_problem)
     if not math.isfinite(pred.risk):
         raise ValueError(f"server returned a non-finite risk for {patient_id}: {pred.risk}")
     row: dict[str, Any] = {"patient_id": patient_id, "risk": pred.risk}
@@ -113,9 +120,10 @@ def repair_partial_line(path: Path) -> int:
 
 
 def _csv_line(values: Sequence[Any]) -> str:
+    """One CSV line: line breaks inside text become spaces, formula-like text cells get a leading quote."""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(
-        [str(v).replace("\r", " ").replace("\n", " ") if isinstance(v, str) else v for v in values]
+        [neutralise(v.replace("\r", " ").replace("\n", " ")) if isinstance(v, str) else v for v in values]
     )
     return buf.getvalue()
 
@@ -135,7 +143,7 @@ def read_done(path: Path, fmt: str) -> dict[str, str]:
                 )
             for row in reader:
                 if row:
-                    done[row[0]] = row[COLUMNS.index("model_id")]
+                    done[restore(row[0])] = restore(row[COLUMNS.index("model_id")])
             return done
         for n, line in enumerate(fh, start=1):
             if not line.strip():
@@ -186,11 +194,58 @@ class RowWriter(LineWriter):
             self.write_line(json.dumps(fhir.observation(row), allow_nan=False) + "\n")
 
 
-class ErrorWriter(LineWriter):
-    """The errors CSV: patient_id, files, status (HTTP status, 0 = local), message, failed_at."""
+def read_errors(path: Path) -> list[dict[str, str]]:
+    """The rows of an errors file written by `write_errors` (or appended by older clients); [] when absent.
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _csv_line(ERROR_COLUMNS))
+    OutputError when the file exists but is not a steph-client errors file: it is never overwritten."""
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is not None and tuple(header) != ERROR_COLUMNS:
+            raise OutputError(
+                f"{path} is not a steph-client errors file (header {','.join(header)[:120]}); "
+                "choose another --errors file"
+            )
+        width = len(ERROR_COLUMNS)
+        return [dict(zip(ERROR_COLUMNS, map(restore, row), strict=True)) for row in reader if len(row) == width]
 
-    def write(self, patient_id: str, files: str, status: int, message: str, failed_at: str) -> None:
-        self.write_line(_csv_line([patient_id, files, status, message, failed_at]))
+
+def error_row(patient_id: str, files: str, status: int, message: str, failed_at: str) -> dict[str, Any]:
+    """One errors-file row; control characters in the id and paths are shown as escapes (\\n, \\t)."""
+    return {"patient_id": printable(patient_id), "files": printable(files), "status": status,
+            "message": message, "failed_at": failed_at}  # fmt: skip
+
+
+def write_errors(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Replace the errors file with exactly `rows` (header first), or remove it when there are none.
+
+    Written to a temporary file in the same folder, fsynced, then renamed over `path`: a reader (or a run
+    killed meanwhile) sees the old list or the new one, never a mix."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = _csv_line(ERROR_COLUMNS) + "".join(_csv_line([r[c] for c in ERROR_COLUMNS]) for r in rows)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)

@@ -1,9 +1,14 @@
 """Batch scoring engine: many patients → `POST /predict` on a thread pool → one resumable output file.
 
 Workers only call `predict(patient)`; the calling thread is the single writer (rows and errors), so lines
-never interleave. Input errors (4xx other than 401/403/429) and a 500 that persisted after every retry
-go to the errors file and the run goes on; auth errors and an unreachable or overloaded server (connection
-errors, 429/502/503/504 after every retry) abort the run (rerun to resume).
+never interleave. Input errors (4xx other than 401/403/429), a 500 that persisted after every retry, and
+inputs that cannot be sent (`inputs.input_problem`: a patient id with a control character; a missing, broken,
+empty or unreadable file) go to the errors file and the run goes on; auth errors and an unreachable or
+overloaded server (connection errors, 429/502/503/504 after every retry) abort the run (rerun to resume).
+
+The errors file lists the failures of the latest run only — each run retries every unresolved input, so that is
+the current list — and is replaced as a whole when the run ends (also when it is interrupted or aborted); a run
+that ended early keeps the previous run's failures of the patients it did not get to. No failures: no file.
 """
 
 from __future__ import annotations
@@ -12,14 +17,23 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
-from app.client.inputs import PatientInput
-from app.client.outputs import ErrorWriter, OutputError, RowWriter, build_row, read_done, repair_partial_line
+from app.client.inputs import PatientInput, input_problem, names_text, printable
+from app.client.outputs import (
+    OutputError,
+    RowWriter,
+    build_row,
+    error_row,
+    read_done,
+    read_errors,
+    repair_partial_line,
+    write_errors,
+)
 from app.client.transport import AuthError, ClientError, ConnectionFailed
 from app.client.types import Prediction
 
@@ -38,12 +52,18 @@ class ScoreSummary:
     elapsed_s: float = 0.0
     aborted: str | None = None
     abort_status: int = 0
+    not_bags: list[str] = field(default_factory=list)  # files of the input folder skipped as not bags
+    errors_listed: int = 0  # rows in the errors file after the run
 
     def text(self) -> str:
         line = (
             f"scored {self.scored}, skipped {self.skipped} (already in output), failed {self.failed}, "
             f"of {self.total} patients in {self.elapsed_s:.1f}s"
         )
+        if self.not_bags:
+            n = len(self.not_bags)
+            what = "file that is not a bag" if n == 1 else "files that are not bags"
+            line += f"; skipped {n} {what}: {names_text(self.not_bags)}"
         return line + (f"; ABORTED: {self.aborted}" if self.aborted else "")
 
 
@@ -53,24 +73,11 @@ def utc_now() -> str:
 
 
 def default_errors_path(output: Path) -> Path:
-    return output.with_name(f"{output.stem}.errors.csv")
-
-
-class _Errors:
-    """Opens the errors file on first use, so a clean run leaves none behind."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._writer: ErrorWriter | None = None
-
-    def write(self, patient: PatientInput, status: int, message: str) -> None:
-        if self._writer is None:
-            self._writer = ErrorWriter(self.path)
-        self._writer.write(patient.patient_id, patient.files_text(), status, message, utc_now())
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+    """`scores.csv` → `scores.errors.csv`; any other suffix keeps the whole name: `scores.jsonl` →
+    `scores.jsonl.errors.csv`, so outputs of different formats sharing a stem never share an errors file."""
+    if output.suffix.lower() == ".csv":
+        return output.with_name(f"{output.stem}.errors.csv")
+    return output.with_name(f"{output.name}.errors.csv")
 
 
 def pending_patients(patients: Sequence[PatientInput], output: Path, fmt: str, model_id: str) -> list[PatientInput]:
@@ -91,14 +98,16 @@ class _Run:
     """What the single writer thread needs while a pool works."""
 
     rows: RowWriter
-    errors: _Errors
     summary: ScoreSummary
     bar: tqdm
     model_id: str
     model_sha256: str
+    errors: list[dict] = field(default_factory=list)  # this run's failures, in the order they happened
+    resolved: set[str] = field(default_factory=set)  # patient ids scored or failed in this run
 
     def fail(self, patient: PatientInput, status: int, message: str) -> None:
-        self.errors.write(patient, status, message)
+        self.errors.append(error_row(patient.patient_id, patient.files_text(), status, message, utc_now()))
+        self.resolved.add(patient.patient_id)
         self.summary.failed += 1
 
 
@@ -113,30 +122,53 @@ def run_scoring(
     errors_path: Path | None = None,
     workers: int = 4,
     progress: bool = True,
+    not_bags: Sequence[str] = (),
 ) -> ScoreSummary:
-    """Score every patient not already in `output`; returns counts; OutputError if unusable."""
+    """Score every patient not already in `output`; returns counts; OutputError if unusable.
+
+    `not_bags` (names of the input folder's files that are not bags) only goes into the summary line."""
     start = time.monotonic()
+    errors_path = errors_path or default_errors_path(output)
+    if errors_path.resolve() == output.resolve():
+        raise OutputError(f"the errors file and the output are the same file ({output}); choose another --errors")
     todo = pending_patients(patients, output, fmt, model_id)
-    summary = ScoreSummary(total=len(patients), skipped=len(patients) - len(todo))
+    previous = read_errors(errors_path)  # refuses a file that is not an errors file before anything is written
+    summary = ScoreSummary(total=len(patients), skipped=len(patients) - len(todo), not_bags=list(not_bags))
     bar = tqdm(total=len(todo), unit="patient", file=sys.stderr, disable=not progress, desc="scoring")
-    run = _Run(RowWriter(output, fmt), _Errors(errors_path or default_errors_path(output)), summary, bar,
-               model_id, model_sha256)  # fmt: skip
+    run = _Run(RowWriter(output, fmt), summary, bar, model_id, model_sha256)
+    finished = False
     try:
         ready = []
         for patient in todo:
-            missing = [f.name for f in patient.files if not f.is_file()]
-            if missing:
-                run.fail(patient, 0, f"file not found: {', '.join(missing)}")
+            problem = input_problem(patient)
+            if problem:
+                run.fail(patient, 0, problem)
                 bar.update(1)
             else:
                 ready.append(patient)
         _score_pool(ready, predict, run, max(1, workers))
+        finished = True
     finally:
         bar.close()
         run.rows.close()
-        run.errors.close()
         summary.elapsed_s = time.monotonic() - start
+        try:
+            summary.errors_listed = _rewrite_errors(errors_path, run, todo, previous)
+        except OSError as exc:
+            if finished:
+                raise
+            print(f"steph-client: warning: could not rewrite {errors_path}: {exc}", file=sys.stderr)
     return summary
+
+
+def _rewrite_errors(path: Path, run: _Run, todo: Sequence[PatientInput], previous: list[dict]) -> int:
+    """The errors file after a run: this run's failures, plus the previous run's failures of patients this run
+    did not get to (it was interrupted or aborted); nothing of patients scored or no longer in the input."""
+    untried = {printable(p.patient_id) for p in todo if p.patient_id not in run.resolved}
+    carried = {r["patient_id"]: r for r in previous if r["patient_id"] in untried}
+    rows = run.errors + list(carried.values())
+    write_errors(path, rows)
+    return len(rows)
 
 
 def _score_pool(todo: list[PatientInput], predict: PredictFn, run: _Run, workers: int) -> None:
@@ -181,6 +213,7 @@ def _record(patient: PatientInput, future: Future, run: _Run) -> None:
         run.fail(patient, 0, str(exc))
         return
     run.rows.write(row)
+    run.resolved.add(patient.patient_id)
     summary.scored += 1
 
 

@@ -371,6 +371,9 @@ class Client:
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"bag file(s) not found: {', '.join(missing)}")
+        empty = [f"{p}: the file is empty (0 bytes)" for p in paths if p.stat().st_size == 0]
+        if empty:
+            raise ValueError("; ".join(empty))
         data = {"model_id": model_id}
         if patient_id is not None:  # one id for all files: the patient's slides are pooled into one bag
             data["patient_id"] = patient_id

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from app.client.csvcells import restore
+
 TIED_TOL = 1e-8
 
 
@@ -78,6 +80,13 @@ def _score_row(obj: dict[str, Any], where: str) -> tuple[str, float, str | None]
     return str(obj["patient_id"]), _number(obj["risk"], "risk", where), obj.get("model_id") or None
 
 
+def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV scores row with its patient id as `score` meant it (without the quote added to formula-like ids)."""
+    if isinstance(row.get("patient_id"), str):
+        row["patient_id"] = restore(row["patient_id"])
+    return row
+
+
 def read_scores(path: str | Path) -> tuple[dict[str, float], list[str]]:
     """{patient id: risk} and the distinct model ids, from a CSV (header), JSONL or FHIR NDJSON file."""
     path = Path(path)
@@ -95,7 +104,7 @@ def read_scores(path: str | Path) -> tuple[dict[str, float], list[str]]:
                     except json.JSONDecodeError as exc:
                         raise ValidationInputError(f"{path.name} line {n}: not JSON ({exc.msg})") from None
         else:
-            rows = [(r, f"{path.name} line {n}") for n, r in enumerate(csv.DictReader(f), start=2)]
+            rows = [(_csv_row(r), f"{path.name} line {n}") for n, r in enumerate(csv.DictReader(f), start=2)]
     for obj, where in rows:
         pid, risk, model = _score_row(obj, where)
         if pid in scores and scores[pid] != risk:
@@ -121,7 +130,7 @@ def read_survival(path: str | Path) -> dict[int, dict[str, float]]:
         first = f.readline()
         f.seek(0)
         rows: list[dict[str, Any]] = ([json.loads(line) for line in f if line.strip()] if first.lstrip().startswith("{")
-                                      else list(csv.DictReader(f)))  # fmt: skip
+                                      else [_csv_row(r) for r in csv.DictReader(f)])  # fmt: skip
     for obj in rows:
         if obj.get("resourceType") == "Observation":
             pid = str(obj.get("subject", {}).get("identifier", {}).get("value", ""))

@@ -121,3 +121,99 @@ def test_unreachable_service_is_exit_3(tmp_path, capsys):
     assert main([*args, "--url", f"http://127.0.0.1:{port}", "--retries", "0"], env=env) == 3
     err = capsys.readouterr().err
     assert "cannot reach" in err and KEY not in err
+
+
+def _score_args(tmp_path, bags, out):
+    return ["score", "--model", "mdl_1", "--input", str(bags), "--output", str(out), "--workers", "1", "-q"]
+
+
+ENV_OK = {"STEPH_URL": "", "STEPH_API_KEY": KEY}
+
+
+def test_a_second_run_on_the_same_output_stops_at_once_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import threading
+
+    from app.client.sdk import Client
+
+    bags = tmp_path / "bags"
+    bags.mkdir()
+    for i in range(3):
+        (bags / f"P{i}.h5").write_bytes(b"x")
+    out = tmp_path / "scores.csv"
+    env = {**ENV_OK, "XDG_CONFIG_HOME": str(tmp_path)}
+    started, release = threading.Event(), threading.Event()
+    real_predict = Client.predict_patient
+
+    def slow_predict(self, *args, **kwargs):
+        started.set()
+        assert release.wait(10)
+        return real_predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "predict_patient", slow_predict)
+    codes = {}
+    with ScriptedServer([(200, {}, MODEL), (200, {}, _predict_body("P0"))]) as srv:
+        args = [*_score_args(tmp_path, bags, out), "--url", srv.url]
+        first = threading.Thread(target=lambda: codes.setdefault("first", main(args, env=env)))
+        first.start()
+        assert started.wait(10)  # the first run holds the output and is scoring
+        requests_before = len(srv.requests)
+        codes["second"] = main(args, env=env)
+        assert len(srv.requests) == requests_before  # refused before asking the service anything
+        release.set()
+        first.join(10)
+    err = capsys.readouterr().err
+    assert codes == {"first": 0, "second": 2}
+    assert f"another steph-client run is writing the output {out}" in err
+    assert [r["patient_id"] for r in csv.DictReader(out.open())] == ["P0", "P1", "P2"]
+    assert not (tmp_path / "scores.csv.lock").exists()  # released and removed
+
+
+def test_the_output_lock_is_released_on_ctrl_c_and_errors(tmp_path, capsys, monkeypatch):
+    from app.client import commands
+    from app.client.lock import exclusive
+
+    bags = tmp_path / "bags"
+    bags.mkdir()
+    (bags / "P1.h5").write_bytes(b"x")
+    out = tmp_path / "scores.csv"
+    env = {**ENV_OK, "XDG_CONFIG_HOME": str(tmp_path)}
+
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "run_scoring", interrupted)
+    with ScriptedServer([(200, {}, MODEL)]) as srv:
+        assert main([*_score_args(tmp_path, bags, out), "--url", srv.url], env=env) == 130
+    with exclusive(out):  # free again
+        pass
+    with ScriptedServer([(404, {}, {"detail": "model 'mdl_1' not found"})]) as srv:
+        assert main([*_score_args(tmp_path, bags, out), "--url", srv.url], env=env) == 2
+    with exclusive(out):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bags"]
+    capsys.readouterr()
+
+
+def test_broken_links_fail_and_non_bags_are_reported_in_the_summary(tmp_path, capsys):
+    bags = tmp_path / "bags"
+    bags.mkdir()
+    (bags / "A.h5").write_bytes(b"x")
+    (bags / "E.h5").write_bytes(b"")
+    (bags / "C.h5").symlink_to("/nonexistent/C.h5")
+    for name in ("notes.txt", "labels.csv", "a.json", "b.log", "c.xml", "d.doc"):
+        (bags / name).write_text("not a bag")
+    out = tmp_path / "scores.csv"
+    env = {**ENV_OK, "XDG_CONFIG_HOME": str(tmp_path)}
+    with ScriptedServer([(200, {}, MODEL), (200, {}, _predict_body("A"))]) as srv:
+        code = main([*_score_args(tmp_path, bags, out), "--url", srv.url], env=env)
+        sent = [p for _, p, _, _ in srv.requests if "predict" in p]
+        assert len(sent) == 1 and sent[0].endswith("filename=A.h5")  # only the good bag is sent
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "scored 1, skipped 0 (already in output), failed 2, of 3 patients" in err
+    assert "skipped 6 files that are not bags: a.json, b.log, c.xml, d.doc, labels.csv, …" in err
+    errors = {e["patient_id"]: e["message"] for e in csv.DictReader((tmp_path / "scores.errors.csv").open())}
+    assert errors == {
+        "C": "C.h5 is a broken symbolic link (its target /nonexistent/C.h5 does not exist)",
+        "E": "E.h5: the file is empty (0 bytes)",
+    }

@@ -140,3 +140,58 @@ def test_garbage_jsonl_line_is_refused(tmp_path):
     out.write_text('{"patient_id": "P1", "model_id": "m"}\nnot json\n')
     with pytest.raises(OutputError, match="line 2"):
         read_done(out, "jsonl")
+
+
+def test_formula_like_csv_cells_are_quoted_and_read_back(tmp_path):
+    from app.client.csvcells import neutralise, restore
+
+    ids = ["=cmd|' /C calc'!A0", "+1", "-5", "@SUM(A1)", "'quoted", "''=x", "plain", "a=b"]
+    out = tmp_path / "out.csv"
+    w = RowWriter(out, "csv")
+    for pid in ids:
+        w.write({**_row(pid), "risk": -2.5, "top_sources": "-"})
+    w.close()
+    lines = out.read_text().splitlines()[1:]
+    assert [line.split(",")[0] for line in lines[:4]] == ["'=cmd|' /C calc'!A0", "'+1", "'-5", "'@SUM(A1)"]
+    assert all(",-2.5,0.9,0.5,0.2,m1,s,'-," in line for line in lines)  # numbers untouched, text quoted
+    assert list(read_done(out, "csv")) == ids  # resume finds every id as written
+    assert [restore(neutralise(v)) for v in [*ids, "\tx", "\rx", ""]] == [*ids, "\tx", "\rx", ""]
+    assert neutralise(-1.5) == -1.5
+    j = tmp_path / "out.jsonl"
+    w = RowWriter(j, "jsonl")
+    w.write(_row("=1+1"))
+    w.close()
+    assert json.loads(j.read_text())["patient_id"] == "=1+1"  # only CSV is neutralised
+
+
+def test_a_row_is_never_written_for_an_id_with_a_control_character():
+    with pytest.raises(ValueError, match="control character"):
+        build_row(_pred(), patient_id="pat\nient", model_id="m1", model_sha256="", scored_at="T")
+
+
+def test_errors_file_is_replaced_whole_and_removed_when_empty(tmp_path):
+    from app.client.outputs import error_row, read_errors, write_errors
+
+    path = tmp_path / "s.errors.csv"
+    write_errors(path, [error_row("P1", "/a/P1.h5", 422, "bad D", "T"), error_row("=P2", "x", 0, "-gone", "T")])
+    write_errors(path, [error_row("a\tb", "/a/a\tb.h5", 0, "line\nbreak", "T")])
+    rows = read_errors(path)
+    assert rows == [{"patient_id": "a\\tb", "files": "/a/a\\tb.h5", "status": "0", "message": "line break",
+                     "failed_at": "T"}]  # fmt: skip
+    assert len(path.read_text().splitlines()) == 2 and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    write_errors(path, [error_row("=P2", "x", 0, "-gone", "T")])
+    assert path.read_text().splitlines()[1] == "'=P2,x,0,'-gone,T"
+    assert read_errors(path)[0]["patient_id"] == "=P2" and read_errors(path)[0]["message"] == "-gone"
+    write_errors(path, [])
+    assert not path.exists()
+    foreign = tmp_path / "other.csv"
+    foreign.write_text("id,score\n1,2\n")
+    with pytest.raises(OutputError, match="not a steph-client errors file"):
+        read_errors(foreign)
+
+
+def test_default_errors_file_is_unique_per_output_file(tmp_path):
+    from app.client.scoring import default_errors_path
+
+    names = [default_errors_path(tmp_path / n).name for n in ("s.csv", "s.jsonl", "s.fhir", "s.ndjson", "s.CSV")]
+    assert names == ["s.errors.csv", "s.jsonl.errors.csv", "s.fhir.errors.csv", "s.ndjson.errors.csv", "s.errors.csv"]

@@ -166,3 +166,129 @@ def test_a_500_is_one_patients_error_but_a_persistent_503_stops_the_run(tmp_path
     assert sorted(r["patient_id"] for r in _csv(out)) == ["P00", "P02", "P03"]
     assert [r["patient_id"] for r in _csv(tmp_path / "scores.errors.csv")] == ["P01"]
     assert s.scored + s.failed + s.skipped < s.total  # the rest is left for the next run
+
+
+def const_predict(patient: PatientInput) -> Prediction:
+    return Prediction(patient_id=patient.patient_id, risk=-1.25, times_days=[0.0, 365.0], probabilities=[1.0, 0.5])
+
+
+def _bag(folder, name, data=b"x"):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _score(out, patients, predict=const_predict, fmt=None, **kw):
+    fmt = fmt or {".csv": "csv", ".jsonl": "jsonl"}.get(out.suffix, "fhir")
+    return run_scoring(patients=patients, predict=predict, output=out, fmt=fmt, model_id="m1", progress=False, **kw)
+
+
+def _ids(out):
+    if out.suffix == ".csv":
+        return [r["patient_id"] for r in _csv(out)]
+    from app.client import fhir
+
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    return [r["patient_id"] if "patient_id" in r else fhir.row_key(r)[0] for r in rows]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".fhir"])
+def test_an_id_with_a_control_character_is_a_failure_and_reruns_never_duplicate(tmp_path, suffix):
+    bags = tmp_path / "bags"
+    weird = ["pat\nient", "tab\there", "cr\rid", "esc\x1bid"]
+    patients = [PatientInput(pid, (_bag(bags, f"{i}.h5"),)) for i, pid in enumerate(["ok", *weird])]
+    out = tmp_path / f"s{suffix}"
+    sent = []
+    for _ in range(3):
+        s = _score(out, patients, predict=lambda p: sent.append(p.patient_id) or const_predict(p))
+        assert (s.scored + s.skipped, s.failed) == (1, 4)
+    assert _ids(out) == ["ok"] and sent == ["ok"]  # never sent, never written, never duplicated
+    errors = _csv(tmp_path / f"s{suffix.replace('.csv', '')}.errors.csv")
+    assert [e["patient_id"] for e in errors] == ["pat\\nient", "tab\\there", "cr\\rid", "esc\\x1bid"]
+    assert errors[0]["message"] == (
+        "patient id 'pat\\nient' contains a control character (newline); rename the file or fix the manifest"
+    )
+    assert all(e["status"] == "0" and "rename the file or fix the manifest" in e["message"] for e in errors)
+
+
+def test_errors_file_lists_exactly_the_latest_runs_failures(tmp_path):
+    bags = tmp_path / "bags"
+    patients = [PatientInput(f"P{i}", (_bag(bags, f"P{i}.h5"),)) for i in range(4)]
+    gone = PatientInput("P9", (bags / "P9.h5",))
+    out, errors = tmp_path / "s.csv", tmp_path / "s.errors.csv"
+    broken = {"P1", "P2"}
+
+    def picky(patient):
+        if patient.patient_id in broken:
+            raise ClientError(422, f"bag {patient.patient_id}.h5 has D=8")
+        return const_predict(patient)
+
+    assert _score(out, [*patients, gone], picky).failed == 3
+    assert sorted(e["patient_id"] for e in _csv(errors)) == ["P1", "P2", "P9"]
+    broken.discard("P1")  # P1's bag is fixed
+    for scored in (1, 0):  # reruns retry P2 and P9 and list them once
+        s = _score(out, [*patients, gone], picky)
+        assert (s.scored, s.failed, s.errors_listed) == (scored, 2, 2)
+        assert sorted(e["patient_id"] for e in _csv(errors)) == ["P2", "P9"]
+    assert _score(out, patients[:2], picky).failed == 0  # P2 and P9 left the input: nothing to list
+    assert not errors.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bags", "s.csv"]  # no temp or lock files left behind
+
+
+def test_outputs_of_other_formats_sharing_a_stem_keep_their_own_errors_file(tmp_path):
+    ok = PatientInput("P0", (_bag(tmp_path, "P0.h5"),))
+    _score(tmp_path / "s.csv", [ok, PatientInput("A", (tmp_path / "A.h5",))])
+    _score(tmp_path / "s.jsonl", [ok, PatientInput("B", (tmp_path / "B.h5",))])
+    _score(tmp_path / "s.fhir", [ok, PatientInput("C", (tmp_path / "C.h5",))], fmt="fhir")
+    assert [e["patient_id"] for e in _csv(tmp_path / "s.errors.csv")] == ["A"]
+    assert [e["patient_id"] for e in _csv(tmp_path / "s.jsonl.errors.csv")] == ["B"]
+    assert [e["patient_id"] for e in _csv(tmp_path / "s.fhir.errors.csv")] == ["C"]
+
+
+def test_a_run_that_stops_early_keeps_the_failures_it_did_not_retry(tmp_path, patients):
+    out, errors = tmp_path / "scores.csv", tmp_path / "scores.errors.csv"
+
+    def first(patient):
+        if patient.patient_id in ("P01", "P08"):
+            raise ClientError(422, "bad bag")
+        return fake_predict(patient)
+
+    assert _score(out, patients, first, workers=1).failed == 2
+
+    def down_after_p01(patient):
+        if patient.patient_id > "P01":
+            raise ClientError(503, "service unavailable")
+        return fake_predict(patient)  # P01 was fixed meanwhile
+
+    s = _score(out, patients, down_after_p01, workers=1)
+    assert s.aborted and s.scored == 1 and s.failed == 0
+    assert [(e["patient_id"], e["message"]) for e in _csv(errors)] == [("P08", "bad bag")]  # P08 was not retried
+
+
+def test_ids_that_look_like_formulas_resume_without_rescoring(tmp_path):
+    from app.client.validate import read_scores
+
+    ids = ["=cmd|' /C calc'!A0", "+41", "-7", "@SUM(A1)", "'quoted", "plain"]
+    patients = [PatientInput(pid, (_bag(tmp_path / "bags", f"{i}.h5"),)) for i, pid in enumerate(ids)]
+    out = tmp_path / "s.csv"
+    assert _score(out, patients, workers=1).scored == 6
+    raw = [line.split(",")[:2] for line in out.read_text().splitlines()[1:]]
+    assert [r[0] for r in raw] == ["'=cmd|' /C calc'!A0", "'+41", "'-7", "'@SUM(A1)", "''quoted", "plain"]
+    assert {r[1] for r in raw} == {"-1.25"}  # the (negative) risk is a number: never quoted
+    again = _score(out, patients)
+    assert (again.scored, again.skipped) == (0, 6) and len(_csv(out)) == 6
+    assert sorted(read_scores(out)[0]) == sorted(ids)  # `validate` reads the ids back too
+
+
+def test_empty_and_broken_bags_are_failures_without_a_request(tmp_path):
+    bags = tmp_path / "bags"
+    empty = _bag(bags, "E.h5", b"")
+    (bags / "C.h5").symlink_to("/nonexistent/C.h5")
+    sent = []
+    s = _score(tmp_path / "s.csv", [PatientInput("E", (empty,)), PatientInput("C", (bags / "C.h5",))],
+               predict=lambda p: sent.append(p) or const_predict(p))  # fmt: skip
+    assert s.failed == 2 and sent == []
+    errors = {e["patient_id"]: e["message"] for e in _csv(tmp_path / "s.errors.csv")}
+    assert errors["E"] == "E.h5: the file is empty (0 bytes)"
+    assert errors["C"].startswith("C.h5 is a broken symbolic link")

@@ -237,8 +237,7 @@ def run_auto(
         cv = cross_validate(cands, inputs, samples, config, folds=folds, should_cancel=should_cancel)
     except ValueError as exc:
         evidence = {"winner": TARGET.label, "error": str(exc), "folds": folds}
-        promotion: dict[str, Any] = {"status": "not_promoted", "reason": f"auto could not validate: {exc}"}
-        return AutoResult(_target_model(inputs), None, evidence, promotion)
+        return AutoResult(_target_model(inputs), None, evidence, _kept_target(f"auto could not validate: {exc}"))
     scores: dict[str, dict[str, Any]] = {TARGET.label: {"c": c_index(cv, TARGET.label), "difference": 0.0}}
     for cand in cands:
         if cand is not TARGET:
@@ -251,11 +250,8 @@ def run_auto(
         **({"relevance": relevance} if relevance is not None else {}),
     }  # fmt: skip
     if winner == TARGET.label:
-        promotion = {
-            "status": "not_promoted",
-            "reason": "auto kept the target's own model: no candidate beat it in inner CV by more than the margin",
-        }
-        return AutoResult(_target_model(inputs), None, evidence, promotion)
+        why = "auto kept the target's own model: no candidate beat it in inner CV by more than the margin"
+        return AutoResult(_target_model(inputs), None, evidence, _kept_target(why))
     cand = next(c for c in cands if c.label == winner)
     model, result = _fit_winner(cand, inputs, config, samples, should_cancel, evidence)
     if cand.refit:
@@ -334,8 +330,7 @@ def _by_relevance(
         reason += "returned, not promoted over the target's own checkpoint"
         return AutoResult(model, result, evidence, {"status": "not_promoted", "reason": reason})
     evidence["winner"] = TARGET.label
-    reason = f"auto kept the target's own model: {why}"
-    return AutoResult(_target_model(inputs), None, evidence, {"status": "not_promoted", "reason": reason})
+    return AutoResult(_target_model(inputs), None, evidence, _kept_target(f"auto kept the target's own model: {why}"))
 
 
 def _fit_winner(
@@ -367,6 +362,14 @@ def _fit_winner(
 
 def _brief(score: dict[str, Any]) -> dict[str, Any]:
     return {k: score.get(k) for k in ("c", "difference", "se", "ci_low", "ci_high")}
+
+
+def _kept_target(reason: str) -> dict[str, Any]:
+    """The promotion of a result that IS the target's checkpoint, unchanged: there is nothing to promote it over
+    (it is what the gate compares with), so it is `unchecked`, not `not_promoted` — it can be aliased as the
+    target's model without allow_not_promoted (README: "keep serving the target's own checkpoint")."""
+    why = f"{reason}; the result is the target's own checkpoint, unchanged (nothing to promote)"
+    return {"status": "unchecked", "target_unchanged": True, "reason": why}
 
 
 def _target_model(inputs: MergeInputs) -> SurvivalModel:

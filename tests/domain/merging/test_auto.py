@@ -73,7 +73,8 @@ def test_run_merge_auto_returns_the_winner_with_its_evidence():
     assert set(cands) == {"θ₀ encoder + retrained head", "target encoder + retrained head", TARGET_LABEL}
     assert evidence["winner"] == choose(cands, list(cands), 0.0)
     if evidence["winner"] == TARGET_LABEL:
-        assert run.promotion["status"] == "not_promoted" and run.train_result is None
+        assert run.promotion["status"] == "unchecked" and run.promotion["target_unchanged"] is True
+        assert "the target's own checkpoint, unchanged" in run.promotion["reason"] and run.train_result is None
         assert all(torch.equal(v, inputs.target[k]) for k, v in run.model.artifact_tensors().items())
     else:
         assert run.model.method == "task_arithmetic" and run.train_result is not None
@@ -151,6 +152,8 @@ def test_the_relevance_pre_check_skips_the_borrowing_candidates_when_the_sources
 
     kept = auto(relevance_z=10.0, candidates=["steph"], fallback="target")  # the checkpoint stays
     assert kept.notes["auto"]["winner"] == TARGET_LABEL and kept.train_result is None
+    # nothing to promote it over (it is what the gate compares with): unchecked, so it can be aliased as is
+    assert kept.promotion["status"] == "unchecked" and kept.promotion["target_unchanged"] is True
     assert all(torch.equal(v, inputs.target[k]) for k, v in kept.model.artifact_tensors().items())
 
     # a threshold every source passes: by default STEPH wins without an inner CV for the choice, and the

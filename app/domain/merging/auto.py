@@ -254,6 +254,7 @@ def run_auto(
         return AutoResult(_target_model(inputs), None, evidence, _kept_target(why))
     cand = next(c for c in cands if c.label == winner)
     model, result = _fit_winner(cand, inputs, config, samples, should_cancel, evidence)
+    promotion: dict[str, Any]
     if cand.refit:
         promotion = {
             "status": "not_promoted", "estimate": scores[winner],

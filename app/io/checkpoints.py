@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -125,9 +126,24 @@ def _run_child(path: Path, dst: Path, name: str, timeout_s: float, memory_mb: in
         }
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _unsafe_detail(detail: str) -> str:
+    """What torch's weights-only loader refused, without its terminal colours and without its advice to load
+    the file with weights_only=False (i.e. to run whatever code it holds): the class it met, when it names one."""
+    text = _ANSI.sub("", detail)
+    found = _GLOBAL.search(text)
+    if found:
+        return f"it holds an object of type {found.group(1)}"
+    return text.split(". This file can still be loaded")[0].split("\n")[0].strip()  # (the class is not named)
+
+
 def _child_error(result: dict, path: Path, name: str, memory_mb: int) -> CheckpointFormatError:
     kind = result.get("error")
-    detail = scrub_paths(str(result.get("detail", "")).replace(str(path.resolve()), name), path, name)
+    raw = str(result.get("detail", "")).replace(str(path.resolve()), name)
+    detail = scrub_paths(_unsafe_detail(raw) if kind == "unsafe" else raw, path, name)
     if kind == "unsafe":
         msg = (
             f"refusing to load: the checkpoint holds Python objects other than tensors, which could run code "

@@ -75,6 +75,17 @@ def test_pth_that_runs_code_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_a_refused_pth_names_what_it_holds_without_torch_advice_to_load_it_unsafely(tmp_path: Path) -> None:
+    import argparse
+
+    torch.save({"model": abmil_state(), "args": argparse.Namespace(lr=1e-4)}, tmp_path / "ref.pth")
+    with pytest.raises(CheckpointFormatError) as ei:
+        read_checkpoint(tmp_path / "ref.pth", display_name="ref.pth")
+    text = str(ei.value)
+    assert "it holds an object of type argparse.Namespace" in text and "state_dict()" in text
+    assert "\x1b" not in text and "weights_only" not in text and "trust" not in text  # no colours, no unsafe advice
+
+
 def test_pth_non_tensor_value_names_the_key(tmp_path: Path) -> None:
     torch.save({"model": {**abmil_state(), "step": 5}}, tmp_path / "odd.pth")
     with pytest.raises(CheckpointFormatError, match=r"odd\.pth: model\['step'\] is not a tensor"):

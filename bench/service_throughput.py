@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             ids = {n: c.register_checkpoint(path, n, base.id).id for n, path in inputs["ckpts"].items()}
             cohort = c.register_cohort(inputs["cohort"], "bench", base.id)
             job = c.submit_merge_job("steph", base.id, ids["target"], cohort.id,
-                                     params={"epochs": 1, "accum": 4})  # fmt: skip
+                                     params={"epochs": 1, "accum": 4, "gate": "off"})  # fmt: skip
             job = c.wait_for_job(job.id, poll_s=0.5)
             assert job.model_id, f"merge job failed: {job.raw.get('error')}"
             model_id = job.model_id

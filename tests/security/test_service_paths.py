@@ -9,7 +9,7 @@ import pytest
 
 from tests.api.conftest import admin, assert_error, client, ctx, family, settings, snapshot, world  # noqa: F401
 from tests.fixtures import write_cohort
-from tests.workers.api_helpers import job_body, wait_job
+from tests.workers.api_helpers import FAST, job_body, wait_job
 
 
 def _post_path(client, admin, base_id: str, path: str):  # noqa: F811
@@ -92,7 +92,8 @@ def test_a_registered_dir_replaced_by_an_outside_link_fails_the_job(client, admi
     outside = write_cohort(tmp_path / "outside-data", seed=7)  # valid data: only the place is wrong
     shutil.rmtree(cohort)
     cohort.symlink_to(outside)
-    job = client.post("/merge-jobs", headers=admin, json=job_body(family, r.json()["id"]))
+    body = job_body(family, r.json()["id"], params={**FAST, "gate": "off"})  # 5 train patients: no gate can run
+    job = client.post("/merge-jobs", headers=admin, json=body)
     assert job.status_code == 202, job.text
     done = wait_job(client, admin, job.json()["id"])
     assert done["status"] == "failed" and done["model_id"] is None

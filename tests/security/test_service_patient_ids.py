@@ -41,7 +41,7 @@ def test_a_diverged_merge_names_no_patient(client, admin, family, settings, capl
     r = client.post("/cohorts", headers=admin, json={"name": "s", "base_id": family["base"]["id"], "path": "secret"})
     assert r.status_code == 201, r.text
     job = client.post("/merge-jobs", headers=admin, json=job_body(family, r.json()["id"], params={"epochs": 1,
-                      "accum": 1, "topk": 2, "hyper_hidden": 8}))  # fmt: skip
+                      "accum": 1, "topk": 2, "hyper_hidden": 8, "gate": "off"}))  # fmt: skip
     assert job.status_code == 202, job.text
     done = wait_job(client, admin, job.json()["id"])
     assert done["status"] == "failed", done

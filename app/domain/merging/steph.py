@@ -134,8 +134,8 @@ class StephParams:
             raise ValueError(f"topk must be in [1, 4096] (or null for all sources); got {self.topk}")
         if not (0 <= self.gamma <= MAX_PENALTY and 0 <= self.beta <= MAX_PENALTY):  # NaN fails too
             raise ValueError(
-                f"gamma and beta must be in [0, {MAX_PENALTY:g}] (penalty weights; the defaults are 0.001 and 0.05, "
-                f"larger ones drown the survival loss); got gamma={self.gamma}, beta={self.beta}"
+                f"gamma and beta must be finite numbers in [0, {MAX_PENALTY:g}] (penalty weights; the defaults are "
+                f"0.001 and 0.05, larger ones drown the survival loss); got gamma={self.gamma}, beta={self.beta}"
             )
         if self.hyper_hidden is not None and not 1 <= self.hyper_hidden <= 2048:
             raise ValueError(f"hyper_hidden must be in [1, 2048] (or null); got {self.hyper_hidden}")

@@ -116,7 +116,7 @@ def test_unknown_parameter_lists_known_ones(name):
         ("steph", {"topk": 0}, "topk must be in \\[1, 4096\\]"),
         ("steph", {"lam_mode": "sometimes"}, "not one of"),
         ("steph", {"lam_value": 1.5}, r"lam_value must be in \[0, 1\]"),
-        ("steph", {"gamma": -1.0}, r"must be in \[0, 100\]"),
+        ("steph", {"gamma": -1.0}, r"must be finite numbers in \[0, 100\]"),
         ("average", {"include_target": 1}, "expected true or false"),
         ("task_arithmetic", {"scale": "big"}, "expected a number"),
         ("task_arithmetic", {"weights": [1.0, "x"]}, "expected a number, got .x. \\(or null\\)"),

@@ -102,12 +102,13 @@ def load_family(base_path: str) -> tuple[dict, Any, list[float]]:
     return base, dims, default_bin_edges(dims.n_bins)
 
 
-def load_model(path: str) -> Any:
-    """A SurvivalModel from a model artifact or a plain ABMIL checkpoint (.safetensors / .pth)."""
+def load_model(path: str, *, what: str = "model") -> Any:
+    """A SurvivalModel from a model artifact or a plain ABMIL checkpoint (.safetensors / .pth); `what` names the
+    argument in the error ("model", "target checkpoint")."""
     from app.io.artifacts import load_any_model
 
     if not Path(path).is_file():
-        raise CliError(f"model {Path(path).name!r} does not exist (looked for {path})")
+        raise CliError(f"{what} {Path(path).name!r} does not exist (looked for {path})")
     model = load_any_model(path).model
     model.eval()
     return model

@@ -55,7 +55,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CliError(f"model {Path(args.model).name!r} does not exist (looked for {args.model})")
     loaded = load_any_model(args.model)
     model = loaded.model.eval()
-    reference = load_model(args.target)
+    reference = load_model(args.target, what="target checkpoint (--target)")
     if reference.dims.in_dim != model.dims.in_dim:
         raise CliError(f"the target checkpoint has D = {reference.dims.in_dim}, the model D = {model.dims.in_dim}")
     provenance = dict(loaded.provenance or {})

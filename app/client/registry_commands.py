@@ -6,29 +6,54 @@ Scripts then score with `--model NAME@ALIAS` and never change when a new version
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from app.client.commands import EXIT_OK, emit
 from app.client.sdk import Client
+from app.client.transport import ClientError
+
+API_FLAG = '"allow_not_promoted": true'
+
+
+@contextmanager
+def cli_wording() -> Iterator[None]:
+    """The server's 409 tells an API caller to send "allow_not_promoted": true; here that is a flag."""
+    try:
+        yield
+    except ClientError as exc:
+        if API_FLAG not in exc.message:
+            raise
+        message = exc.message.replace(f"send {API_FLAG}", "pass --allow-not-promoted").replace(
+            API_FLAG, "--allow-not-promoted"
+        )
+        raise ClientError(exc.status, message, detail=exc.detail) from None
+
+
+def _run(call: Callable[[], Any]) -> int:
+    with cli_wording():
+        emit(call())
+    return EXIT_OK
 
 
 def cmd_register_model(args: argparse.Namespace, client: Client) -> int:
     """Register MODEL (id or reference) as the next version of NAME, pointing --alias at it."""
-    emit(
-        client.register_model_version(
+    return _run(
+        lambda: client.register_model_version(
             args.name,
             args.model,
             aliases=args.alias,
             description=args.description,
             allow_not_promoted=args.allow_not_promoted,
-        )
+        )  # fmt: skip
     )
-    return EXIT_OK
 
 
 def cmd_alias(args: argparse.Namespace, client: Client) -> int:
     """Point NAME@ALIAS at VERSION; prints where it pointed before."""
-    emit(client.set_alias(args.name, args.alias, args.version, allow_not_promoted=args.allow_not_promoted))
-    return EXIT_OK
+    allow = args.allow_not_promoted
+    return _run(lambda: client.set_alias(args.name, args.alias, args.version, allow_not_promoted=allow))
 
 
 def add_registry_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, add) -> None:

@@ -73,7 +73,11 @@ def revoke_api_key(session: Session, *, id_or_prefix: str) -> ApiKey:
     """Revoke the one key whose id or visible prefix matches, or the key itself when the whole secret is given
     (found by its hash; never echoed back: an operator revoking a leaked key pastes it)."""
     whole = repo.get_api_key_by_hash(session, key_hash=hash_key(id_or_prefix.strip()))
-    matches = [whole] if whole is not None else repo.find_api_keys(session, id_or_prefix=id_or_prefix)
+    # the prefix as `steph keys list` shows it ends in "…"; a longer piece of a key is matched on its prefix part
+    wanted = id_or_prefix.strip().removesuffix("…").removesuffix("...")
+    if wanted.startswith("steph_") and len(wanted) > PREFIX_CHARS:
+        wanted = wanted[:PREFIX_CHARS]
+    matches = [whole] if whole is not None else repo.find_api_keys(session, id_or_prefix=wanted)
     if not matches:
         shown = id_or_prefix if len(id_or_prefix) <= 24 else id_or_prefix[:16] + "…"
         raise NotFound(f"no API key matches {shown!r}; see `steph keys list`")

@@ -61,6 +61,6 @@ def promotion_fields(run: Any) -> dict[str, Any]:
     status = promotion.get("status", "unchecked")
     if status not in STATUSES:
         raise ValueError(f"unknown promotion status {status!r}")
-    keys = ("status", "reason", "evidence", "collapsed", "no_source_knowledge")
+    keys = ("status", "reason", "evidence", "estimate", "collapsed", "no_source_knowledge", "target_unchanged")
     summary = {k: promotion[k] for k in keys if k in promotion}
     return {"promotion_status": status, "promotion": promotion, "job_promotion": summary}

@@ -134,3 +134,12 @@ def repo_keys(s):
     from app.db import repositories as repo
 
     return [k for k in repo.list_api_keys(s) if k.name in ("a", "b")]
+
+
+def test_revoke_takes_the_prefix_as_keys_list_shows_it_and_a_longer_piece_of_the_key(ctx):
+    with ctx.session() as s:
+        first, secret_a = create_api_key(s, scope="predict", name="a")
+        second, secret_b = create_api_key(s, scope="predict", name="b")
+    with ctx.session() as s:
+        assert revoke_api_key(s, id_or_prefix=first.prefix + "…").id == first.id  # copied from `steph keys list`
+        assert revoke_api_key(s, id_or_prefix=secret_b[:20]).id == second.id  # more than the stored prefix

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown, worker_shutting_down
 
 from workers.celery_app import TASK_NAME, get_celery_app
 
@@ -28,12 +28,14 @@ def worker_context() -> Any:
 @celery_app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_merge_job_task(self: Any, job_id: str) -> None:
     """Run merge job `job_id`. A job still running elsewhere (fresh heartbeat) is retried after its lease."""
-    from app.services.merge_jobs import BUSY, job_lease_s, run_merge_job
+    from app.services.merge_jobs import BUSY, RELEASED, job_lease_s, run_merge_job
 
     ctx = worker_context()
     outcome = run_merge_job(ctx=ctx, job_id=str(job_id))
     if outcome == BUSY:
         raise self.retry(countdown=job_lease_s(ctx.settings))
+    if outcome == RELEASED:  # this worker is stopping: the job is queued again (attempt given back); send it anew
+        ctx.queue.enqueue(str(job_id))  # another worker, or this one after its restart, runs it
 
 
 @celeryd_after_setup.connect
@@ -53,6 +55,18 @@ def start_worker_reaper(**_: Any) -> None:
     from app.services.reaper import start_reaper
 
     start_reaper(worker_context())
+
+
+@worker_shutting_down.connect
+def hand_back_running_job(**_: Any) -> None:
+    """A warm shutdown (SIGTERM: a redeploy, `docker compose stop`) would wait for the running job to finish — up
+    to the stop grace period, then SIGKILL spends an attempt. Instead the job stops at its next training step and
+    goes back to the queue with its attempt given back (app.services.job_runner.request_shutdown), like the
+    embedded runner's. The solo pool runs the job in this process, so the flag reaches it."""
+    if worker_context.cache_info().currsize:
+        from app.services.job_runner import request_shutdown
+
+        request_shutdown(worker_context())
 
 
 @worker_shutdown.connect

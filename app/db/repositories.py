@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import (
@@ -135,6 +135,24 @@ def checkpoint_dependents(session: Session, *, checkpoint: Checkpoint) -> list[s
         if job.target_checkpoint_id == checkpoint.id or checkpoint.id in (job.source_checkpoint_ids or []):
             found.append(f"{job.status} job {job.id}")
     return found
+
+
+def lock_rows(session: Session, model: Any, ids: list[str]) -> set[str]:
+    """Hold the rows `ids` of `model` (a table with an `id` column) for the rest of the transaction and return the
+    ids that still exist. PostgreSQL: SELECT … FOR UPDATE, in id order (two lockers never deadlock). SQLite, which
+    ignores FOR UPDATE: a no-op write first takes its database write lock, so the rows read afterwards stay as
+    read until the commit. Used where a delete and a new row that depends on the deleted one race (a checkpoint
+    deleted while a job naming it is submitted)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    stmt = select(model.id).where(model.id.in_(wanted)).order_by(model.id)
+    if session.get_bind().dialect.name == "postgresql":
+        return set(session.scalars(stmt.with_for_update()))
+    session.execute(
+        update(model).where(model.id == "").values(id=model.id).execution_options(synchronize_session=False)
+    )
+    return set(session.scalars(stmt))
 
 
 def object_referenced(session: Session, *, key: str, exclude_checkpoint_id: str | None = None) -> bool:

@@ -31,7 +31,7 @@ from app.services.bases import (
 )
 from app.services.context import ServiceContext
 from app.services.errors import Conflict, InvalidInput, not_found
-from app.services.store_refs import ensure_stored
+from app.services.store_refs import ensure_stored, lock_objects
 from app.services.uploads import SavedUpload
 
 
@@ -93,6 +93,7 @@ def register_checkpoint(
             discard_unreferenced(ctx, *keys)  # keeps what the twin row references
             return twin, False
         with ctx.session() as s:
+            lock_objects(s, keys)  # both, in the one order every locker uses (deletes lock sorted keys too)
             ensure_stored(ctx, s, keys[0], lambda: store_upload_or_state(ctx, upload, state))
             ensure_stored(ctx, s, keys[1], lambda: store_state(ctx, task_vector))
             row = repo.add_checkpoint(
@@ -166,6 +167,7 @@ def delete_checkpoint(ctx: ServiceContext, *, checkpoint_id: str) -> None:
     """Delete a checkpoint and its store objects; Conflict (409) while a model or a queued/running job uses
     it."""
     with ctx.session() as s:
+        repo.lock_rows(s, Checkpoint, [checkpoint_id])  # a job submitted now naming it: one of the two waits
         row = repo.get_checkpoint(s, checkpoint_id=checkpoint_id)
         if row is None:
             raise not_found("checkpoint", checkpoint_id, hint="list them with GET /checkpoints")

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 RAN, DONE, BUSY, MISSING = "ran", "done", "busy", "missing"
+RELEASED = "released"  # run_merge_job handed the job back (queued again) because its process is stopping
 TERMINAL = ("succeeded", "failed", "cancelled")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 

@@ -31,6 +31,7 @@ from app.services.job_common import (
     DONE,
     MISSING,
     RAN,
+    RELEASED,
     TERMINAL,
     aware,
     cfg,
@@ -334,7 +335,7 @@ def run_merge_job(*, ctx: Any, job_id: str) -> str:
         _observe(method, status, time.monotonic() - started)
     if status in TERMINAL:
         notify_finished(ctx, job_id)  # issue 9: the job's completion webhook, if it has one
-    return RAN
+    return RELEASED if status == "released" else RAN
 
 
 def _observe(method: str, status: str, seconds: float) -> None:

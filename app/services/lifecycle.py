@@ -42,6 +42,7 @@ def _discard(ctx: Any, *keys: str) -> list[str]:
 def delete_model(*, ctx: Any, model_id: str) -> dict[str, Any]:
     """Remove a model row and (when unshared) its artifact; its job stays with model_id cleared."""
     with ctx.session() as s:
+        repo.lock_rows(s, Model, [model_id])  # a version registration racing this: one of the two waits
         row = repo.get_model(s, model_id=model_id)
         if row is None:
             raise not_found("model", model_id, hint="list them with GET /models")
@@ -78,6 +79,7 @@ def delete_job(*, ctx: Any, job_id: str) -> dict[str, Any]:
 def delete_cohort(*, ctx: Any, cohort_id: str) -> dict[str, Any]:
     """Remove a cohort row and, for an uploaded cohort, its directory in the store."""
     with ctx.session() as s:
+        repo.lock_rows(s, Cohort, [cohort_id])  # a job submitted now naming it: one of the two waits
         row = repo.get_cohort(s, cohort_id=cohort_id)
         if row is None:
             raise not_found("cohort", cohort_id, hint="list them with GET /cohorts")

@@ -14,10 +14,21 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.db.models import Checkpoint, MergeJob, ModelBase
-from app.db.repositories import get_checkpoint, get_cohort, get_merge_job
+from app.db.models import Checkpoint, Cohort, MergeJob, ModelBase
+from app.db.repositories import get_checkpoint, get_cohort, get_merge_job, lock_rows
 from app.services.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableInput, not_found
-from app.services.job_common import BUSY, DONE, MISSING, RAN, STATUSES, TERMINAL, job_lease_s, new_id, utcnow
+from app.services.job_common import (
+    BUSY,
+    DONE,
+    MISSING,
+    RAN,
+    RELEASED,
+    STATUSES,
+    TERMINAL,
+    job_lease_s,
+    new_id,
+    utcnow,
+)
 from app.services.job_events import final_progress, notify_finished  # issue 9
 from app.services.job_runner import run_merge_job
 from app.services.webhooks import check_webhook_url  # issue 9
@@ -27,6 +38,7 @@ __all__ = [
     "DONE",
     "MISSING",
     "RAN",
+    "RELEASED",
     "NotFound",
     "cancel_merge_job",
     "get_job",
@@ -149,6 +161,19 @@ def _validate_refs(s: Any, req: dict[str, Any]) -> list[str]:
     return _resolve_sources(s, base_id, target_id, req.get("source_checkpoint_ids"))
 
 
+def _lock_inputs(s: Any, req: dict[str, Any], sources: list[str]) -> None:
+    """Lock the job's checkpoints and cohort until its row commits, then check they still exist: a DELETE of one
+    of them racing this submission either waits and then sees the job (409), or wins and this answers 404 —
+    never both succeed (the job would fail later on a deleted input)."""
+    wanted = [req["target_checkpoint_id"], *sources]
+    present = lock_rows(s, Checkpoint, wanted)
+    gone = [cid for cid in wanted if cid not in present]
+    if gone:
+        raise not_found("checkpoint", gone[0], hint="it was deleted while the job was submitted")
+    if not lock_rows(s, Cohort, [req["cohort_id"]]):
+        raise not_found("cohort", req["cohort_id"], hint="it was deleted while the job was submitted")
+
+
 def _check_gate_can_run(s: Any, req: dict[str, Any], settings: Any) -> None:
     """The promotion gate's k folds need MIN_PER_FOLD train patients each: refuse at submission a job whose gate
     could not run (it would end `unchecked` after the whole training, and an unchecked model can be aliased)."""
@@ -206,6 +231,7 @@ def submit_merge_job(*, ctx: Any, request: dict[str, Any], idempotency_key: str 
     try:
         with ctx.session() as s:
             sources = _validate_refs(s, req)
+            _lock_inputs(s, req, sources)
             check_sources(len(sources))
             _check_gate_can_run(s, req, ctx.settings)
             job = MergeJob(

@@ -10,8 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import AliasEvent, Model, ModelAlias, ModelBase, ModelVersion, RegisteredModel, utcnow
-from app.db.repositories import new_id
-from app.services.errors import Conflict, UnprocessableInput
+from app.db.repositories import lock_rows, new_id
+from app.services.errors import Conflict, NotFound, UnprocessableInput
 from app.services.registry import (
     Actor,
     aliases_of,
@@ -172,6 +172,8 @@ def _register(
     with ctx.session() as s:
         rm = lock_name(s, name)
         model = resolve_model_ref(s, model_ref)
+        if not lock_rows(s, Model, [model.id]):  # a DELETE /models racing this: it waits, or it won and this is 404
+            raise NotFound(f"model {model_ref!r} was deleted while it was being registered")
         if rm is not None:
             _check_same_input(s, rm, model)
         else:

@@ -83,3 +83,29 @@ def test_a_job_whose_worker_is_killed_ends_exactly_once(api, workers, tmp_path) 
     assert rows["models"] == (1 if final["status"] == "succeeded" else 0)
     assert ctx.store.count_objects() == objects_before + rows["models"]
     assert client.get(f"/merge-jobs/{job_id}", headers=admin).json()["status"] == final["status"]
+
+
+def test_a_worker_stopped_with_sigterm_hands_its_job_back(api, workers, tmp_path) -> None:
+    """A redeploy sends SIGTERM: the worker used to finish the whole job first (then SIGKILL after the stop grace
+    period spent an attempt). Now the job stops at its next step, is queued again with its attempt given back and
+    re-sent, the worker exits at once, and the next worker runs it to the end."""
+    import signal
+
+    client, admin, _ = api
+    first = workers.start()
+    world = make_tiny_world(tmp_path / "world")
+    family, cohort = register_family_http(client, admin, world)
+    params = {"epochs": 60, "accum": 1, "topk": 2, "hyper_hidden": 8, "gate": "off"}
+    job_id = client.post("/merge-jobs", headers=admin, json=job_body(family, cohort["id"], params=params)).json()["id"]
+    poll(client, admin, job_id, lambda j: j["status"] == "running" and ((j["progress"] or {}).get("step") or 0) >= 1,
+         30, workers)  # fmt: skip
+    t0 = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    first.wait(30)
+    assert time.monotonic() - t0 < 20, workers.logs()  # it did not wait for the 60 epochs
+    back = client.get(f"/merge-jobs/{job_id}", headers=admin).json()
+    assert back["status"] == "queued" and back["attempts"] == 0, (back, workers.logs())
+    assert "stopped while it ran" in back["progress"]["stage"]
+    workers.start()  # the re-sent message: no reaper or visibility timeout needed
+    final = poll(client, admin, job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"), 90, workers)
+    assert final["status"] == "succeeded" and final["attempts"] == 1, final

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,63 @@ def test_referenced_objects_are_kept_and_keys_lock_in_one_order(ctx) -> None:
     with ctx.session() as s:
         lock_objects(s, [])  # nothing to lock: no statement
         lock_objects(s, [drop, keep, drop])
+
+
+def _saved(path: Path) -> Any:
+    import hashlib
+
+    from app.services.uploads import SavedUpload
+
+    data = path.read_bytes()
+    return SavedUpload(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest(), filename=path.name)
+
+
+def test_a_checkpoint_delete_and_a_registration_of_its_bytes_never_deadlock(ctx, tmp_path) -> None:
+    """The registration locked its two objects in (artifact, task vector) order while a delete locks keys sorted:
+    with the artifact's key sorting after the task vector's, PostgreSQL aborted one side (DeadlockDetected, a 500).
+    Both now lock sorted: the delete of checkpoint P on one base and the registration of P's bytes on another
+    both succeed, and both objects stay (the new row references them)."""
+    from app.services.bases import register_base
+    from app.services.checkpoints import delete_checkpoint, register_checkpoint
+    from tests.fixtures import base_state, checkpoint_state, write_safetensors
+
+    base_file = write_safetensors(tmp_path / "base.safetensors", base_state())
+    b2, _ = register_base(ctx, upload=_saved(base_file), name="b2", encoder="enc-b2")
+    b3, _ = register_base(ctx, upload=_saved(base_file), name="b3", encoder="enc-b3")
+    for seed in range(50):  # bytes whose artifact key sorts after their task-vector key (the deadlocking order)
+        path = write_safetensors(tmp_path / f"c{seed}.safetensors", checkpoint_state(base_state(), seed=seed))
+        first, _ = register_checkpoint(ctx, upload=_saved(path), cancer="cesc", base_id=b2.id)
+        if first.artifact_key > first.task_vector_key:
+            break
+        delete_checkpoint(ctx, checkpoint_id=first.id)
+    real_exists = ctx.store.exists
+
+    def slow_exists(key: str) -> bool:  # the registration holds a lock here while the delete asks for both
+        if key == first.artifact_key and threading.current_thread().name == "post":
+            time.sleep(0.5)
+        return real_exists(key)
+
+    ctx.store.exists = slow_exists
+    results: dict[str, Any] = {}
+
+    def post() -> None:
+        try:
+            results["post"] = register_checkpoint(ctx, upload=_saved(path), cancer="cesc", base_id=b3.id)[0].id
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+            results["post"] = exc
+
+    def delete() -> None:
+        time.sleep(0.25)
+        try:
+            delete_checkpoint(ctx, checkpoint_id=first.id)
+            results["delete"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            results["delete"] = exc
+
+    threads = [threading.Thread(target=post, name="post"), threading.Thread(target=delete, name="delete")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results["delete"] == "ok" and isinstance(results["post"], str), results
+    assert real_exists(first.artifact_key) and real_exists(first.task_vector_key)

@@ -84,8 +84,14 @@ def _score_locked(args: argparse.Namespace, client: Client, output: Path, fmt: s
         not_bags=relative_names(not_bags, source),
     )
     print(summary.text() + (f"; errors in {errors_path}" if summary.errors_listed else ""), file=sys.stderr)
+    return exit_code(summary)
+
+
+def exit_code(summary: Any) -> int:
+    """2 for a run stopped by a setting (auth, a wrong --server-root), 3 when the service was unreachable, 1 when
+    some patients failed, else 0."""
     if summary.aborted:
-        return EXIT_USAGE if summary.abort_status in (401, 403) else EXIT_UNREACHABLE
+        return EXIT_USAGE if summary.abort_status in (400, 401, 403) else EXIT_UNREACHABLE
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 

@@ -104,6 +104,7 @@ class _Run:
     model_sha256: str
     errors: list[dict] = field(default_factory=list)  # this run's failures, in the order they happened
     resolved: set[str] = field(default_factory=set)  # patient ids scored or failed in this run
+    root_misses: int = 0  # server-path bags the server did not find under its data root, before any success
 
     def fail(self, patient: PatientInput, status: int, message: str) -> None:
         self.errors.append(error_row(patient.patient_id, patient.files_text(), status, message, utc_now()))
@@ -208,6 +209,14 @@ def _record(patient: PatientInput, future: Future, run: _Run) -> None:
             _abort(summary, exc)
             return
         run.fail(patient, exc.status, exc.message)
+        if exc.status == 422 and ROOT_MISS in exc.message and summary.scored == 0:
+            run.root_misses += 1
+            if run.root_misses >= ROOT_MISSES_TO_STOP:  # every bag so far: a setting, not the bags
+                _abort(summary, ClientError(400, (
+                    f"the server found none of the first {run.root_misses} bags under its data root: check "
+                    "--server-root (this machine's mount of the server's STEPH_DATA_ROOT) and that the bags lie "
+                    "under it"
+                )))  # fmt: skip
         return
     except (ValueError, OSError) as exc:
         run.fail(patient, 0, str(exc))
@@ -215,6 +224,10 @@ def _record(patient: PatientInput, future: Future, run: _Run) -> None:
     run.rows.write(row)
     run.resolved.add(patient.patient_id)
     summary.scored += 1
+
+
+ROOT_MISS = "no bag file at that path under the data root"  # the server's 422 for --server-paths (services.predict)
+ROOT_MISSES_TO_STOP = 5
 
 
 def _abort(summary: ScoreSummary, exc: ClientError) -> None:

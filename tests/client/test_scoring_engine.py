@@ -292,3 +292,30 @@ def test_empty_and_broken_bags_are_failures_without_a_request(tmp_path):
     errors = {e["patient_id"]: e["message"] for e in _csv(tmp_path / "s.errors.csv")}
     assert errors["E"] == "E.h5: the file is empty (0 bytes)"
     assert errors["C"].startswith("C.h5 is a broken symbolic link")
+
+
+def test_a_wrong_server_root_stops_the_run_once_instead_of_failing_every_patient(tmp_path, patients):
+    """--server-paths with a --server-root that is not the server's data root: every bag is 'not found' — a setting,
+    so the run stops after 5 such answers (exit 2) instead of recording all 12 patients as failed one by one."""
+    from app.client.commands import EXIT_USAGE
+    from app.client.scoring import ROOT_MISS
+
+    def not_there(patient):
+        raise ClientError(422, f"{patient.patient_id}.h5: {ROOT_MISS}")
+
+    out = tmp_path / "scores.csv"
+    s = run_scoring(patients=patients, predict=not_there, output=out, fmt="csv", model_id="m1", workers=1,
+                    progress=False)  # fmt: skip
+    assert s.abort_status == 400 and "--server-root" in s.aborted and s.failed == 5
+    from app.client.commands import exit_code
+
+    assert exit_code(s) == EXIT_USAGE
+
+    def some_missing(patient):  # one bag really missing after others were found: that patient's error only
+        if patient.patient_id in ("P03", "P04", "P05", "P06", "P07", "P08"):
+            raise ClientError(422, f"{patient.patient_id}.h5: {ROOT_MISS}")
+        return fake_predict(patient)
+
+    s = run_scoring(patients=patients, predict=some_missing, output=tmp_path / "b.csv", fmt="csv", model_id="m1",
+                    workers=1, progress=False)  # fmt: skip
+    assert s.aborted is None and s.failed == 6 and s.scored == 6

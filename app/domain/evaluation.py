@@ -413,4 +413,14 @@ def compare_with_metrics(
         name: metrics_report(scored, k, m.bin_edges, reference_time, reference_event).to_dict()
         for k, (name, m) in enumerate((("merged", model), ("reference", reference)))
     }
+    if len(samples) > 1 and is_constant(scored.risks[0]):
+        reports["merged"]["constant_risk"] = True  # it ranks nobody: services.promotion warns on the job and model
     return comparison, reports
+
+
+def is_constant(risks: Tensor) -> bool:
+    """Every risk the same (to 1e-9 relative): a model that gives every patient one prediction."""
+    if risks.numel() == 0:
+        return False
+    spread = float(risks.max() - risks.min())
+    return spread <= 1e-9 * max(1.0, float(risks.abs().max()))

@@ -54,6 +54,12 @@ def promotion_fields(run: Any) -> dict[str, Any]:
             "encoder's move comes from the sources), so it is the target's own task vector rescaled per bag; "
             "compare it with `auto` or the ensemble, or check the sources' relevance"
         )
+    if ((getattr(run, "test_metrics", None) or {}).get("merged") or {}).get("constant_risk"):
+        promotion["constant_risk"] = True
+        promotion["reason"] += (
+            "; WARNING: the model gives every test patient the same risk, so it ranks nobody (look at its inputs: "
+            "a checkpoint far from its base, a diverged training, penalties that drown the survival loss)"
+        )
     notes = getattr(run, "notes", None) or {}
     warning = (notes.get("ensemble") or notes.get("auto") or {}).get("warning")
     if warning:  # an ensemble (auto's winner or not) whose sources fail the relevance check, or that ranks nobody
@@ -61,6 +67,7 @@ def promotion_fields(run: Any) -> dict[str, Any]:
     status = promotion.get("status", "unchecked")
     if status not in STATUSES:
         raise ValueError(f"unknown promotion status {status!r}")
-    keys = ("status", "reason", "evidence", "estimate", "collapsed", "no_source_knowledge", "target_unchanged")
+    keys = ("status", "reason", "evidence", "estimate", "collapsed", "no_source_knowledge", "target_unchanged",
+            "constant_risk")  # fmt: skip
     summary = {k: promotion[k] for k in keys if k in promotion}
     return {"promotion_status": status, "promotion": promotion, "job_promotion": summary}

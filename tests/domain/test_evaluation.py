@@ -156,3 +156,28 @@ def test_compare_with_metrics_reads_each_bag_once_and_equals_the_separate_calls(
     assert reports["merged"] == evaluate_metrics(model, samples, ref_t, ref_e).to_dict()
     assert reports["reference"] == evaluate_metrics(other, samples, ref_t, ref_e).to_dict()
     assert reports["merged"]["c_index"] == comp.merged_c_index != comp.reference_c_index
+
+
+def test_a_model_that_gives_every_patient_the_same_risk_is_flagged(samples):
+    """A merged model whose head ignores the bag (e.g. weights rescaled far from the base) ranks nobody: the
+    metrics say constant_risk and the promotion reason warns (services.promotion)."""
+    from types import SimpleNamespace
+
+    from app.domain.evaluation import compare_with_metrics, is_constant
+    from app.services.promotion import promotion_fields
+
+    flat_state = {k: v.clone() for k, v in static(1).artifact_tensors().items()}
+    flat_state["pred_head.weight"] = torch.zeros_like(flat_state["pred_head.weight"])  # logits = the bias alone
+    flat = StaticModel(flat_state, DIMS, EDGES)
+    ref_t, ref_e = [s.time for s in samples], [s.event for s in samples]
+    _, reports = compare_with_metrics(flat, static(2), samples, ref_t, ref_e, n_boot=20, seed=0)
+    assert reports["merged"]["constant_risk"] is True and "constant_risk" not in reports["reference"]
+    _, fine = compare_with_metrics(static(1), static(2), samples, ref_t, ref_e, n_boot=20, seed=0)
+    assert "constant_risk" not in fine["merged"]
+    run = SimpleNamespace(promotion={"status": "not_promoted", "reason": "gain -0.000"}, merge_stats=None,
+                          test_metrics=reports)  # fmt: skip
+    fields = promotion_fields(run)
+    assert fields["promotion"]["constant_risk"] is True and fields["job_promotion"]["constant_risk"] is True
+    assert "gives every test patient the same risk" in fields["promotion"]["reason"]
+    assert is_constant(torch.tensor([2.0, 2.0, 2.0])) and not is_constant(torch.tensor([2.0, 2.0 + 1e-6]))
+    assert not is_constant(torch.tensor([]))

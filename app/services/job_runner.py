@@ -308,6 +308,7 @@ def run_merge_job(*, ctx: Any, job_id: str) -> str:
     hb.start()
     started = time.monotonic()
     status, method = "failed", ""
+    result: dict[str, Any] | None = None
     try:
         job = inputs_mod.load_job(ctx, job_id)
         method = job["method"]
@@ -333,9 +334,24 @@ def run_merge_job(*, ctx: Any, job_id: str) -> str:
     finally:
         hb.stop()
         _observe(method, status, time.monotonic() - started)
+    if result is not None and status != "succeeded":  # stored, then cancelled / lost / failed while committing
+        _discard_artifact(ctx, result.get("artifact_key"))
     if status in TERMINAL:
         notify_finished(ctx, job_id)  # issue 9: the job's completion webhook, if it has one
     return RELEASED if status == "released" else RAN
+
+
+def _discard_artifact(ctx: Any, key: str | None) -> None:
+    """The artifact of a job that did not commit its model: removed unless a row references it (another runner's
+    model of the same bytes); gc would reclaim it only after its grace period."""
+    if not key:
+        return
+    from app.services.store_refs import delete_unreferenced
+
+    try:
+        delete_unreferenced(ctx, key)
+    except Exception:  # the job's outcome stands; gc removes the object later
+        log.warning("could not remove the artifact %s of an uncommitted job", key[:12], exc_info=True)
 
 
 def _observe(method: str, status: str, seconds: float) -> None:

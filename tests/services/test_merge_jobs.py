@@ -270,8 +270,11 @@ def test_a_cancel_accepted_after_the_last_step_is_honoured(ctx, fam, monkeypatch
     with no model, instead of succeeding and clearing the request."""
     execute = job_runner.inputs_mod.execute
 
+    stored = []
+
     def late_cancel(ctx_, job, *args, **kwargs):
         result = execute(ctx_, job, *args, **kwargs)
+        stored.append(result["artifact_key"])
         assert mj.cancel_merge_job(ctx=ctx_, job_id=job["id"])["cancel_requested"] is True  # accepted: running
         return result
 
@@ -281,6 +284,7 @@ def test_a_cancel_accepted_after_the_last_step_is_honoured(ctx, fam, monkeypatch
     final = mj.get_job(ctx=ctx, job_id=job["id"])
     assert final["status"] == "cancelled" and final["model_id"] is None and final["error"] == "cancelled on request"
     assert counts(ctx)["models"] == 0
+    assert stored and not ctx.store.exists(stored[0])  # its stored artifact went with it (was left for gc)
 
 
 def test_sources_sharing_a_cancer_get_distinct_names() -> None:

@@ -17,7 +17,7 @@ import app as app_package
 from app.api.errors import install_error_handlers
 from app.api.metrics import AppMetrics
 from app.api.metrics import router as metrics_router
-from app.api.middleware import AuthBeforeBody, BodySizeLimit, RequestMetrics
+from app.api.middleware import AuthBeforeBody, BodySizeLimit, NoStoreUI, RequestMetrics
 from app.api.openapi import install_openapi
 from app.api.routes import bases, checkpoints, cohorts, health, jobs, meta, models, predict
 from app.api.routes import lifecycle as lifecycle_routes  # issue 9
@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AuthBeforeBody)
     app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, requests=app.state.metrics.requests, latency=app.state.metrics.latency)
+    app.add_middleware(NoStoreUI)  # outermost: every /ui answer, error pages and redirects included
     return app
 
 

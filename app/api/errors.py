@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -143,7 +143,7 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # registered for RequestValidationError only
     problems = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
     first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
@@ -157,6 +157,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             f"; the body was sent as {content_type or 'no content type'}: send JSON with the header "
             "'Content-Type: application/json' (curl: -H 'Content-Type: application/json')"
         )
+    if request.url.path.startswith("/ui/") and "/figures/" not in request.url.path:  # a page, not an API answer
+        from app.api.routes.ui import templates
+
+        page = message.replace("invalid request: query.", "the address's ").replace("invalid request: ", "")
+        return templates.TemplateResponse(request, "error.html", {"nav": "error", "message": page}, status_code=422)
     return JSONResponse(error_body("validation_error", message, problems), 422)
 
 

@@ -189,6 +189,28 @@ def _as_http_error(exc: Exception) -> HTTPException:
     return HTTPException(status, str(exc), headers=headers)
 
 
+class NoStoreUI:
+    """`Cache-Control: no-store` on every /ui answer that sets no caching of its own: after a logout, Back must not
+    show the previous user's pages (held-out patient ids) on a shared workstation."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/ui"):
+            await self.app(scope, receive, send)
+            return
+
+        async def no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+            await send(message)
+
+        await self.app(scope, receive, no_store)
+
+
 CLIENT_CLOSED = 499  # the status /metrics records for a request whose client disconnected before the answer
 
 

@@ -54,13 +54,17 @@ def promotion_fields(run: Any) -> dict[str, Any]:
             "encoder's move comes from the sources), so it is the target's own task vector rescaled per bag; "
             "compare it with `auto` or the ensemble, or check the sources' relevance"
         )
-    if ((getattr(run, "test_metrics", None) or {}).get("merged") or {}).get("constant_risk"):
+    notes = getattr(run, "notes", None) or {}
+    degenerate = bool((notes.get("ensemble") or {}).get("degenerate"))  # its calibration slope is ~0: one curve
+    if degenerate or ((getattr(run, "test_metrics", None) or {}).get("merged") or {}).get("constant_risk"):
         promotion["constant_risk"] = True
         promotion["reason"] += (
-            "; WARNING: the model gives every test patient the same risk, so it ranks nobody (look at its inputs: "
+            "; WARNING: the model gives every patient the same risk, so it ranks nobody (look at its inputs: "
             "a checkpoint far from its base, a diverged training, penalties that drown the survival loss)"
         )
-    notes = getattr(run, "notes", None) or {}
+        if promotion.get("status") == "promoted":  # a C of 0.5 beat a worse reference: not a model to serve
+            promotion["status"] = "not_promoted"
+            promotion["reason"] += "; so it is not promoted, whatever the gate estimated"
     warning = (notes.get("ensemble") or notes.get("auto") or {}).get("warning")
     if warning:  # an ensemble (auto's winner or not) whose sources fail the relevance check, or that ranks nobody
         promotion["reason"] += f"; WARNING: {warning}"

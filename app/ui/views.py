@@ -96,6 +96,7 @@ def models(ctx: Any) -> list[dict[str, Any]]:
             "reference": f"{comp['reference_c_index']:.3f}" if comp.get("reference_c_index") is not None else "",
             "verdict": comp.get("verdict", ""), "created": short(m.get("created_at")),
             "promotion": m.get("promotion_status") or "",
+            "has_report": bool(comp),  # a report needs the held-out comparison (a model without a test split: 422)
         })  # fmt: skip
     return out
 

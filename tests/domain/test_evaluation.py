@@ -178,6 +178,15 @@ def test_a_model_that_gives_every_patient_the_same_risk_is_flagged(samples):
                           test_metrics=reports)  # fmt: skip
     fields = promotion_fields(run)
     assert fields["promotion"]["constant_risk"] is True and fields["job_promotion"]["constant_risk"] is True
-    assert "gives every test patient the same risk" in fields["promotion"]["reason"]
+    assert "gives every patient the same risk" in fields["promotion"]["reason"]
+    # a promoted model that ranks nobody (it beat a worse-than-chance reference with C 0.5) is not promoted
+    promoted = SimpleNamespace(promotion={"status": "promoted", "reason": "gain +0.114"}, merge_stats=None,
+                               test_metrics=reports)  # fmt: skip
+    fields = promotion_fields(promoted)
+    assert fields["promotion_status"] == "not_promoted" and "whatever the gate estimated" in fields["promotion"][
+        "reason"]  # fmt: skip
+    ensemble = SimpleNamespace(promotion={"status": "promoted", "reason": "gain +0.1"}, merge_stats=None,
+                               test_metrics=None, notes={"ensemble": {"degenerate": True}})  # fmt: skip
+    assert promotion_fields(ensemble)["promotion_status"] == "not_promoted"  # no test split: the fit says it
     assert is_constant(torch.tensor([2.0, 2.0, 2.0])) and not is_constant(torch.tensor([2.0, 2.0 + 1e-6]))
     assert not is_constant(torch.tensor([]))

@@ -17,6 +17,17 @@ def _login(client, headers: dict) -> None:
     assert "httponly" in cookie and "samesite=lax" in cookie and "path=/ui" in cookie
 
 
+def test_ui_pages_are_not_cached_so_back_after_logout_shows_nothing(client, admin, world, family) -> None:
+    """A shared workstation: after logout, the browser's Back must not show the previous user's pages."""
+    _login(client, admin)
+    for url in ("/ui", "/ui/models", "/ui/jobs", "/ui/login"):
+        r = client.get(url)
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-store", url
+    r = client.post("/ui/logout", follow_redirects=False)
+    assert r.headers["cache-control"] == "no-store"
+    assert "no-store" not in client.get("/health/live").headers.get("cache-control", "")  # only the UI
+
+
 def test_login_required_and_bad_key(client) -> None:
     r = client.get("/ui/jobs", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/ui/login"
@@ -141,15 +152,20 @@ def test_the_model_page_without_held_out_patients_and_with_bad_choices(client, a
     page = client.get(f"/ui/models/{job['model_id']}")
     assert page.status_code == 200 and 'id="no-held-out"' in page.text and "test split" in page.text
     assert job["model_id"] in page.text and 'data-figure="km"' not in page.text  # the rest of the page is there
+    assert f"/ui/models/{job['model_id']}/report" not in client.get("/ui/models").text  # no link that can only fail
     client.delete(f"/models/{job['model_id']}", headers=admin)
     assert ">deleted<" in client.get(f"/ui/jobs/{job['id']}").text  # not "not yet"
 
     cohort = register_cohort(client, admin, world, family["base"]["id"])
     good = run_job(client, admin, family, cohort["id"], method="average", params={"epochs": 1, "accum": 4})["model_id"]
     assert client.get(f"/ui/models/{good}?groups=3").status_code == 200
+    assert f"/ui/models/{good}/report" in client.get("/ui/models").text
     for query, needle in (("groups=5", "groups must be 2"), ("groups=0", "groups must be 2"),
-                          ("patient=nobody", "'nobody' is not among")):  # fmt: skip
-        r = client.get(f"/ui/models/{good}?{query}")
-        assert r.status_code == 422 and needle in html.unescape(r.text), query
+                          ("patient=nobody", "'nobody' is not among"), ("groups=abc", "groups")):  # fmt: skip
+        pages = [f"/ui/models/{good}?{query}"] + ([f"/ui/models/{good}/report?{query}"] if "groups" in query else [])
+        for page_url in pages:
+            r = client.get(page_url)
+            assert r.status_code == 422 and needle in html.unescape(r.text), page_url
+            assert r.headers["content-type"].startswith("text/html"), page_url  # the UI's page, never API JSON
     report = client.get(f"/ui/models/{job['model_id']}/report")  # deleted above: the UI's page, not JSON
     assert report.status_code == 404 and report.headers["content-type"].startswith("text/html")

@@ -114,3 +114,24 @@ def test_predict_key_ui_and_no_js_errors(browser, live) -> None:
     page.goto(f"{live.url}/ui/models")
     assert page.url.endswith("/ui/login")  # logged out: the cookie is gone
     watch.check()
+
+
+def test_long_names_wrap_instead_of_widening_the_page(browser, live) -> None:
+    """A 100-character registry name (no spaces) used to widen the models page to 2 700 px at a 1 280 px window."""
+    import httpx
+
+    name = "x" * 100
+    r = httpx.post(f"{live.url}/registered-models/{name}/versions", json={"model_id": live.model_id,
+                   "allow_not_promoted": True}, headers={"Authorization": f"Bearer {live.admin_key}"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.context.clear_cookies()
+    page.goto(f"{live.url}/ui/login")
+    page.fill("#key", live.predict_key)
+    page.click("#login")
+    page.wait_for_url(f"{live.url}/ui")
+    page.goto(f"{live.url}/ui/models")
+    assert name in page.content()
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], widths

@@ -165,6 +165,13 @@ class CohortDir:
         """A lazy Sequence[Sample] of `split`: each access reads and concatenates the patient's slides."""
         return CohortSamples(self, self.patients(split), expected_dim, max_patches)
 
+    def unreferenced_bag_files(self) -> list[Path]:
+        """Bag files (not an LMDB) that no slide of labels.csv names."""
+        if self.lmdb_path is not None:
+            return []
+        used = {Path(self.bag_path(s)) for p in self.labels for s in p.slide_ids}
+        return [path for path in self.index.values() if path not in used]
+
     def validate(self, expected_dim: int | None = None) -> CohortSummary:
         """Read every bag; raise one CohortError listing ALL problems found, else return the summary."""
         problems = self.split_problems()
@@ -250,8 +257,7 @@ class CohortDir:
                 f"folds of them; below {FEW_TRAIN_PATIENTS} its verdict rests on very few pairs"
             )
         if self.lmdb_path is None:
-            used = {Path(self.bag_path(s)).name for p in self.labels for s in p.slide_ids}
-            unused = [n for n in (p.name for p in self.index.values()) if n not in used]
+            unused = [p.name for p in self.unreferenced_bag_files()]
         else:
             referenced = {s for p in self.labels for s in p.slide_ids}
             unused = [k for k in getattr(self, "lmdb_keys", []) if k not in referenced]

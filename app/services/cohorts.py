@@ -32,6 +32,24 @@ def validate_cohort_dir(directory: Path, expected_dim: int, display_name: str | 
     return cohort.validate(expected_dim).to_dict()
 
 
+def _validate_and_prune(root: Path, dim: int, name: str, work: Path) -> dict[str, Any]:
+    """Validate an extracted archive, then drop the bag files labels.csv does not name: the store keeps what the
+    cohort uses (an archive of a whole slide folder for a few labelled patients would otherwise be kept whole). A
+    cohort registered by path is the user's directory and is never pruned."""
+    from app.io.cohort import open_cohort
+
+    cohort = open_cohort(root, display_name=name, confine_to=work)
+    summary = cohort.validate(dim).to_dict()
+    unused = cohort.unreferenced_bag_files()
+    for path in unused:
+        path.unlink(missing_ok=True)
+    if unused:
+        summary["warnings"] = [w for w in summary["warnings"] if "not referenced by" not in w] + [
+            f"{len(unused)} bag file(s) that labels.csv does not name were not kept, e.g. {unused[0].name!r}"
+        ]
+    return summary
+
+
 def register_cohort_upload(ctx: ServiceContext, *, upload: SavedUpload, suffix: str, name: str, base_id: str) -> Cohort:
     """Extract the archive to a temp dir, validate against the base's D, then move it to cohorts/<id>."""
     if suffix not in ARCHIVE_SUFFIXES:
@@ -44,7 +62,7 @@ def register_cohort_upload(ctx: ServiceContext, *, upload: SavedUpload, suffix: 
         root = extract_archive(
             upload.path, suffix, work, max_bytes=int(s.max_archive_mb * 2**20), max_files=s.max_archive_files
         )
-        summary = validate_cohort_dir(root, int(base.dims["in_dim"]), display_name=name, confine_to=work)
+        summary = _validate_and_prune(root, int(base.dims["in_dim"]), name, work)
         cohort_id = repo.new_id("coh")
         ctx.store.add_cohort_dir(root, cohort_id)  # the S3 store also publishes it for remote workers
         try:

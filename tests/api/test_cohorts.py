@@ -220,3 +220,24 @@ def test_upload_of_a_cohort_whose_bags_are_one_reference_lmdb(client, admin, fam
     from_files = _post_archive(client, admin, zip_dir(src, tmp_path / "f.zip"), family["base"]["id"]).json()
     assert r.json()["summary"]["patches"] == from_files["summary"]["patches"]
     assert r.json()["summary"]["patients"] == 8
+
+
+def test_an_uploaded_archive_keeps_only_the_bags_its_labels_name(client, admin, family, settings, tmp_path, ctx):
+    """An archive of a whole slide folder for a few labelled patients: the extra bags are not kept in the store
+    (the summary says so); a cohort registered by path (the user's own directory) is never pruned."""
+    from tests.fixtures import write_bag
+
+    directory = write_cohort(tmp_path / "cohort", n_patients=8, seed=3)
+    for i in range(3):
+        write_bag(directory / "bags" / f"EXTRA{i}.h5", 5, 16, seed=50 + i)
+    r = _post_archive(client, admin, zip_dir(directory, tmp_path / "c.zip"), family["base"]["id"])
+    assert r.status_code == 201, r.text
+    kept = sorted(p.name for p in (ctx.store.cohort_dir(r.json()["id"]) / "bags").iterdir())
+    assert kept == [f"S{i:03d}.h5" for i in range(8)]
+    warnings = r.json()["summary"]["warnings"]
+    assert any("3 bag file(s) that labels.csv does not name were not kept" in w for w in warnings)
+    shutil.copytree(directory, settings.data_root / "mine")
+    r = client.post("/cohorts", headers=admin, json={"name": "mine", "base_id": family["base"]["id"], "path": "mine"})
+    assert r.status_code == 201, r.text
+    assert (settings.data_root / "mine" / "bags" / "EXTRA0.h5").is_file()  # the user's directory is untouched
+    assert any("3 bag(s) are not referenced" in w for w in r.json()["summary"]["warnings"])

@@ -97,10 +97,6 @@ def input_problem(patient: PatientInput) -> str | None:
     return "; ".join(problems) or None
 
 
-def is_bag_file(path: Path) -> bool:
-    return path.is_file() and looks_like_bag(path)
-
-
 def looks_like_bag(path: Path) -> bool:
     """A bag by name: a supported suffix, not hidden (whether it is a readable file is checked later)."""
     return path.suffix.lower() in SUPPORTED_BAG_SUFFIXES and not path.name.startswith(".")
@@ -130,11 +126,6 @@ def scan_folder(folder: Path) -> tuple[list[PatientInput], list[Path]]:
             + ". Use a manifest CSV (patient_id,path) to say which slides belong to which patient."
         )
     return [PatientInput(pid, (path,)) for pid, path in sorted(found.items())], not_bags
-
-
-def discover_folder(folder: Path) -> list[PatientInput]:
-    """Every bag file under `folder` (recursive), sorted by patient id; duplicate stems are an error."""
-    return scan_folder(folder)[0]
 
 
 def relative_names(paths: list[Path], root: Path) -> list[str]:
@@ -182,8 +173,3 @@ def scan_inputs(source: Path) -> tuple[list[PatientInput], list[Path]]:
     if not source.exists():
         raise InputError(f"input {source} does not exist: give a folder of bag files or a manifest CSV")
     raise InputError(f"input {source} is neither a folder nor a .csv manifest (patient_id,path)")
-
-
-def load_inputs(source: Path) -> list[PatientInput]:
-    """The patients of `scan_inputs` (a folder of bags or a manifest CSV)."""
-    return scan_inputs(source)[0]

@@ -137,6 +137,14 @@ def checkpoint_dependents(session: Session, *, checkpoint: Checkpoint) -> list[s
     return found
 
 
+def take_write_lock(session: Session) -> None:
+    """SQLite (which ignores FOR UPDATE): take the database write lock for the rest of the transaction. Its driver
+    begins the transaction at the first write; an UPDATE that matches no row is enough."""
+    session.execute(
+        update(ModelBase).where(ModelBase.id == "").values(id=ModelBase.id).execution_options(synchronize_session=False)
+    )
+
+
 def lock_rows(session: Session, model: Any, ids: list[str]) -> set[str]:
     """Hold the rows `ids` of `model` (a table with an `id` column) for the rest of the transaction and return the
     ids that still exist. PostgreSQL: SELECT … FOR UPDATE, in id order (two lockers never deadlock). SQLite, which
@@ -149,9 +157,7 @@ def lock_rows(session: Session, model: Any, ids: list[str]) -> set[str]:
     stmt = select(model.id).where(model.id.in_(wanted)).order_by(model.id)
     if session.get_bind().dialect.name == "postgresql":
         return set(session.scalars(stmt.with_for_update()))
-    session.execute(
-        update(model).where(model.id == "").values(id=model.id).execution_options(synchronize_session=False)
-    )
+    take_write_lock(session)
     return set(session.scalars(stmt))
 
 

@@ -171,11 +171,11 @@ def register_base(
     except IntegrityError:  # the same family registered concurrently: the unique family_key picked one winner
         existing = _find_base(ctx, sha256=upload.sha256, encoder=encoder, edges=edges)
         if existing is None:
-            discard_unreferenced(ctx, key)
+            delete_unreferenced(ctx, key)
             raise
         return existing, False
     except BaseException:
-        discard_unreferenced(ctx, key)
+        delete_unreferenced(ctx, key)
         raise
 
 
@@ -185,12 +185,6 @@ def _find_base(ctx: ServiceContext, *, sha256: str, encoder: str, edges: list[fl
             if row.encoder == encoder and [float(x) for x in row.bin_edges] == [float(x) for x in edges]:
                 return row
     return None
-
-
-def discard_unreferenced(ctx: ServiceContext, *keys: str) -> None:
-    """Undo store writes after a failed insert, or remove a deleted row's objects: delete the objects no row
-    references (under their locks, see app.services.store_refs)."""
-    delete_unreferenced(ctx, *keys)
 
 
 def get_base(ctx: ServiceContext, *, base_id: str) -> ModelBase:

@@ -22,7 +22,6 @@ from app.domain.task_vectors import (
     layer_norms,
 )
 from app.services.bases import (
-    discard_unreferenced,
     get_base,
     load_state,
     read_uploaded_state,
@@ -31,7 +30,7 @@ from app.services.bases import (
 )
 from app.services.context import ServiceContext
 from app.services.errors import Conflict, InvalidInput, not_found
-from app.services.store_refs import ensure_stored, lock_objects
+from app.services.store_refs import delete_unreferenced, ensure_stored, lock_objects
 from app.services.uploads import SavedUpload
 
 
@@ -78,8 +77,10 @@ def register_checkpoint(
     norms = layer_norms(task_vector)
     keys = _store_pair(ctx, upload, state, task_vector)
     try:
-        with ctx.session() as s:  # the objects' locks: a concurrent delete of rows sharing them keeps them
-            ensure_stored(ctx, s, keys[1], lambda: store_state(ctx, task_vector))
+        with ctx.session() as s:
+            # the objects' locks (both, in the one order every locker uses): a concurrent delete of rows sharing
+            # them waits, or removed them and they are stored again
+            lock_objects(s, keys)
             # the same weights in other bytes (a .pth of a registered .safetensors, another key prefix): τ is stored
             # canonically, so equal weights give the same task-vector key
             twin = s.scalar(
@@ -89,34 +90,26 @@ def register_checkpoint(
             )
             if twin is not None:
                 twin = _same_cancer(twin, cancer, "weights")
+            else:
+                ensure_stored(ctx, s, keys[0], lambda: store_upload_or_state(ctx, upload, state))
+                ensure_stored(ctx, s, keys[1], lambda: store_state(ctx, task_vector))
+                row = repo.add_checkpoint(
+                    s, base_id=base.id, cancer=cancer, name=name or cancer, description=description,
+                    sha256=upload.sha256, artifact_key=keys[0], task_vector_key=keys[1], tv_norms=norms,
+                )  # fmt: skip
         if twin is not None:
-            discard_unreferenced(ctx, *keys)  # keeps what the twin row references
+            delete_unreferenced(ctx, *keys)  # keeps what the twin row references
             return twin, False
-        with ctx.session() as s:
-            lock_objects(s, keys)  # both, in the one order every locker uses (deletes lock sorted keys too)
-            ensure_stored(ctx, s, keys[0], lambda: store_upload_or_state(ctx, upload, state))
-            ensure_stored(ctx, s, keys[1], lambda: store_state(ctx, task_vector))
-            row = repo.add_checkpoint(
-                s,
-                base_id=base.id,
-                cancer=cancer,
-                name=name or cancer,
-                description=description,
-                sha256=upload.sha256,
-                artifact_key=keys[0],
-                task_vector_key=keys[1],
-                tv_norms=norms,
-            )
         return row, True
     except IntegrityError:  # the same bytes registered concurrently: hand back the winner
         with ctx.session() as s:
             existing = repo.find_checkpoint(s, base_id=base.id, sha256=upload.sha256)
         if existing is None:
-            discard_unreferenced(ctx, *keys)
+            delete_unreferenced(ctx, *keys)
             raise
         return existing, False
     except BaseException:
-        discard_unreferenced(ctx, *keys)
+        delete_unreferenced(ctx, *keys)
         raise
 
 
@@ -139,7 +132,7 @@ def _store_pair(ctx: ServiceContext, upload: SavedUpload, state: StateDict, tv: 
     try:
         return key, store_state(ctx, tv)
     except BaseException:
-        discard_unreferenced(ctx, key)
+        delete_unreferenced(ctx, key)
         raise
 
 
@@ -180,7 +173,7 @@ def delete_checkpoint(ctx: ServiceContext, *, checkpoint_id: str) -> None:
             )
         keys = (row.artifact_key, row.task_vector_key)
         repo.delete_row(s, row=row)
-    discard_unreferenced(ctx, *keys)
+    delete_unreferenced(ctx, *keys)
 
 
 def load_task_vector(ctx: ServiceContext, checkpoint: Checkpoint) -> StateDict:

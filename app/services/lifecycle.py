@@ -33,12 +33,6 @@ def refuse_if_used(kind: str, ident: str, users: list[str], fix: str) -> None:
     raise Conflict(f"{kind} {ident!r} is still used by {shown}; {fix}", details={"used_by": users})
 
 
-def _discard(ctx: Any, *keys: str) -> list[str]:
-    """Delete the store objects among `keys` that no row references any more (under their locks: a concurrent
-    registration of the same bytes keeps its object; app.services.store_refs); returns the deleted keys."""
-    return delete_unreferenced(ctx, *keys)
-
-
 def delete_model(*, ctx: Any, model_id: str) -> dict[str, Any]:
     """Remove a model row and (when unshared) its artifact; its job stays with model_id cleared."""
     with ctx.session() as s:
@@ -56,7 +50,7 @@ def delete_model(*, ctx: Any, model_id: str) -> dict[str, Any]:
         s.execute(update(MergeJob).where(MergeJob.model_id == model_id).values(model_id=None))
         key = row.artifact_key
         repo.delete_row(s, row=row)
-    return {"deleted": f"model {model_id}", "store_objects_removed": _discard(ctx, key)}
+    return {"deleted": f"model {model_id}", "store_objects_removed": delete_unreferenced(ctx, key)}
 
 
 def delete_job(*, ctx: Any, job_id: str) -> dict[str, Any]:
@@ -110,7 +104,7 @@ def delete_base(*, ctx: Any, base_id: str) -> dict[str, Any]:
         refuse_if_used("base", base_id, base_dependents(s, base_id), "delete them first")
         key = row.artifact_key
         repo.delete_row(s, row=row)
-    return {"deleted": f"base {base_id}", "store_objects_removed": _discard(ctx, key)}
+    return {"deleted": f"base {base_id}", "store_objects_removed": delete_unreferenced(ctx, key)}
 
 
 def delete_checkpoint(*, ctx: Any, checkpoint_id: str) -> dict[str, Any]:

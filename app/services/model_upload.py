@@ -38,7 +38,7 @@ def register_model_upload(
     from app.io.artifacts import load_model_file
     from app.io.errors import ArtifactError
     from app.services.models import model_to_dict
-    from app.services.store_refs import ensure_stored
+    from app.services.store_refs import delete_unreferenced, ensure_stored
 
     base = get_base(ctx, base_id=base_id)
     with ctx.session() as s:
@@ -78,7 +78,5 @@ def register_model_upload(
             s.flush()
             return model_to_dict(row), True
     except BaseException:
-        from app.services.bases import discard_unreferenced
-
-        discard_unreferenced(ctx, key)
+        delete_unreferenced(ctx, key)
         raise

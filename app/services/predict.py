@@ -166,26 +166,24 @@ def model_record(*, ctx: Any, model_id: str) -> tuple[str, str, str]:
         return row.artifact_sha256, row.method, row.promotion_status
 
 
-def _load_model(ctx: Any, model_id: str, sha: str, method: str, promotion: str) -> tuple[str, str, str, Any]:
-    """The loaded model of `model_id` (resolved to artifact `sha`). A DELETE of the model (or of the version an
-    alias named, then its model) can remove the artifact between the lookup and the load: the reference is
-    resolved again, and the request answers 404 when the model is gone, or uses what the reference names now."""
+def _load_model(ctx: Any, model_id: str, record: tuple[str, str, str]) -> tuple[tuple[str, str, str], Any]:
+    """(record, loaded model) for `model_id`, whose model_record was `record`. A DELETE of the model (or of the
+    version an alias named, then its model) can remove the artifact between the lookup and the load: the reference
+    is resolved again, and the request answers 404 when the model is gone, or uses what the reference names now."""
     cache = get_model_cache(ctx)
-    for _ in range(2):
+    try:
+        return record, cache.get(record[0]).model
+    except (StoreError, FileNotFoundError):
         try:
-            return sha, method, promotion, cache.get(sha).model
-        except (StoreError, FileNotFoundError):
-            try:
-                now = model_record(ctx=ctx, model_id=model_id)
-            except NotFound:
-                raise NotFound(
-                    f"model {model_id!r} was deleted while this request was being served; list the models with "
-                    "GET /models (or the registry with GET /registered-models)"
-                ) from None
-            if now[0] == sha:
-                raise  # the row still names this artifact: it really is missing (StoreError: restore it)
-            sha, method, promotion = now
-    return sha, method, promotion, cache.get(sha).model
+            now = model_record(ctx=ctx, model_id=model_id)
+        except NotFound:
+            raise NotFound(
+                f"model {model_id!r} was deleted while this request was being served; list the models with "
+                "GET /models (or the registry with GET /registered-models)"
+            ) from None
+        if now[0] == record[0]:
+            raise  # the row still names this artifact: it really is missing (StoreError: restore it)
+        return now, cache.get(now[0]).model
 
 
 def predict(
@@ -200,9 +198,9 @@ def predict(
     check_file_count(ctx.settings, len(files))
     if top_patches < 0 or top_patches > 1000:
         raise UnprocessableInput(f"top_patches must be between 0 and 1000, got {top_patches}")
-    sha, method, promotion = model_record(ctx=ctx, model_id=model_id)
+    record = model_record(ctx=ctx, model_id=model_id)
     groups = group_patients([f.name for f in files], patient_ids)
-    sha, method, promotion, model = _load_model(ctx, model_id, sha, method, promotion)
+    (sha, method, promotion), model = _load_model(ctx, model_id, record)
     results = [
         score_patient(model, pid, [files[i] for i in idx], ctx.settings, top_patches) for pid, idx in groups.items()
     ]

@@ -4,8 +4,9 @@ The estimate itself is domain logic (app.domain.promotion, run inside app.domain
 module turns job params + settings into a GateConfig and a finished run into database fields:
 
     models.promotion_status   promoted | not_promoted | unchecked
-    models.promotion          {status, reason, estimate?, gate, collapsed?, no_source_knowledge?}
-    merge_jobs.promotion      {status, reason, collapsed?, no_source_knowledge?}   (the summary on the job)
+    models.promotion          {status, reason, estimate?, evidence?, gate, collapsed?, no_source_knowledge?,
+                               target_unchanged?, constant_risk?}
+    merge_jobs.promotion      the same without gate   (the summary on the job)
 
 A `not_promoted` model is still stored and downloadable; its status is on the model JSON, so clients and the
 registry can offer only promoted models as the target's model.
@@ -58,10 +59,11 @@ def promotion_fields(run: Any) -> dict[str, Any]:
     degenerate = bool((notes.get("ensemble") or {}).get("degenerate"))  # its calibration slope is ~0: one curve
     if degenerate or ((getattr(run, "test_metrics", None) or {}).get("merged") or {}).get("constant_risk"):
         promotion["constant_risk"] = True
-        promotion["reason"] += (
-            "; WARNING: the model gives every patient the same risk, so it ranks nobody (look at its inputs: "
-            "a checkpoint far from its base, a diverged training, penalties that drown the survival loss)"
-        )
+        if not degenerate:  # a flat ensemble says so in its own warning (below)
+            promotion["reason"] += (
+                "; WARNING: the model gives every patient the same risk, so it ranks nobody (look at its inputs: "
+                "a checkpoint far from its base, a diverged training, penalties that drown the survival loss)"
+            )
         if promotion.get("status") == "promoted":  # a C of 0.5 beat a worse reference: not a model to serve
             promotion["status"] = "not_promoted"
             promotion["reason"] += "; so it is not promoted, whatever the gate estimated"

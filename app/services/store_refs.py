@@ -21,11 +21,10 @@ import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
-from app.db.models import ModelBase
 from app.storage.errors import StoreError
 
 
@@ -39,11 +38,7 @@ def lock_objects(s: Session, keys: Iterable[str]) -> None:
             lock_id = int.from_bytes(hashlib.sha256(f"steph-object:{key}".encode()).digest()[:8], "big", signed=True)
             s.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
         return
-    # SQLite (ignores FOR UPDATE): its driver begins the transaction at the first write, which takes the
-    # database write lock; an UPDATE that matches no row is enough (the same way as registry_versions.lock_name)
-    s.execute(
-        update(ModelBase).where(ModelBase.id == "").values(id=ModelBase.id).execution_options(synchronize_session=False)
-    )
+    repo.take_write_lock(s)  # SQLite: one writer at a time
 
 
 def delete_unreferenced(ctx: Any, *keys: str) -> list[str]:

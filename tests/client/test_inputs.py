@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.client.inputs import InputError, discover_folder, load_inputs, read_manifest
+from app.client.inputs import InputError, read_manifest, scan_folder, scan_inputs
 
 
 def _touch(path):
@@ -21,7 +21,7 @@ def test_folder_is_searched_recursively_for_bag_suffixes_only(tmp_path):
     _touch(tmp_path / "b" / "c" / "P3.safetensors")
     _touch(tmp_path / "notes.txt")
     _touch(tmp_path / ".hidden.h5")
-    patients = discover_folder(tmp_path)
+    patients, _ = scan_folder(tmp_path)
     assert [p.patient_id for p in patients] == ["P1", "P2", "P3"]
     assert patients[1].files == (tmp_path / "a" / "P2.h5",)
 
@@ -30,7 +30,7 @@ def test_duplicate_stems_are_refused_with_advice(tmp_path):
     _touch(tmp_path / "x" / "P1.h5")
     _touch(tmp_path / "y" / "P1.pt")
     with pytest.raises(InputError, match="manifest"):
-        discover_folder(tmp_path)
+        scan_folder(tmp_path)
 
 
 def test_manifest_groups_slides_and_resolves_relative_paths(tmp_path):
@@ -58,15 +58,14 @@ def test_bad_manifests_say_what_is_wrong(tmp_path, text, message):
         read_manifest(m)
 
 
-def test_load_inputs_rejects_missing_and_empty(tmp_path):
+def test_scan_inputs_rejects_missing_and_empty(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        load_inputs(tmp_path / "nope")
+        scan_inputs(tmp_path / "nope")
     with pytest.raises(InputError, match="no bag files"):
-        load_inputs(tmp_path)
+        scan_inputs(tmp_path)
 
 
 def test_folder_scan_reports_non_bags_and_keeps_broken_bag_links(tmp_path):
-    from app.client.inputs import scan_folder, scan_inputs
 
     _touch(tmp_path / "A.h5")
     _touch(tmp_path / "notes.txt")

@@ -16,15 +16,12 @@ from app.services import merge_jobs as mj
 from app.services.errors import Conflict, NotFound
 from tests.api.test_postgres import pg_server, pg_url  # noqa: F401 - fixtures
 from tests.fixtures import make_tiny_world
-from tests.workers.world import job_request, make_ctx, register_family
+from tests.workers.world import BOTH_DATABASES, ctx_on, job_request, register_family
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+@pytest.fixture(params=BOTH_DATABASES)
 def ctx(request: pytest.FixtureRequest, tmp_path: Path):
-    overrides = {"merge_gate": "off"}
-    if request.param == "postgresql":
-        overrides["database_url"] = request.getfixturevalue("pg_url")
-    ctx = make_ctx(tmp_path, **overrides)
+    ctx = ctx_on(request, tmp_path, merge_gate="off")
     yield ctx
     ctx.close()
 

@@ -10,32 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from app.db.models import Checkpoint, Model, ModelBase
 from app.services import registry_versions as ops
 from app.services.errors import Conflict, NotFound
 from app.services.registry import Actor, resolve_model_ref
 from tests.api.test_postgres import pg_server, pg_url  # noqa: F401 - fixtures
-from tests.workers.world import make_ctx
+from tests.workers.world import BOTH_DATABASES, add_fake_family, ctx_on
 
 ACTOR = Actor(key_id=None, name="test")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+@pytest.fixture(params=BOTH_DATABASES)
 def ctx(request: pytest.FixtureRequest, tmp_path: Path):
-    overrides = {}
-    if request.param == "postgresql":  # a real server (tests/api/test_postgres.py; skips without the binaries)
-        overrides["database_url"] = request.getfixturevalue("pg_url")
-    ctx = make_ctx(tmp_path, **overrides)
-    with ctx.session() as s:
-        s.add(ModelBase(id="base_1", name="b", encoder="e", dims={"in_dim": 16}, bin_edges=[], sha256="0" * 64,
-                        artifact_key="0" * 64))  # fmt: skip
-        s.flush()
-        s.add(Checkpoint(id="ckpt_1", base_id="base_1", cancer="brca", name="brca", sha256="1" * 64,
-                         artifact_key="1" * 64, task_vector_key="2" * 64, tv_norms={}))  # fmt: skip
-        s.flush()
-        for i in range(40):
-            s.add(Model(id=f"model_{i}", method="steph", base_id="base_1", target_checkpoint_id="ckpt_1", params={},
-                        sources=[], provenance={}, artifact_sha256="3" * 64, artifact_key="3" * 64))  # fmt: skip
+    ctx = ctx_on(request, tmp_path)
+    add_fake_family(ctx, models=40)
     yield ctx
     ctx.close()
 

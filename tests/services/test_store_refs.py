@@ -10,34 +10,20 @@ from typing import Any
 
 import pytest
 
-from app.db.models import Checkpoint, Model, ModelBase
 from app.services.store_refs import delete_unreferenced, ensure_stored, lock_objects
 from app.storage.errors import StoreError
 from tests.api.test_postgres import pg_server, pg_url  # noqa: F401 - fixtures
-from tests.workers.world import make_ctx
+from tests.workers.world import BOTH_DATABASES, add_fake_family, ctx_on, fake_model
 
 DATA = b"the bytes of one model artifact"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+@pytest.fixture(params=BOTH_DATABASES)
 def ctx(request: pytest.FixtureRequest, tmp_path: Path):
-    overrides = {}
-    if request.param == "postgresql":
-        overrides["database_url"] = request.getfixturevalue("pg_url")
-    ctx = make_ctx(tmp_path, **overrides)
-    with ctx.session() as s:
-        s.add(ModelBase(id="base_1", name="b", encoder="e", dims={"in_dim": 16}, bin_edges=[], sha256="0" * 64,
-                        artifact_key="0" * 64))  # fmt: skip
-        s.flush()
-        s.add(Checkpoint(id="ckpt_1", base_id="base_1", cancer="brca", name="brca", sha256="1" * 64,
-                         artifact_key="1" * 64, task_vector_key="2" * 64, tv_norms={}))  # fmt: skip
+    ctx = ctx_on(request, tmp_path)
+    add_fake_family(ctx)
     yield ctx
     ctx.close()
-
-
-def _model(model_id: str, key: str) -> Model:
-    return Model(id=model_id, method="steph", base_id="base_1", target_checkpoint_id="ckpt_1", params={},
-                 sources=[], provenance={}, artifact_sha256=key, artifact_key=key)  # fmt: skip
 
 
 def test_a_delete_waits_for_a_registration_holding_the_object(ctx) -> None:
@@ -51,7 +37,7 @@ def test_a_delete_waits_for_a_registration_holding_the_object(ctx) -> None:
             ensure_stored(ctx, s, key, lambda: ctx.store.put_bytes(DATA))
             ready.set()
             time.sleep(0.5)  # the delete below runs now, while B's row is not yet committed
-            s.add(_model("model_b", key))
+            s.add(fake_model("model_b", key))
         done["at"] = time.monotonic()
 
     writer = threading.Thread(target=register_b)
@@ -70,7 +56,7 @@ def test_a_registration_stores_the_object_again_after_a_delete_removed_it(ctx) -
     assert delete_unreferenced(ctx, key) == [key] and not ctx.store.exists(key)  # a concurrent delete got there
     with ctx.session() as s:
         ensure_stored(ctx, s, key, lambda: ctx.store.put_bytes(DATA))
-        s.add(_model("model_b", key))
+        s.add(fake_model("model_b", key))
     assert ctx.store.exists(key) and ctx.store.read_verified(key) == DATA
     with pytest.raises(StoreError, match="could not be stored again"):
         ctx.store.delete(key)
@@ -81,7 +67,7 @@ def test_a_registration_stores_the_object_again_after_a_delete_removed_it(ctx) -
 def test_referenced_objects_are_kept_and_keys_lock_in_one_order(ctx) -> None:
     keep, drop = ctx.store.put_bytes(DATA), ctx.store.put_bytes(b"unreferenced")
     with ctx.session() as s:
-        s.add(_model("model_a", keep))
+        s.add(fake_model("model_a", keep))
     assert delete_unreferenced(ctx, keep, drop, drop, "") == [drop]
     assert ctx.store.exists(keep) and not ctx.store.exists(drop)
     with ctx.session() as s:

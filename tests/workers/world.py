@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.db import repositories as repo
 from app.db.models import OrmBase
 from app.services.context import ServiceContext, build_context
@@ -43,6 +45,40 @@ def make_ctx(tmp_path: Path, queue: Any = None, **overrides: Any) -> ServiceCont
 
     stamp_head(settings.database_url)  # the tables are the newest schema: a server started on this home accepts it
     return ctx
+
+
+# a ctx fixture parametrised with these runs on SQLite and on a real PostgreSQL server (tests/api/test_postgres.py;
+# the module must import its pg_server and pg_url fixtures; skips without the binaries)
+BOTH_DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+
+
+def ctx_on(request: Any, tmp_path: Path, **overrides: Any) -> ServiceContext:
+    """make_ctx on the database of a BOTH_DATABASES parameter."""
+    if request.param == "postgresql":
+        overrides["database_url"] = request.getfixturevalue("pg_url")
+    return make_ctx(tmp_path, **overrides)
+
+
+def fake_model(model_id: str, key: str = "3" * 64) -> Any:
+    """A model row of add_fake_family's base and checkpoint whose artifact is store object `key` (no file)."""
+    from app.db.models import Model
+
+    return Model(id=model_id, method="steph", base_id="base_1", target_checkpoint_id="ckpt_1", params={}, sources=[],
+                 provenance={}, artifact_sha256=key, artifact_key=key)  # fmt: skip
+
+
+def add_fake_family(ctx: ServiceContext, models: int = 0) -> None:
+    """Rows only (no store objects): base_1, its checkpoint ckpt_1 and `models` models model_0, model_1, …"""
+    from app.db.models import Checkpoint, ModelBase
+
+    with ctx.session() as s:
+        s.add(ModelBase(id="base_1", name="b", encoder="e", dims={"in_dim": 16}, bin_edges=[], sha256="0" * 64,
+                        artifact_key="0" * 64))  # fmt: skip
+        s.flush()
+        s.add(Checkpoint(id="ckpt_1", base_id="base_1", cancer="brca", name="brca", sha256="1" * 64,
+                         artifact_key="1" * 64, task_vector_key="2" * 64, tv_norms={}))  # fmt: skip
+        s.flush()
+        s.add_all(fake_model(f"model_{i}") for i in range(models))
 
 
 def job_cohort(root: Path) -> tuple[Path, Path]:
